@@ -1,0 +1,1 @@
+"""The admin HTTP room: health, readiness and metrics endpoints."""

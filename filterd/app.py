@@ -1,0 +1,513 @@
+"""The supervisor: composition root of a running filterd.
+
+It owns everything that is not the query path, in this start-up order:
+
+1. configuration (a bad file stops start-up with exit status 2);
+2. list compilation, in a child process (the parse's CPU and memory peak
+   never land on a serving process; the result is a memory-mapped index);
+3. listening sockets, bound once here (privileged ports, SO_REUSEPORT);
+4. worker processes, which inherit the sockets and serve DNS;
+5. the admin HTTP server (health, readiness, metrics);
+6. readiness: ``READY=1`` to systemd once every worker serves the lists.
+
+Signals: SIGHUP reloads configuration and lists (built off the serving
+path, swapped in one step per worker; anything invalid is rejected and the
+running state keeps serving); SIGTERM/SIGINT drain the workers (in-flight
+queries are answered, up to ``server.drain_timeout``) and exit 0. A worker
+that dies unexpectedly is restarted with the current configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from filterd import control
+from filterd.admin.server import AdminServer
+from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
+from filterd.errors import ConfigError, ListError, StartupError
+from filterd.lists.compile import CompileReport, compile_lists, remove_stale_indexes
+from filterd.metrics import SupervisorState, build_registry, merge_stats
+
+log = logging.getLogger("filterd")
+
+INSTALL_TIMEOUT: Final = 30.0
+STATS_TIMEOUT: Final = 2.0
+RESTART_BACKOFF: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+UDP_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Command-line settings that replace the configuration's (``filterd run``)."""
+
+    listen: tuple[Endpoint, ...] = ()
+    upstream: tuple[Endpoint, ...] = ()
+    blocklists: tuple[Path, ...] = ()
+
+    def apply(self, config: Config) -> Config:
+        if self.listen:
+            config = replace(config, server=replace(config.server, listen=self.listen))
+        if self.upstream:
+            config = replace(config, upstream=replace(config.upstream, servers=self.upstream))
+        if self.blocklists:
+            lists = tuple(
+                ListConfig(name=f"cli-{i + 1}", path=path.resolve())
+                for i, path in enumerate(self.blocklists)
+            )
+            config = replace(config, lists=lists)
+        return config
+
+
+def load(path: Path | None, overrides: Overrides, *, need_upstream: bool = True) -> Config:
+    """The effective configuration: the file (or defaults) with overrides applied."""
+    if path is not None:
+        config = load_config(path)
+    elif need_upstream and not overrides.upstream:
+        config = parse_config("", "<defaults>")
+    else:
+        # No file and upstreams given (or not needed): resolv.conf is not consulted.
+        config = parse_config("upstream: {servers: ['127.0.0.1']}", "<defaults>")
+        config = replace(config, upstream=replace(config.upstream, servers=()))
+    config = overrides.apply(config)
+    if need_upstream and not config.upstream.servers:
+        raise ConfigError(["upstream.servers: no upstream resolver (none in /etc/resolv.conf?)"])
+    return config
+
+
+async def compile_in_child(config: Config) -> CompileReport:
+    """Run ``compile_lists`` in a fresh child process and return its report."""
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return await loop.run_in_executor(pool, compile_lists, config)
+
+
+# ------------------------------------------------------------------ sockets
+
+
+@dataclass(slots=True)
+class WorkerSockets:
+    udp: list[socket.socket]
+    tcp: list[socket.socket]
+
+    def fds(self) -> list[int]:
+        return [s.fileno() for s in self.udp + self.tcp]
+
+
+def bind_sockets(config: Config) -> list[WorkerSockets]:
+    """One UDP and one TCP socket per listen address per worker, sharing the
+    port with SO_REUSEPORT so the kernel spreads clients over workers."""
+    workers = [WorkerSockets([], []) for _ in range(config.server.workers)]
+    for endpoint in config.server.listen:
+        for attempt in range(20):
+            try:
+                _bind_endpoint(config, endpoint, workers)
+                break
+            except OSError as exc:
+                if endpoint.port == 0 and attempt < 19:
+                    continue  # port 0: the UDP pick was taken for TCP; pick again
+                for worker in workers:
+                    for sock in worker.udp + worker.tcp:
+                        sock.close()
+                raise StartupError(f"cannot listen on {endpoint}: {exc.strerror}") from None
+    return workers
+
+
+def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSockets]) -> None:
+    family = socket.AF_INET6 if endpoint.family_v6 else socket.AF_INET
+    port = endpoint.port
+    made: list[tuple[WorkerSockets, socket.socket, bool]] = []
+    try:
+        for worker in workers:
+            if config.server.udp:
+                udp = _socket(family, socket.SOCK_DGRAM)
+                made.append((worker, udp, True))
+                with contextlib.suppress(OSError):  # best effort: capped by net.core.rmem_max
+                    udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+                udp.bind((endpoint.host, port))
+                port = udp.getsockname()[1]
+            if config.server.tcp:
+                tcp = _socket(family, socket.SOCK_STREAM)
+                made.append((worker, tcp, False))
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((endpoint.host, port))
+                tcp.listen(1024)
+                port = tcp.getsockname()[1]
+    except OSError:
+        for _, sock, _ in made:
+            sock.close()
+        raise
+    for worker, sock, is_udp in made:
+        (worker.udp if is_udp else worker.tcp).append(sock)
+
+
+def _socket(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
+# ------------------------------------------------------------------ workers
+
+
+class WorkerHandle:
+    """One worker process and its end of the control channel."""
+
+    def __init__(self, index: int, sockets: WorkerSockets) -> None:
+        self.index = index
+        self.sockets = sockets
+        self.process: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.generation = 0
+        self.last_stats: dict[str, Any] = {}
+        self.lock = asyncio.Lock()
+        self.restarts = 0
+
+    async def start(self, log_level: str) -> None:
+        parent, child = socket.socketpair()
+        fds = self.sockets
+        args = [
+            sys.executable, "-m", "filterd.worker",
+            "--control", str(child.fileno()),
+            "--udp", ",".join(str(s.fileno()) for s in fds.udp),
+            "--tcp", ",".join(str(s.fileno()) for s in fds.tcp),
+            "--index", str(self.index),
+            "--log-level", log_level,
+        ]  # fmt: skip
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *args, pass_fds=[child.fileno(), *fds.fds()], stdin=asyncio.subprocess.DEVNULL
+            )
+        finally:
+            child.close()
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        self.generation = 0
+
+    async def request(self, message: control.Message, timeout: float) -> control.Message:
+        """Send ``message`` and wait for the worker's reply (one at a time)."""
+        async with self.lock:
+            if self.writer is None or self.reader is None:
+                raise control.ChannelClosed("worker not running")
+            await control.send(self.writer, message)
+            async with asyncio.timeout(timeout):
+                return await control.receive(self.reader)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def close_channel(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+# --------------------------------------------------------------- supervisor
+
+
+class Supervisor:
+    def __init__(self, config_path: Path | None, overrides: Overrides, config: Config) -> None:
+        self._config_path = config_path
+        self._overrides = overrides
+        self.config = config
+        self.state = SupervisorState(workers_configured=config.server.workers)
+        self._workers: list[WorkerHandle] = []
+        self._stats: dict[str, Any] = {}
+        self._retired: list[dict[str, Any]] = []
+        self._index_path: Path | None = None
+        self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._request_ids = itertools.count(1)
+        self._admin: AdminServer | None = None
+
+    # -------------------------------------------------------------- start-up
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        report = await self._compile(self.config)
+        sockets = bind_sockets(self.config)
+        self._log_listening(sockets)
+        self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
+        try:
+            if self.config.admin.listen is not None:
+                await self._start_admin(self.config.admin.listen)
+            for worker in self._workers:
+                await worker.start(self.config.logging.level)
+            self.state.workers_running = len(self._workers)
+            await self._install_everywhere(self.config, report)
+            for worker in self._workers:
+                self._supervise(worker)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
+            log.info(
+                "ready: generation %d, %d names enforced",
+                self.state.generation,
+                self.state.index_names,
+            )
+            notify_systemd("READY=1")
+            await self._stopping.wait()
+            notify_systemd("STOPPING=1")
+        finally:
+            self._stopping.set()
+            await self._shutdown()
+        return 0
+
+    def _log_listening(self, sockets: list[WorkerSockets]) -> None:
+        first = sockets[0]
+        for sock in first.udp:
+            log.info("listening udp %s", _sockname(sock))
+        for sock in first.tcp:
+            log.info("listening tcp %s", _sockname(sock))
+        log.info("%d worker(s)", len(sockets))
+
+    async def _start_admin(self, endpoint: Endpoint) -> None:
+        registry = build_registry(self.state, lambda: self._stats)
+        self._admin = AdminServer(endpoint, registry, self.is_ready, self.refresh_stats)
+        try:
+            await self._admin.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on admin {endpoint}: {exc.strerror}") from None
+        log.info("admin http://%s/ (healthz, readyz, metrics)", endpoint)
+
+    async def _compile(self, config: Config) -> CompileReport:
+        report = await compile_in_child(config)
+        for source in report.sources:
+            level = logging.WARNING if source.invalid else logging.INFO
+            log.log(
+                level,
+                "list %s (%s, %s): %d entries: %d accepted, %d invalid, %d ignored",
+                source.name,
+                source.format,
+                source.version,
+                source.entries,
+                source.accepted,
+                source.invalid,
+                source.ignored,
+            )
+            for problem in source.problems[:10]:
+                log.log(level, "  %s", problem)
+            if len(source.problems) > 10:
+                log.log(level, "  ... %d more problem lines", source.invalid + source.ignored - 10)
+        log.info(
+            "index: %d distinct names, %s in %.2fs",
+            report.distinct_names,
+            "reused" if report.reused else "compiled",
+            report.seconds,
+        )
+        return report
+
+    # -------------------------------------------------------------- install
+
+    async def _install_everywhere(self, config: Config, report: CompileReport) -> None:
+        generation = self.state.generation + 1
+        message = control.Install(generation, config, str(report.index_path))
+        results = await asyncio.gather(
+            *(self._install(worker, message) for worker in self._workers)
+        )
+        failures = [error for error in results if error]
+        if failures:
+            raise StartupError(f"workers could not install generation {generation}: {failures[0]}")
+        self.config = config
+        self._index_path = report.index_path
+        self.state.generation = generation
+        self.state.index_names = report.distinct_names
+        self.state.compile_seconds = report.seconds
+        self.state.sources = [asdict(source) for source in report.sources]
+        self.state.last_reload_success = time.time()
+        self.state.ready = True
+        remove_stale_indexes(config, {report.index_path})
+
+    async def _install(self, worker: WorkerHandle, message: control.Install) -> str:
+        try:
+            reply = await worker.request(message, INSTALL_TIMEOUT)
+        except (control.ChannelClosed, TimeoutError, OSError) as exc:
+            return f"worker {worker.index}: {exc or type(exc).__name__}"
+        if not isinstance(reply, control.Installed) or reply.error:
+            return f"worker {worker.index}: {getattr(reply, 'error', reply)}"
+        worker.generation = reply.generation
+        return ""
+
+    def is_ready(self) -> bool:
+        return self.state.ready and all(
+            w.running and w.generation == self.state.generation for w in self._workers
+        )
+
+    # --------------------------------------------------------------- reload
+
+    def _schedule_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload_from_signal())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_from_signal(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> bool:
+        """SIGHUP: load, compile and install a new configuration, or keep the old."""
+        async with self._reload_lock:
+            log.info("reload requested")
+            try:
+                config = load(self._config_path, self._overrides)
+                config = self._keep_restart_only_settings(config)
+                report = await self._compile(config)
+                await self._install_everywhere(config, report)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload rejected: %s", problem)
+            except (ListError, StartupError) as exc:
+                log.error("reload rejected: %s", exc)
+            except Exception:
+                log.exception("reload failed")
+            else:
+                self.state.reloads["success"] += 1
+                log.info(
+                    "reload done: generation %d, %d names enforced",
+                    self.state.generation,
+                    self.state.index_names,
+                )
+                return True
+            self.state.reloads["failure"] += 1
+            log.error("still serving generation %d", self.state.generation)
+            return False
+
+    def _keep_restart_only_settings(self, config: Config) -> Config:
+        """Listening sockets and the worker count only change on restart."""
+        old = self.config.server
+        new = config.server
+        if (old.listen, old.udp, old.tcp, old.workers) != (
+            new.listen,
+            new.udp,
+            new.tcp,
+            new.workers,
+        ):
+            log.warning("server.listen/udp/tcp/workers changed: takes effect on restart")
+            config = replace(
+                config,
+                server=replace(
+                    new, listen=old.listen, udp=old.udp, tcp=old.tcp, workers=old.workers
+                ),
+            )
+        return config
+
+    # ------------------------------------------------------------ supervise
+
+    def _supervise(self, worker: WorkerHandle) -> None:
+        task = asyncio.get_running_loop().create_task(self._watch(worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, worker: WorkerHandle) -> None:
+        """Restart a worker that exits while the supervisor is not stopping."""
+        while not self._stopping.is_set():
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self._stopping.is_set():
+                return
+            self.state.worker_restarts += 1
+            self._retired.append(worker.last_stats)
+            worker.close_channel()
+            delay = RESTART_BACKOFF[min(worker.restarts, len(RESTART_BACKOFF) - 1)]
+            worker.restarts += 1
+            log.error(
+                "worker %d exited with status %s; restarting in %.1fs", worker.index, code, delay
+            )
+            await asyncio.sleep(delay)
+            if self._stopping.is_set():
+                return
+            await worker.start(self.config.logging.level)
+            if self._index_path is not None:
+                message = control.Install(self.state.generation, self.config, str(self._index_path))
+                error = await self._install(worker, message)
+                if error:
+                    log.error("restarted %s", error)
+
+    # ---------------------------------------------------------------- stats
+
+    async def refresh_stats(self) -> None:
+        """Ask every worker for its counters and merge them (once per scrape)."""
+        reports = await asyncio.gather(*(self._worker_stats(w) for w in self._workers))
+        self._stats = merge_stats([*self._retired, *reports])
+        self.state.workers_running = sum(w.running for w in self._workers)
+
+    async def _worker_stats(self, worker: WorkerHandle) -> dict[str, Any]:
+        request_id = next(self._request_ids)
+        try:
+            reply = await worker.request(control.StatsRequest(request_id), STATS_TIMEOUT)
+        except (control.ChannelClosed, TimeoutError, OSError):
+            return worker.last_stats
+        if isinstance(reply, control.StatsReply) and reply.request_id == request_id:
+            worker.last_stats = reply.stats
+        return worker.last_stats
+
+    # -------------------------------------------------------------- shutdown
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: draining workers (up to %.1fs)", self.config.server.drain_timeout)
+        timeout = self.config.server.drain_timeout
+        await asyncio.gather(*(self._drain(worker, timeout) for worker in self._workers))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._admin is not None:
+            await self._admin.stop()
+        for worker in self._workers:
+            for sock in worker.sockets.udp + worker.sockets.tcp:
+                sock.close()
+        log.info("stopped")
+
+    async def _drain(self, worker: WorkerHandle, timeout: float) -> None:
+        process = worker.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(control.ChannelClosed, TimeoutError, OSError):
+            await worker.request(control.Drain(timeout), timeout + 2.0)
+        try:
+            async with asyncio.timeout(2.0):
+                await process.wait()
+        except TimeoutError:
+            log.warning("worker %d did not exit; killing it", worker.index)
+            process.kill()
+            await process.wait()
+        worker.close_channel()
+
+
+def _sockname(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if set."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.send(state.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd: %s", exc)
+
+
+async def run_daemon(config_path: Path | None, overrides: Overrides, config: Config) -> int:
+    supervisor = Supervisor(config_path, overrides, config)
+    return await supervisor.run()

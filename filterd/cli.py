@@ -1,0 +1,185 @@
+"""The ``filterd`` command: run, check-config, lookup.
+
+Exit statuses: 0 success; 1 operational failure (a port in use, a worker
+that cannot start); 2 invalid configuration or list, or bad usage. Every
+error is printed as one line per problem on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from filterd import __version__
+from filterd.app import Overrides, load, run_daemon
+from filterd.config import Endpoint, parse_endpoint
+from filterd.errors import ConfigError, FilterdError, ListError, StartupError
+from filterd.lists.compile import compile_lists, open_matcher
+from filterd.logs import configure_logging
+from filterd.pipeline.policy import Policy
+from filterd.wire.names import InvalidName, normalise_text
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _endpoint_arg(default_port: int) -> Callable[[str], Endpoint]:
+    def convert(text: str) -> Endpoint:
+        try:
+            return parse_endpoint(text, default_port)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filterd", description="DNS resolver proxy that enforces domain blocklists."
+    )
+    parser.add_argument("--version", action="version", version=f"filterd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("-c", "--config", type=Path, help="configuration file (YAML)")
+    run.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        type=_endpoint_arg(53),
+        metavar="ADDR:PORT",
+        help="listen address (repeatable; replaces server.listen)",
+    )
+    run.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        type=_endpoint_arg(53),
+        metavar="ADDR[:PORT]",
+        help="upstream resolver (repeatable; replaces upstream.servers)",
+    )
+    run.add_argument(
+        "--blocklist",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="blocklist file, format detected (repeatable; replaces lists)",
+    )
+
+    check = commands.add_parser("check-config", help="validate configuration and every list")
+    check.add_argument("-c", "--config", type=Path, required=True)
+
+    lookup = commands.add_parser("lookup", help="explain the decision for a name")
+    lookup.add_argument("name")
+    lookup.add_argument("-c", "--config", type=Path)
+    lookup.add_argument("--blocklist", action="append", default=[], type=Path, metavar="FILE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check-config":
+            return _check(args)
+        return _lookup(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"filterd: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ListError as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FilterdError as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = Overrides(tuple(args.listen), tuple(args.upstream), tuple(args.blocklist))
+    config = load(args.config, overrides)
+    configure_logging(config.logging.level, "supervisor")
+    try:
+        return asyncio.run(run_daemon(args.config, overrides, config))
+    except (ListError, ConfigError):
+        raise
+    except StartupError as exc:
+        logging.getLogger("filterd").error("%s", exc)
+        return EXIT_FAILURE
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load(args.config, Overrides())
+    with tempfile.TemporaryDirectory(prefix="filterd-check-") as scratch:
+        report = compile_lists(replace(config, state_dir=Path(scratch)), reuse=False)
+    for source in report.sources:
+        print(
+            f"{source.name}: {source.path or 'built-in'} ({source.format}, version "
+            f"{source.version}): {source.entries} entries, {source.accepted} accepted, "
+            f"{source.invalid} invalid, {source.ignored} ignored"
+        )
+        for problem in source.problems:
+            print(f"  {problem}")
+    print(f"{report.distinct_names} distinct names; configuration OK")
+    return 0
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    try:
+        name = normalise_text(args.name)
+    except InvalidName as exc:
+        print(f"filterd: {args.name!r}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    config = load(args.config, Overrides(blocklists=tuple(args.blocklist)), need_upstream=False)
+    with tempfile.TemporaryDirectory(prefix="filterd-lookup-") as scratch:
+        report = compile_lists(replace(config, state_dir=Path(scratch)), reuse=False)
+        matcher, sources = open_matcher(report.index_path)
+        try:
+            decision = matcher.decide(name)
+            print(f"name: {name.decode()}")
+            if decision.rule is None:
+                print("decision: allowed (no rule matches)")
+                return 0
+            rule = decision.rule
+            source = sources[rule.source]
+            policy = Policy(matcher, sources, config.blocking, config.server.max_udp_size, {})
+            verdict = "blocked" if decision.blocked else "allowed"
+            print(f"decision: {verdict}")
+            print(f"rule: {_describe_rule(decision.entry, rule.scope.name.lower(), rule.allow)}")
+            print(
+                f"list: {source.name} ({source.path or 'built-in'}, version {source.version}"
+                f"{', mandatory' if source.mandatory else ''})"
+            )
+            print(f"category: {rule.category}")
+            if decision.blocked:
+                print(f"action: {policy.action_for(rule).value}")
+                print(f"extended error: {source.ede}")
+            if decision.ref:
+                print(f"reference: {decision.ref}")
+        finally:
+            matcher.index.close()
+    return 0
+
+
+def _describe_rule(entry: bytes, scope: str, allow: bool) -> str:
+    name = entry.decode()
+    reach = {
+        "exact": name,
+        "subtree": f"{name} and its subdomains",
+        "below": f"subdomains of {name}",
+    }[scope]
+    return f"{'allow' if allow else 'block'} {reach}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

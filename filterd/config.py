@@ -1,0 +1,643 @@
+"""Configuration: strict YAML in, frozen dataclasses out.
+
+Every section is a frozen dataclass with documented defaults (the reference
+is docs/configuration.md, kept in the same order as the fields here). Loading
+never stops at the first problem: all problems are collected, each as one
+line naming the file, the line and the dotted key path, and raised together
+as ``ConfigError`` (the CLI prints them and exits with status 2). Unknown
+keys and duplicate keys are errors, not warnings: a typo in a filtering
+daemon's config must not silently disable a rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import yaml
+
+from filterd.errors import ConfigError
+from filterd.lists.parsers import Format
+from filterd.matching.rules import Action, Scope
+from filterd.wire.codes import EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED, EDE_PROHIBITED
+
+T = TypeVar("T")
+
+DEFAULT_ACCESS: Final = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+    "fe80::/10",
+)
+EDE_NAMES: Final = {
+    "blocked": EDE_BLOCKED,
+    "censored": EDE_CENSORED,
+    "filtered": EDE_FILTERED,
+    "prohibited": EDE_PROHIBITED,
+}
+SYSTEM_UPSTREAM: Final = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An IP address and port; ``str()`` gives ``1.2.3.4:53`` or ``[::1]:53``."""
+
+    host: str
+    port: int
+
+    @property
+    def family_v6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.family_v6 else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353),)
+    udp: bool = True
+    tcp: bool = True
+    workers: int = 1
+    max_udp_size: int = 1232
+    max_inflight: int = 10000
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1000
+    tcp_max_pipelined: int = 100
+    drain_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+        ipaddress.ip_network(net) for net in DEFAULT_ACCESS
+    )
+    deny_action: str = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    servers: tuple[Endpoint, ...] = ()
+    timeout: float = 1.0
+    attempts: int = 3
+    deadline: float = 3.0
+    down_after: int = 3
+    probe_interval: float = 5.0
+    edns_udp_size: int = 1232
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    max_entries: int = 100000
+    min_ttl: int = 0
+    max_ttl: int = 86400
+    negative_max_ttl: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SinkholeConfig:
+    ipv4: str | None = None
+    ipv6: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingConfig:
+    ttl: int = 5
+    default_action: Action = Action.NXDOMAIN
+    sinkhole: SinkholeConfig = SinkholeConfig()
+    category_actions: tuple[tuple[str, Action], ...] = ()
+    bypass_canaries: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ListConfig:
+    name: str
+    path: Path
+    format: Format | None = None
+    kind: str = "block"
+    mode: Scope = Scope.SUBTREE
+    mandatory: bool = False
+    category: str = "uncategorized"
+    action: Action | None = None
+    ede: int | None = None
+    allow_tld: bool = False
+
+    @property
+    def ede_code(self) -> int:
+        """RFC 8914 code for this list's blocks: explicit, else Censored for an
+        authority's mandatory list and Blocked for the operator's own."""
+        if self.ede is not None:
+            return self.ede
+        return EDE_CENSORED if self.mandatory else EDE_BLOCKED
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: Endpoint | None = Endpoint("127.0.0.1", 9553)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+
+
+def default_state_dir() -> Path:
+    """systemd's ``$STATE_DIRECTORY`` when set, else ``~/.local/state/filterd``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    return Path.home() / ".local" / "state" / "filterd"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    access: AccessConfig = AccessConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    cache: CacheConfig = CacheConfig()
+    blocking: BlockingConfig = BlockingConfig()
+    lists: tuple[ListConfig, ...] = ()
+    admin: AdminConfig = AdminConfig()
+    state_dir: Path = field(default_factory=default_state_dir)
+    logging: LoggingConfig = LoggingConfig()
+    source: Path | None = None
+    """The file this configuration was read from (``None``: built from defaults)."""
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def parse_endpoint(text: str, default_port: int) -> Endpoint:
+    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT`` or a bare IPv6 address."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(f"unbalanced '[' in {text!r}")
+        host, rest = text[1:close], text[close + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected ':PORT' after ']' in {text!r}")
+            port = _port(rest[1:])
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(port_text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    return Endpoint(str(address), port)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"port {text!r} is not a number from 0 to 65535")
+    return int(text)
+
+
+def system_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:
+    """The ``nameserver`` lines of resolv.conf, as port-53 endpoints."""
+    servers = []
+    try:
+        text = resolv_conf.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                servers.append(parse_endpoint(fields[1].split("%")[0], 53))
+            except ValueError:
+                continue
+    return tuple(servers)
+
+
+class _Reader:
+    """Walks one mapping of the YAML document, collecting problems with their lines."""
+
+    def __init__(self, doc: _Document, raw: Any, path: str) -> None:
+        self.doc = doc
+        self.path = path
+        self.seen: set[str] = set()
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            doc.problem(path, f"must be a mapping, got {_kind(raw)}")
+            raw = {}
+        self.raw: dict[str, Any] = raw
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, default: T, convert: Callable[[Any], T]) -> T:
+        self.seen.add(name)
+        if name not in self.raw:
+            return default
+        try:
+            return convert(self.raw[name])
+        except (ValueError, TypeError) as exc:
+            self.doc.problem(self.key(name), str(exc))
+            return default
+
+    def section(self, name: str) -> _Reader:
+        self.seen.add(name)
+        return _Reader(self.doc, self.raw.get(name), self.key(name))
+
+    def done(self) -> None:
+        for name in self.raw:
+            if name not in self.seen:
+                self.doc.problem(self.key(str(name)), "unknown key")
+
+
+class _Document:
+    """A parsed YAML file with the line of every key path, for error messages."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self.problems: list[str] = []
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            self.data: Any = loader.construct_document(node) if node is not None else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+        finally:
+            loader.dispose()
+        if node is not None:
+            self._index(node, "")
+
+    def _index(self, node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{path}.{key}" if path else key
+                self.lines.setdefault(child, key_node.start_mark.line + 1)
+                if key in keys:
+                    self.problem(child, "duplicate key")
+                keys.add(key)
+                self._index(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = f"{path}[{i}]"
+                self.lines.setdefault(child, item.start_mark.line + 1)
+                self._index(item, child)
+
+    def problem(self, path: str, message: str) -> None:
+        line = self._line_of(path)
+        where = f"{self.source}:{line}" if line else self.source
+        self.problems.append(f"{where}: {path}: {message}")
+
+    def _line_of(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
+
+
+# ---------------------------------------------------------------- converters
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"must be true or false, got {_kind(value)} {value!r}")
+    return value
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"must be a whole number, got {_kind(value)} {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
+
+
+def _seconds(low: float, high: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"must be a number of seconds, got {_kind(value)} {value!r}")
+        if not low < value <= high:
+            raise ValueError(f"must be more than {low} and at most {high} seconds, got {value}")
+        return float(value)
+
+    return convert
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _action(value: Any) -> Action:
+    return Action(_choice(*(a.value for a in Action))(value))
+
+
+def _list_of(
+    item: Callable[[Any], T], *, allow_empty: bool = True
+) -> Callable[[Any], tuple[T, ...]]:
+    def convert(value: Any) -> tuple[T, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise TypeError(f"must be a list, got {_kind(value)}")
+        if not value and not allow_empty:
+            raise ValueError("must not be empty")
+        out = []
+        for i, element in enumerate(value):
+            try:
+                out.append(item(element))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"item {i + 1}: {exc}") from None
+        return tuple(out)
+
+    return convert
+
+
+def _endpoint(default_port: int) -> Callable[[Any], Endpoint]:
+    def convert(value: Any) -> Endpoint:
+        if not isinstance(value, str):
+            raise TypeError(f"must be 'ADDRESS:PORT', got {_kind(value)} {value!r}")
+        return parse_endpoint(value, default_port)
+
+    return convert
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise TypeError(f"must be an address or CIDR prefix, got {_kind(value)} {value!r}")
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP network") from None
+
+
+def _ip(version: int) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        try:
+            address = ipaddress.ip_address(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv{version} address") from None
+        if address.version != version:
+            raise ValueError(f"{value!r} is not an IPv{version} address")
+        return str(address)
+
+    return convert
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"must be a non-empty string, got {_kind(value)} {value!r}")
+    return value.strip()
+
+
+def _label(value: Any) -> str:
+    text = _name(value)
+    if not text.replace("-", "").replace("_", "").isalnum() or not text.isascii():
+        raise ValueError(f"{text!r} may only hold letters, digits, '-' and '_'")
+    return text.lower()
+
+
+def _ede(value: Any) -> int:
+    if isinstance(value, str) and value in EDE_NAMES:
+        return EDE_NAMES[value]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+        return value
+    raise ValueError(f"must be one of {', '.join(EDE_NAMES)} or a code 0-65535, got {value!r}")
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _server(r: _Reader) -> ServerConfig:
+    d = ServerConfig()
+    cfg = ServerConfig(
+        listen=r.get("listen", d.listen, _list_of(_endpoint(53), allow_empty=False)),
+        udp=r.get("udp", d.udp, _bool),
+        tcp=r.get("tcp", d.tcp, _bool),
+        workers=r.get("workers", d.workers, _int_in(1, 64)),
+        max_udp_size=r.get("max_udp_size", d.max_udp_size, _int_in(512, 4096)),
+        max_inflight=r.get("max_inflight", d.max_inflight, _int_in(1, 1_000_000)),
+        tcp_idle_timeout=r.get("tcp_idle_timeout", d.tcp_idle_timeout, _seconds(0, 3600)),
+        tcp_max_connections=r.get(
+            "tcp_max_connections", d.tcp_max_connections, _int_in(1, 100_000)
+        ),
+        tcp_max_pipelined=r.get("tcp_max_pipelined", d.tcp_max_pipelined, _int_in(1, 10_000)),
+        drain_timeout=r.get("drain_timeout", d.drain_timeout, _seconds(0, 600)),
+    )
+    if not cfg.udp and not cfg.tcp:
+        r.doc.problem(r.key("udp"), "at least one of udp and tcp must be true")
+    r.done()
+    return cfg
+
+
+def _access(r: _Reader) -> AccessConfig:
+    d = AccessConfig()
+    cfg = AccessConfig(
+        allow=r.get("allow", d.allow, _list_of(_network)),
+        deny_action=r.get("deny_action", d.deny_action, _choice("refuse", "drop")),
+    )
+    r.done()
+    return cfg
+
+
+def _upstream(r: _Reader) -> UpstreamConfig:
+    d = UpstreamConfig()
+    servers: tuple[Endpoint, ...] = ()
+    system: tuple[str, ...] = (SYSTEM_UPSTREAM,)
+    raw = r.get("servers", system, _list_of(_name, allow_empty=False))
+    for i, text in enumerate(raw):
+        if text == SYSTEM_UPSTREAM:
+            found = system_resolvers()
+            if not found:
+                r.doc.problem(r.key(f"servers[{i}]"), "'system': no nameserver in /etc/resolv.conf")
+            servers += found
+            continue
+        try:
+            servers += (parse_endpoint(text, 53),)
+        except ValueError as exc:
+            r.doc.problem(r.key(f"servers[{i}]"), str(exc))
+    cfg = UpstreamConfig(
+        servers=servers,
+        timeout=r.get("timeout", d.timeout, _seconds(0, 60)),
+        attempts=r.get("attempts", d.attempts, _int_in(1, 10)),
+        deadline=r.get("deadline", d.deadline, _seconds(0, 120)),
+        down_after=r.get("down_after", d.down_after, _int_in(1, 1000)),
+        probe_interval=r.get("probe_interval", d.probe_interval, _seconds(0, 3600)),
+        edns_udp_size=r.get("edns_udp_size", d.edns_udp_size, _int_in(512, 4096)),
+    )
+    if cfg.deadline < cfg.timeout:
+        r.doc.problem(r.key("deadline"), "must be at least upstream.timeout")
+    r.done()
+    return cfg
+
+
+def _cache(r: _Reader) -> CacheConfig:
+    d = CacheConfig()
+    cfg = CacheConfig(
+        max_entries=r.get("max_entries", d.max_entries, _int_in(0, 100_000_000)),
+        min_ttl=r.get("min_ttl", d.min_ttl, _int_in(0, 86400)),
+        max_ttl=r.get("max_ttl", d.max_ttl, _int_in(0, 7 * 86400)),
+        negative_max_ttl=r.get("negative_max_ttl", d.negative_max_ttl, _int_in(0, 86400)),
+    )
+    if cfg.min_ttl > cfg.max_ttl:
+        r.doc.problem(r.key("min_ttl"), "must not exceed cache.max_ttl")
+    r.done()
+    return cfg
+
+
+def _blocking(r: _Reader) -> BlockingConfig:
+    d = BlockingConfig()
+    sink = r.section("sinkhole")
+    sinkhole = SinkholeConfig(
+        ipv4=sink.get("ipv4", None, _ip(4)), ipv6=sink.get("ipv6", None, _ip(6))
+    )
+    sink.done()
+    cats = r.section("category_actions")
+    category_actions = []
+    for category in cats.raw:
+        action = cats.get(str(category), None, _action)
+        if action is not None:
+            category_actions.append((str(category).lower(), action))
+    cfg = BlockingConfig(
+        ttl=r.get("ttl", d.ttl, _int_in(0, 86400)),
+        default_action=r.get("default_action", d.default_action, _action),
+        sinkhole=sinkhole,
+        category_actions=tuple(category_actions),
+        bypass_canaries=r.get("bypass_canaries", d.bypass_canaries, _bool),
+    )
+    r.done()
+    return cfg
+
+
+def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        doc.problem("lists", f"must be a list, got {_kind(raw)}")
+        return ()
+    out = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        r = _Reader(doc, item, f"lists[{i}]")
+        name = r.get("name", "", _label)
+        path = r.get("path", "", _name)
+        if not name:
+            doc.problem(r.key("name"), "required")
+        elif name in names:
+            doc.problem(r.key("name"), f"duplicate list name {name!r}")
+        names.add(name)
+        if not path:
+            doc.problem(r.key("path"), "required")
+        fmt = r.get("format", "auto", _choice("auto", *(f.value for f in Format)))
+        cfg = ListConfig(
+            name=name,
+            path=(base / path).resolve() if path else Path(),
+            format=None if fmt == "auto" else Format(fmt),
+            kind=r.get("kind", "block", _choice("block", "allow")),
+            mode=r.get("mode", Scope.SUBTREE, _scope),
+            mandatory=r.get("mandatory", False, _bool),
+            category=r.get("category", "uncategorized", _label),
+            action=r.get("action", None, _action),
+            ede=r.get("ede", None, _ede),
+            allow_tld=r.get("allow_tld", False, _bool),
+        )
+        r.done()
+        out.append(cfg)
+    return tuple(out)
+
+
+def _scope(value: Any) -> Scope:
+    mode = _choice("subtree", "exact")(value)
+    return Scope.SUBTREE if mode == "subtree" else Scope.EXACT
+
+
+def _admin(r: _Reader) -> AdminConfig:
+    listen = r.get("listen", AdminConfig().listen, _optional_endpoint)
+    r.done()
+    return AdminConfig(listen=listen)
+
+
+def _optional_endpoint(value: Any) -> Endpoint | None:
+    return None if value is None else _endpoint(9553)(value)
+
+
+def _logging(r: _Reader) -> LoggingConfig:
+    cfg = LoggingConfig(level=r.get("level", "info", _choice("debug", "info", "warning", "error")))
+    r.done()
+    return cfg
+
+
+def _check_actions(doc: _Document, cfg: Config) -> None:
+    """A sinkhole action needs somewhere to point."""
+    sink = cfg.blocking.sinkhole
+    if sink.ipv4 is not None or sink.ipv6 is not None:
+        return
+    uses = [("blocking.default_action", cfg.blocking.default_action)]
+    uses += [(f"blocking.category_actions.{c}", a) for c, a in cfg.blocking.category_actions]
+    uses += [(f"lists[{i}].action", lst.action) for i, lst in enumerate(cfg.lists) if lst.action]
+    for path, action in uses:
+        if action is Action.SINKHOLE:
+            doc.problem(path, "sinkhole needs blocking.sinkhole.ipv4 and/or ipv6")
+
+
+def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """Parse configuration text; ``base`` resolves relative paths (the file's directory)."""
+    doc = _Document(text, source)
+    base = base or Path.cwd()
+    top = _Reader(doc, doc.data, "")
+    state_dir = top.get("state_dir", None, _name)
+    cfg = Config(
+        server=_server(top.section("server")),
+        access=_access(top.section("access")),
+        upstream=_upstream(top.section("upstream")),
+        cache=_cache(top.section("cache")),
+        blocking=_blocking(top.section("blocking")),
+        lists=_lists(doc, top.get("lists", None, lambda v: v), base),
+        admin=_admin(top.section("admin")),
+        logging=_logging(top.section("logging")),
+        source=Path(source) if source != "<config>" else None,
+    )
+    if state_dir is not None:
+        cfg = replace(cfg, state_dir=base / state_dir)
+    top.done()
+    _check_actions(doc, cfg)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    """Read and parse a configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse_config(text, str(path), path.resolve().parent)

@@ -1,0 +1,84 @@
+"""The private channel between the supervisor and its workers.
+
+A Unix socketpair created by the supervisor, one per worker, carrying
+length-prefixed pickled messages. Pickle is acceptable here and nowhere
+else: both ends are the same program, started together, and the socket is
+never reachable from outside the process pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from filterd.config import Config
+
+_LENGTH: Final = struct.Struct("!I")
+MAX_MESSAGE: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Install:
+    """Serve with this configuration and compiled index from now on."""
+
+    generation: int
+    config: Config
+    index_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    generation: int
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReply:
+    request_id: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Stop accepting queries, finish those in flight (up to ``timeout``), exit."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    pass
+
+
+Message = Install | Installed | StatsRequest | StatsReply | Drain | Drained
+
+
+class ChannelClosed(Exception):
+    """The other end went away."""
+
+
+async def send(writer: asyncio.StreamWriter, message: Message) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.write(_LENGTH.pack(len(payload)) + payload)
+    await writer.drain()
+
+
+async def receive(reader: asyncio.StreamReader) -> Message:
+    try:
+        header = await reader.readexactly(_LENGTH.size)
+        (length,) = _LENGTH.unpack(header)
+        if length > MAX_MESSAGE:
+            raise ChannelClosed(f"control message of {length} bytes")
+        payload = await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise ChannelClosed(str(exc)) from None
+    message: Message = pickle.loads(payload)
+    return message

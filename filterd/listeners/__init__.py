@@ -1,0 +1,1 @@
+"""Inbound DNS: UDP and TCP listeners feeding the pipeline."""

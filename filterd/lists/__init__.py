@@ -1,0 +1,1 @@
+"""Blocklists: formats, compilation into the index, and (later) sync sources."""

@@ -1,0 +1,232 @@
+"""Compiling the configured lists into one index file.
+
+``compile_lists`` is the whole job of the compiler process: read every list,
+parse it, merge all entries into one ``IndexBuilder`` and write the index
+into the state directory. It runs in a child process (see
+``filterd.lists.compiler``) so that neither the parse's CPU nor its memory
+peak lands on a serving process.
+
+The output is content-addressed: its file name is a digest of the list
+contents and of every setting that shapes the index, and the report is
+stored inside the file. Restarting with unchanged lists therefore reuses the
+last compiled index instead of parsing again, and an index on disk is always
+complete (written to a temporary name, fsynced, renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from filterd.config import Config, ListConfig
+from filterd.errors import ListError
+from filterd.lists.parsers import (
+    EntryKind,
+    ParsedList,
+    ParseOptions,
+    detect_format,
+    parse,
+)
+from filterd.matching.index import CompiledIndex, IndexBuilder, IndexFormatError
+from filterd.matching.matcher import Matcher
+from filterd.matching.rules import Action, Rule, Scope
+from filterd.wire.codes import EDE_BLOCKED
+
+COMPILER_VERSION: Final = "3"
+MAX_LIST_BYTES: Final = 1 << 30
+CANARY_SOURCE: Final = "bypass-canaries"
+
+# Names through which clients detect a filtering resolver and stay on it
+# instead of switching to their own encrypted resolver (docs/list-formats.md):
+# Firefox's canary domain, Apple's iCloud Private Relay and DDR (RFC 9462).
+CANARIES: Final = (
+    (b"use-application-dns.net", Action.NXDOMAIN),
+    (b"mask.icloud.com", Action.NXDOMAIN),
+    (b"mask-h2.icloud.com", Action.NXDOMAIN),
+    (b"_dns.resolver.arpa", Action.NODATA),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the runtime needs to know about one source of rules."""
+
+    name: str
+    version: str
+    mandatory: bool
+    ede: int
+    category: str
+    action: str | None
+    path: str
+    format: str
+    entries: int = 0
+    accepted: int = 0
+    invalid: int = 0
+    ignored: int = 0
+    names: int = 0
+    problems: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CompileReport:
+    """Result of one compile: where the index is and what went into it."""
+
+    index_path: Path
+    digest: str
+    sources: tuple[SourceInfo, ...]
+    distinct_names: int
+    seconds: float
+    reused: bool
+
+    def source_json(self) -> list[dict[str, Any]]:
+        return [asdict(source) for source in self.sources]
+
+
+def _read(lst: ListConfig) -> bytes:
+    try:
+        size = lst.path.stat().st_size
+        if size > MAX_LIST_BYTES:
+            raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
+        return lst.path.read_bytes()
+    except OSError as exc:
+        raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
+
+
+def _digest(config: Config, contents: list[bytes]) -> str:
+    shaping = {
+        "compiler": COMPILER_VERSION,
+        "canaries": config.blocking.bypass_canaries,
+        "lists": [
+            [
+                lst.name,
+                lst.format,
+                lst.kind,
+                int(lst.mode),
+                lst.mandatory,
+                lst.category,
+                lst.action,
+                lst.ede_code,
+                lst.allow_tld,
+                hashlib.sha256(data).hexdigest(),
+            ]
+            for lst, data in zip(config.lists, contents, strict=True)
+        ],
+    }
+    return hashlib.sha256(json.dumps(shaping, default=str).encode()).hexdigest()[:32]
+
+
+def index_dir(config: Config) -> Path:
+    return config.state_dir / "index"
+
+
+def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
+    """Parse every configured list and write (or reuse) the compiled index."""
+    started = time.monotonic()
+    contents = [_read(lst) for lst in config.lists]
+    digest = _digest(config, contents)
+    path = index_dir(config) / f"{digest}.fidx"
+    if reuse and path.exists():
+        try:
+            index = CompiledIndex(path)
+        except IndexFormatError:
+            pass
+        else:
+            try:
+                return _report_from(index, path, digest, time.monotonic() - started)
+            finally:
+                index.close()
+    builder = IndexBuilder()
+    sources = []
+    for number, (lst, data) in enumerate(zip(config.lists, contents, strict=True)):
+        parsed = _parse_list(lst, data)
+        sources.append(_source_info(lst, data, parsed))
+        for kind, names in parsed.groups.items():
+            builder.add(names, _rule(number, lst, kind), kind.ref)
+    if config.blocking.bypass_canaries:
+        number = len(sources)
+        sources.append(
+            SourceInfo(
+                CANARY_SOURCE,
+                "builtin",
+                False,
+                EDE_BLOCKED,
+                "bypass-canary",
+                None,
+                "",
+                "builtin",
+                len(CANARIES),
+                len(CANARIES),
+                names=len(CANARIES),
+            )
+        )
+        for name, action in CANARIES:
+            builder.add([name], Rule(number, Scope.EXACT, False, "bypass-canary", action))
+    meta = {"digest": digest, "sources": [asdict(s) for s in sources]}
+    distinct = builder.write(path, meta)
+    return CompileReport(path, digest, tuple(sources), distinct, time.monotonic() - started, False)
+
+
+def _parse_list(lst: ListConfig, data: bytes) -> ParsedList:
+    fmt = lst.format or detect_format(data)
+    options = ParseOptions(str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld)
+    return parse(data, fmt, options)
+
+
+def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:
+    allow = kind.allow or lst.kind == "allow"
+    return Rule(number, kind.scope, allow, kind.category or lst.category, kind.action)
+
+
+def _source_info(lst: ListConfig, data: bytes, parsed: ParsedList) -> SourceInfo:
+    return SourceInfo(
+        name=lst.name,
+        version=hashlib.sha256(data).hexdigest()[:12],
+        mandatory=lst.mandatory,
+        ede=lst.ede_code,
+        category=lst.category,
+        action=lst.action.value if lst.action else None,
+        path=str(lst.path),
+        format=parsed.format.value,
+        entries=parsed.entries,
+        accepted=parsed.accepted,
+        invalid=parsed.invalid,
+        ignored=parsed.ignored,
+        names=parsed.names,
+        problems=[p.describe(str(lst.path)) for p in parsed.problems],
+        reasons=dict(parsed.reasons),
+    )
+
+
+def sources_of(index: CompiledIndex) -> tuple[SourceInfo, ...]:
+    return tuple(SourceInfo(**raw) for raw in index.meta["sources"])
+
+
+def _report_from(index: CompiledIndex, path: Path, digest: str, seconds: float) -> CompileReport:
+    return CompileReport(path, digest, sources_of(index), index.count, seconds, True)
+
+
+def remove_stale_indexes(config: Config, keep: set[Path]) -> None:
+    """Delete compiled indexes no longer in use (safe while mapped: unlinking a
+    mapped file keeps its pages until the last mapping goes)."""
+    directory = index_dir(config)
+    if not directory.is_dir():
+        return
+    for candidate in directory.glob("*.fidx"):
+        if candidate not in keep:
+            candidate.unlink(missing_ok=True)
+    for leftover in directory.glob("*.tmp"):
+        if time.time() - leftover.stat().st_mtime > 3600:
+            leftover.unlink(missing_ok=True)
+
+
+def open_matcher(path: Path) -> tuple[Matcher, tuple[SourceInfo, ...]]:
+    """Map a compiled index and wrap it in a ``Matcher`` with its sources."""
+    index = CompiledIndex(path)
+    sources = sources_of(index)
+    mandatory = frozenset(i for i, source in enumerate(sources) if source.mandatory)
+    return Matcher(index, mandatory), sources

@@ -1,0 +1,1 @@
+"""Pure matching: the compiled suffix index and the verdict rules over it."""

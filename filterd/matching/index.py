@@ -1,0 +1,280 @@
+"""The compiled suffix index: a memory-mapped hash table of canonical names.
+
+Why this shape. A dict-of-dicts trie of Python objects costs several hundred
+bytes per name and cannot be shared between processes; at a million names it
+is the dominant cost of the daemon. Here every name is stored once, as bytes,
+in one file:
+
+- entries are sorted by the CRC-32 of their name; a bucket table indexed by
+  the top ``bucket_bits`` of the hash gives the first entry of each bucket, so
+  a lookup hashes the name once and scans about one entry;
+- a hash hit is confirmed by comparing the stored name, so the index is exact
+  (CRC-32 collisions only cost a second comparison);
+- each entry points at a *rule set* (the distinct combinations of rules seen
+  on one name, a small table) and at an optional reference string.
+
+The file is written by ``IndexBuilder`` (in a compiler process, off the
+serving loop), renamed into place atomically, and opened by ``CompiledIndex``
+with ``mmap``: workers share its pages, opening it costs microseconds, and a
+list swap is one reference replacement.
+
+Layout (all integers little-endian u32, sections 8-byte aligned)::
+
+    magic "FILTERD\\x02" | u32 header length | header JSON (counts, rule tables, layout)
+    buckets[2**bucket_bits + 1] | hashes[n] | starts[n] | lengths[n] | rulesets[n] | refs[n]
+    | blob (names in input order; entries point into it)
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import mmap
+import os
+import sys
+import tempfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from filterd.matching.rules import Rule
+
+MAGIC: Final = b"FILTERD\x02"
+_SECTIONS: Final = ("buckets", "hashes", "starts", "lengths", "rulesets", "refs")
+
+
+class IndexFormatError(ValueError):
+    """The file is not a compiled index of this version."""
+
+
+class IndexBuilder:
+    """Collects (name, rule) pairs and writes the compiled index file.
+
+    Names are kept as the ``bytes`` objects the parser produced, in input
+    order; rule and reference numbers go into ``array('I')``. ``write`` sorts
+    by hash with NumPy: at a million names every per-entry Python step costs
+    a fraction of a second on this class of machine (random memory access
+    dominates), so the only per-name Python work left is hashing and one join.
+    The name blob stays in input order; entries point into it.
+    """
+
+    def __init__(self) -> None:
+        self._names: list[bytes] = []
+        self._rule_of = array.array("I")
+        self._ref_of = array.array("I")
+        self._rules: dict[Rule, int] = {}
+        self._refs: dict[str, int] = {"": 0}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, names: Sequence[bytes], rule: Rule, ref: str = "") -> None:
+        """Add canonical ``names`` that all carry ``rule`` (and ``ref``)."""
+        if not names:
+            return
+        rule_id = self._rules.setdefault(rule, len(self._rules))
+        ref_id = self._refs.setdefault(ref, len(self._refs))
+        self._names.extend(names)
+        self._rule_of.extend(array.array("I", [rule_id]) * len(names))
+        self._ref_of.extend(array.array("I", [ref_id]) * len(names))
+
+    def write(self, path: Path, meta: dict[str, Any]) -> int:
+        """Write the index atomically to ``path``; return the number of distinct names."""
+        names = self._names
+        n = len(names)
+        hashes = np.fromiter(map(zlib.crc32, names), dtype=np.uint32, count=n)
+        lengths = np.fromiter(map(len, names), dtype=np.uint32, count=n)
+        starts = np.zeros(n, dtype=np.uint32)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        order = np.argsort(hashes, kind="stable")
+        hashes = hashes[order]
+        starts = starts[order]
+        lengths = lengths[order]
+        rulesets = np.frombuffer(self._rule_of, dtype=np.uint32)[order]
+        refs = np.frombuffer(self._ref_of, dtype=np.uint32)[order]
+        # A lone rule's rule set has the rule's own number, so a name seen
+        # once (the common case) needs no lookup; merged sets are appended.
+        ruleset_ids: dict[tuple[int, ...], int] = {
+            (rule_id,): rule_id for rule_id in range(len(self._rules))
+        }
+        keep = np.ones(n, dtype=bool)
+        same = np.flatnonzero(hashes[1:] == hashes[:-1]) + 1
+        position = 0
+        for candidate in same.tolist():
+            if candidate <= position:
+                continue
+            start = candidate - 1
+            position = candidate
+            while position + 1 < n and hashes[position + 1] == hashes[start]:
+                position += 1
+            self._merge_run(start, position + 1, order, rulesets, refs, keep, ruleset_ids)
+        hashes, starts, lengths = hashes[keep], starts[keep], lengths[keep]
+        rulesets, refs = rulesets[keep], refs[keep]
+        count = len(hashes)
+        bits = max(8, (count - 1).bit_length())
+        bucket_bounds = np.arange((1 << bits) + 1, dtype=np.uint64) << np.uint64(32 - bits)
+        buckets = np.searchsorted(hashes, bucket_bounds, side="left").astype(np.uint32)
+        header = {
+            "count": count,
+            "bucket_bits": bits,
+            "rules": [rule.to_json() for rule in sorted(self._rules, key=self._rules.__getitem__)],
+            "rulesets": [list(ids) for ids in sorted(ruleset_ids, key=ruleset_ids.__getitem__)],
+            "refs": sorted(self._refs, key=self._refs.__getitem__),
+            "meta": meta,
+        }
+        sections = [buckets, hashes, starts, lengths, rulesets, refs]
+        _write_atomically(
+            path, header, [section.tobytes() for section in sections], b"".join(names)
+        )
+        return count
+
+    def _merge_run(
+        self,
+        start: int,
+        end: int,
+        order: npt.NDArray[np.intp],
+        rulesets: npt.NDArray[np.uint32],
+        refs: npt.NDArray[np.uint32],
+        keep: npt.NDArray[np.bool_],
+        ruleset_ids: dict[tuple[int, ...], int],
+    ) -> None:
+        """Merge equal names inside one run of equal hashes (sorted positions)."""
+        first_of: dict[bytes, int] = {}
+        members: dict[int, set[int]] = {}
+        for position in range(start, end):
+            name = self._names[int(order[position])]
+            first = first_of.setdefault(name, position)
+            members.setdefault(first, set()).add(int(rulesets[position]))
+            if first != position:
+                keep[position] = False
+                refs[first] = max(refs[first], refs[position])
+        for first, rule_ids in members.items():
+            key = tuple(sorted(rule_ids))
+            rulesets[first] = ruleset_ids.setdefault(key, len(ruleset_ids))
+
+
+def _write_atomically(
+    path: Path, header: dict[str, Any], sections: list[bytes], blob: bytes
+) -> None:
+    """Write to a temporary file in the same directory, fsync, rename (crash-safe)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout: dict[str, list[int]] = {}
+    header_bytes = b""
+    # The header records section offsets, which depend on the header's own
+    # length: iterate until the length is stable (twice at most in practice).
+    for _ in range(4):
+        offset = _align(len(MAGIC) + 4 + len(header_bytes))
+        for name, section in zip((*_SECTIONS, "blob"), (*sections, blob), strict=True):
+            layout[name] = [offset, len(section)]
+            offset = _align(offset + len(section))
+        candidate = json.dumps({**header, "layout": layout}, separators=(",", ":")).encode()
+        stable = len(candidate) == len(header_bytes)
+        header_bytes = candidate
+        if stable:
+            break
+    else:
+        raise RuntimeError("index header length did not settle")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(MAGIC + len(header_bytes).to_bytes(4, "little") + header_bytes)
+            for name, section in zip((*_SECTIONS, "blob"), (*sections, blob), strict=True):
+                out.write(b"\0" * (layout[name][0] - out.tell()))
+                out.write(section)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _align(offset: int) -> int:
+    return (offset + 7) & ~7
+
+
+class CompiledIndex:
+    """Read-only view of a compiled index file, shared between processes via mmap."""
+
+    def __init__(self, path: Path) -> None:
+        if sys.byteorder != "little":  # pragma: no cover - the layout is little-endian
+            raise IndexFormatError("compiled indexes are little-endian")
+        try:
+            with path.open("rb") as handle:
+                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{path}: cannot map: {exc}") from None
+        try:
+            header = self._read_header()
+        except (ValueError, KeyError, TypeError) as exc:
+            self._map.close()
+            raise IndexFormatError(f"{path}: not a compiled index ({exc})") from None
+        self.path = path
+        self.count: int = header["count"]
+        self.meta: dict[str, Any] = header["meta"]
+        self.rules: list[Rule] = [Rule.from_json(raw) for raw in header["rules"]]
+        self.rulesets: list[tuple[Rule, ...]] = [
+            tuple(sorted(self.rules[i] for i in ids)) for ids in header["rulesets"]
+        ]
+        self.refs: list[str] = header["refs"]
+        self._shift = 32 - header["bucket_bits"]
+        layout = header["layout"]
+        view = memoryview(self._map)
+        self._views = [view]
+
+        def section(name: str) -> memoryview:
+            offset, length = layout[name]
+            part = view[offset : offset + length].cast("I")
+            self._views.append(part)
+            return part
+
+        self._buckets = section("buckets")
+        self._hashes = section("hashes")
+        self._starts = section("starts")
+        self._lengths = section("lengths")
+        self._ruleset_of = section("rulesets")
+        self._ref_of = section("refs")
+        self._blob_offset: int = layout["blob"][0]
+
+    def _read_header(self) -> dict[str, Any]:
+        if self._map[: len(MAGIC)] != MAGIC:
+            raise ValueError("bad magic")
+        start = len(MAGIC) + 4
+        header_len = int.from_bytes(self._map[len(MAGIC) : start], "little")
+        header: dict[str, Any] = json.loads(self._map[start : start + header_len])
+        return header
+
+    def find(self, name: bytes) -> int:
+        """Entry number holding exactly ``name`` (canonical form), or -1."""
+        h = zlib.crc32(name)
+        bucket = h >> self._shift
+        i: int = self._buckets[bucket]
+        end: int = self._buckets[bucket + 1]
+        hashes = self._hashes
+        while i < end:
+            if hashes[i] == h:
+                start = self._blob_offset + self._starts[i]
+                if self._map[start : start + self._lengths[i]] == name:
+                    return i
+            i += 1
+        return -1
+
+    def rules_at(self, entry: int) -> tuple[Rule, ...]:
+        return self.rulesets[self._ruleset_of[entry]]
+
+    def ref_at(self, entry: int) -> str:
+        return self.refs[self._ref_of[entry]]
+
+    def name_at(self, entry: int) -> bytes:
+        start = self._blob_offset + self._starts[entry]
+        return self._map[start : start + self._lengths[entry]]
+
+    def close(self) -> None:
+        """Release the mapping; only call when no reader can still use it."""
+        for part in reversed(self._views):
+            part.release()
+        self._map.close()

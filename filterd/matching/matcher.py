@@ -1,0 +1,113 @@
+"""Verdicts: which rule, if any, decides a name.
+
+The precedence, documented for operators in docs/list-formats.md:
+
+1. Rules live in two tiers. *Mandatory* lists (the authority's) form the
+   first tier; the operator's own lists form the second. A block decided in
+   the mandatory tier is final: no operator allowlist can lift it.
+2. Within a tier the most specific rule wins: the walk goes from the queried
+   name up to its top-level label and the first level where a rule of the
+   tier applies decides for that tier.
+3. At equal specificity an allow beats a block (so an exception written for
+   exactly the blocked name works), and among blocks the list configured
+   first wins.
+4. A mandatory *allow* (the authority's own exception) only cancels the
+   authority's blocks; the operator may still block the name in its tier.
+
+``Matcher`` is pure and synchronous; the policy stage memoises its answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filterd.matching.index import CompiledIndex
+from filterd.matching.rules import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Why a name is blocked or allowed.
+
+    ``offset`` is where the deciding entry's name starts inside the queried
+    name (``b"ads.example.com"`` decided by ``example.com`` has offset 4): the
+    same offset addresses that suffix inside the wire-format question, which
+    lets the synthesiser point the SOA owner at it with a compression pointer.
+    """
+
+    blocked: bool
+    rule: Rule | None = None
+    entry: bytes = b""
+    offset: int = 0
+    ref: str = ""
+
+
+ALLOWED = Decision(blocked=False)
+
+
+class Matcher:
+    """Decides names against one compiled index; ``mandatory`` marks first-tier sources."""
+
+    __slots__ = ("_index", "_mandatory")
+
+    def __init__(self, index: CompiledIndex, mandatory: frozenset[int]) -> None:
+        self._index = index
+        self._mandatory = mandatory
+
+    @property
+    def index(self) -> CompiledIndex:
+        return self._index
+
+    def decide(self, name: bytes) -> Decision:
+        """Decide a canonical name (lower-case ASCII, no trailing dot)."""
+        index = self._index
+        mandatory = self._mandatory
+        first: Decision | None = None  # mandatory tier's verdict
+        second: Decision | None = None  # operator tier's verdict
+        offset = 0
+        while True:
+            entry = index.find(name[offset:] if offset else name)
+            if entry >= 0:
+                at_name = offset == 0
+                first_here: Rule | None = None
+                second_here: Rule | None = None
+                for rule in index.rules_at(entry):
+                    if not rule.reaches(at_name):
+                        continue
+                    if rule.source in mandatory:
+                        if first is None and _better(rule, first_here):
+                            first_here = rule
+                    elif second is None and _better(rule, second_here):
+                        second_here = rule
+                if first_here is not None:
+                    first = self._decision(first_here, entry, offset)
+                    if first.blocked:
+                        return first
+                if second_here is not None:
+                    second = self._decision(second_here, entry, offset)
+                if first is not None and second is not None:
+                    break
+            dot = name.find(b".", offset)
+            if dot < 0:
+                break
+            offset = dot + 1
+        if second is not None:
+            return second
+        return first if first is not None else ALLOWED
+
+    def _decision(self, rule: Rule, entry: int, offset: int) -> Decision:
+        return Decision(
+            blocked=not rule.allow,
+            rule=rule,
+            entry=bytes(self._index.name_at(entry)),
+            offset=offset,
+            ref=self._index.ref_at(entry),
+        )
+
+
+def _better(rule: Rule, current: Rule | None) -> bool:
+    """At one level: allow beats block; otherwise the earlier source (rules are
+    sorted by source, so the first seen is kept)."""
+    if current is None:
+        return True
+    return rule.allow and not current.allow

@@ -1,0 +1,279 @@
+"""Prometheus exposition, assembled at scrape time from worker counters.
+
+Workers count with plain integers on the hot path and report them when the
+supervisor asks (one control-channel round trip per scrape); this module
+turns the summed reports, plus the supervisor's own state, into metric
+families on a private registry (never the global default registry, whose
+duplicate-timeseries errors bite tests and embedders).
+
+Labels are bounded by construction: protocol, outcome, list name (from the
+configuration), category, action, upstream address (from the
+configuration), error reason (a fixed set). A queried name or a client
+address is never a label. The full list is in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from filterd import __version__
+
+
+@dataclass(slots=True)
+class SupervisorState:
+    """What the supervisor knows that workers do not."""
+
+    generation: int = 0
+    ready: bool = False
+    workers_configured: int = 0
+    workers_running: int = 0
+    worker_restarts: int = 0
+    reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    last_reload_success: float = 0.0
+    index_names: int = 0
+    compile_seconds: float = 0.0
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+def merge_stats(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum worker reports key by key (nested dicts summed, lists merged by identity)."""
+    merged: dict[str, Any] = {}
+    for report in reports:
+        _merge_into(merged, report)
+    return merged
+
+
+def _merge_into(target: dict[str, Any], report: dict[str, Any]) -> None:
+    for key, value in report.items():
+        if key == "generation":
+            target[key] = min(target.get(key, value), value)
+        elif isinstance(value, dict):
+            _merge_into(target.setdefault(key, {}), value)
+        elif key == "block_counts":
+            counts = target.setdefault(key, {})
+            for row in value:
+                ident = (row["source"], row["category"], row["action"])
+                counts[ident] = counts.get(ident, 0) + row["count"]
+        elif key == "upstreams":
+            rows = target.setdefault(key, {})
+            for row in value:
+                merged = rows.setdefault(row["name"], {"up": True, "errors": {}})
+                merged["up"] = merged["up"] and row["up"]
+                for name in ("queries", "answers", "rtt_sum"):
+                    merged[name] = merged.get(name, 0) + row[name]
+                for reason, count in row["errors"].items():
+                    merged["errors"][reason] = merged["errors"].get(reason, 0) + count
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            target[key] = target.get(key, 0) + value
+        else:
+            target[key] = value
+
+
+class FilterdCollector(Collector):
+    """Yields every filterd metric from the latest merged stats and supervisor state."""
+
+    def __init__(self, state: SupervisorState, stats: Callable[[], dict[str, Any]]) -> None:
+        self._state = state
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        state = self._state
+        yield from self._queries(stats)
+        yield from self._cache(stats)
+        yield from self._upstreams(stats)
+        yield from self._lists(state)
+        yield from self._process(state, stats)
+
+    def _queries(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        queries = CounterMetricFamily(
+            "filterd_queries",
+            "DNS queries answered, by transport and outcome.",
+            labels=["protocol", "outcome"],
+        )
+        for protocol, outcomes in sorted(stats.get("queries", {}).items()):
+            for outcome, count in sorted(outcomes.items()):
+                queries.add_metric([protocol, outcome], count)
+        yield queries
+        blocked = CounterMetricFamily(
+            "filterd_blocked",
+            "Blocked answers, by deciding list, category and action.",
+            labels=["list", "category", "action"],
+        )
+        for (source, category, action), count in sorted(stats.get("block_counts", {}).items()):
+            blocked.add_metric([source, category, action], count)
+        yield blocked
+        forward = stats.get("forward", {})
+        yield _gauge(
+            "filterd_upstream_inflight", "Upstream exchanges in flight.", forward.get("inflight", 0)
+        )
+        yield _counter(
+            "filterd_forward_coalesced",
+            "Queries that joined an identical one in flight.",
+            forward.get("coalesced", 0),
+        )
+        yield _counter(
+            "filterd_forward_overload",
+            "Queries answered SERVFAIL because max_inflight was reached.",
+            forward.get("overloaded", 0),
+        )
+        udp = stats.get("udp", {})
+        yield _counter(
+            "filterd_udp_send_errors",
+            "UDP answers the socket refused to send.",
+            udp.get("send_errors", 0),
+        )
+        yield _counter(
+            "filterd_udp_receive_errors",
+            "Errors reading the UDP socket.",
+            udp.get("recv_errors", 0),
+        )
+        tcp = stats.get("tcp", {})
+        yield _gauge(
+            "filterd_tcp_connections", "Open client TCP connections.", tcp.get("connections", 0)
+        )
+        yield _counter(
+            "filterd_tcp_connections_rejected",
+            "TCP connections closed at once because tcp_max_connections was reached.",
+            tcp.get("rejected", 0),
+        )
+        yield _counter(
+            "filterd_tcp_idle_closed",
+            "TCP connections closed for idleness.",
+            tcp.get("idle_closed", 0),
+        )
+
+    def _cache(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        cache = stats.get("cache", {})
+        yield _gauge("filterd_cache_entries", "Answers held in the cache.", cache.get("entries", 0))
+        yield _counter(
+            "filterd_cache_hits", "Cache lookups that found a live answer.", cache.get("hits", 0)
+        )
+        yield _counter(
+            "filterd_cache_misses", "Cache lookups that found nothing live.", cache.get("misses", 0)
+        )
+        yield _counter(
+            "filterd_cache_expired", "Entries found expired on lookup.", cache.get("expired", 0)
+        )
+        yield _counter(
+            "filterd_cache_evictions",
+            "Entries evicted to respect max_entries.",
+            cache.get("evictions", 0),
+        )
+
+    def _upstreams(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "filterd_upstream_up", "1 if the upstream is considered healthy.", labels=["upstream"]
+        )
+        queries = CounterMetricFamily(
+            "filterd_upstream_queries", "Queries sent upstream.", labels=["upstream"]
+        )
+        answers = CounterMetricFamily(
+            "filterd_upstream_answers", "Usable upstream answers.", labels=["upstream"]
+        )
+        rtt = CounterMetricFamily(
+            "filterd_upstream_rtt_seconds",
+            "Sum of round-trip times of usable answers.",
+            labels=["upstream"],
+        )
+        errors = CounterMetricFamily(
+            "filterd_upstream_errors",
+            "Failed upstream attempts by reason.",
+            labels=["upstream", "reason"],
+        )
+        for name, row in sorted(stats.get("upstreams", {}).items()):
+            up.add_metric([name], 1 if row["up"] else 0)
+            queries.add_metric([name], row["queries"])
+            answers.add_metric([name], row["answers"])
+            rtt.add_metric([name], row["rtt_sum"])
+            for reason, count in sorted(row["errors"].items()):
+                errors.add_metric([name, reason], count)
+        yield from (up, queries, answers, rtt, errors)
+
+    def _lists(self, state: SupervisorState) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "filterd_list_info",
+            "Enforced list: version and format (value 1).",
+            labels=["list", "version", "format", "mandatory"],
+        )
+        entries = GaugeMetricFamily(
+            "filterd_list_entries", "Data lines of a list, by result.", labels=["list", "result"]
+        )
+        for source in state.sources:
+            info.add_metric(
+                [
+                    source["name"],
+                    source["version"],
+                    source["format"],
+                    str(source["mandatory"]).lower(),
+                ],
+                1,
+            )
+            for result in ("accepted", "invalid", "ignored"):
+                entries.add_metric([source["name"], result], source[result])
+        yield info
+        yield entries
+        yield _gauge(
+            "filterd_index_names", "Distinct names in the enforced index.", state.index_names
+        )
+        yield _gauge(
+            "filterd_index_compile_seconds",
+            "Duration of the last list compile.",
+            state.compile_seconds,
+        )
+
+    def _process(self, state: SupervisorState, stats: dict[str, Any]) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "filterd_build_info", "filterd version (value 1).", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+        yield _gauge(
+            "filterd_ready",
+            "1 when every worker serves the current configuration.",
+            1 if state.ready else 0,
+        )
+        yield _gauge(
+            "filterd_config_generation",
+            "Generation of the configuration being served.",
+            state.generation,
+        )
+        yield _gauge("filterd_workers", "Worker processes running.", state.workers_running)
+        yield _counter(
+            "filterd_worker_restarts",
+            "Workers restarted after an unexpected exit.",
+            state.worker_restarts,
+        )
+        reloads = CounterMetricFamily(
+            "filterd_config_reloads", "Reloads (SIGHUP), by result.", labels=["result"]
+        )
+        for result, count in sorted(state.reloads.items()):
+            reloads.add_metric([result], count)
+        yield reloads
+        yield _gauge(
+            "filterd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful load of configuration and lists.",
+            state.last_reload_success,
+        )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def build_registry(
+    state: SupervisorState, stats: Callable[[], dict[str, Any]]
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FilterdCollector(state, stats))
+    return registry

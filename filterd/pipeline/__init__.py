@@ -1,0 +1,1 @@
+"""The query path: guard, policy, cache, forward, assembled in resolver.py."""

@@ -1,0 +1,200 @@
+"""Cache: upstream answers, served again with decremented TTLs.
+
+Entries are keyed by the lower-cased question plus the variant byte (EDNS
+presence, DO, CD; see ``filterd.wire.query``) and bounded by count with
+cachetools' ``LRUCache`` (its ``__getitem__`` is the cheapest bounded
+mapping read it offers, about 0.1 µs here; its TLRU variant costs 2 µs a
+read, so expiry is checked here instead, against each entry's own deadline).
+
+An entry keeps the answer from the flags word on, question included, with
+TTLs already decremented for ``rendered_age``: serving it is the client's ID
+plus those bytes (or, for a client that wrote its question in mixed case,
+its own question spliced in). TTLs are rewritten at most once per second of
+age per entry, not per query.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from cachetools import LRUCache
+
+from filterd.config import CacheConfig
+from filterd.wire.answer import ResponseInfo
+from filterd.wire.query import Query
+from filterd.wire.synth import opt_record
+
+_TTL: Final = struct.Struct("!I")
+
+
+class Answer:
+    """One upstream answer ready to be served to any client asking the same question."""
+
+    __slots__ = (
+        "cname_targets",
+        "expires_at",
+        "full",
+        "head",
+        "question",
+        "records",
+        "rendered",
+        "rendered_age",
+        "stored_at",
+        "ttl_offsets",
+        "ttls",
+    )
+
+    def __init__(
+        self,
+        head: bytes,
+        question: bytes,
+        records: bytes,
+        ttl_offsets: tuple[int, ...],
+        ttls: tuple[int, ...],
+        cname_targets: tuple[bytes, ...],
+        stored_at: float,
+        lifetime: float,
+    ) -> None:
+        self.head = head
+        self.question = question
+        self.records = records
+        self.ttl_offsets = ttl_offsets
+        self.ttls = ttls
+        self.cname_targets = cname_targets
+        self.stored_at = stored_at
+        self.expires_at = stored_at + lifetime
+        self.rendered_age = -1  # TTLs are clamped on store: render even at age 0
+        self.rendered = records
+        self.full = head + question + records
+        self._render(0)
+
+    def _render(self, age: int) -> None:
+        """Records with every TTL lowered by ``age`` seconds (never below 0)."""
+        out = bytearray(self.records)
+        pack = _TTL.pack_into
+        for offset, ttl in zip(self.ttl_offsets, self.ttls, strict=True):
+            pack(out, offset, ttl - age if ttl > age else 0)
+        self.rendered = bytes(out)
+        self.full = self.head + self.question + self.rendered
+        self.rendered_age = age
+
+    def serve(self, query: Query, now: float) -> bytes:
+        """This answer for ``query``: client's ID, question and RD bit, TTLs aged.
+
+        The common case (client asked in lower case with RD=1, as stored) is
+        one concatenation; otherwise the client's own question bytes are
+        spliced in (case preserved for 0x20-randomising clients)."""
+        age = int(now - self.stored_at)
+        if age != self.rendered_age:
+            self._render(age)
+        data = query.data
+        if data[2] & 0x01 and data.startswith(self.question, 12):
+            return data[:2] + self.full
+        head = self.head
+        if not data[2] & 0x01:
+            head = bytes((head[0] & 0xFE,)) + head[1:]
+        return data[:2] + head + data[12 : query.qend] + self.rendered
+
+
+def build_answer(
+    message: bytes,
+    info: ResponseInfo,
+    query: Query,
+    config: CacheConfig,
+    max_udp_size: int,
+    now: float,
+) -> tuple[Answer, float | None]:
+    """Turn an upstream message into an ``Answer`` for clients of ``query``'s variant.
+
+    Returns the answer and how long it may be cached (``None``: not at all).
+    The upstream's OPT record is removed; clients that sent EDNS get
+    filterd's own (RFC 6891 §7: never an OPT to a client that sent none).
+    TTLs are clamped into [min_ttl, max_ttl] (negative answers: at most
+    negative_max_ttl) when stored, so clients see the clamped values.
+    """
+    qend = query.qend
+    records = message[qend:]
+    offsets = [offset - qend for offset in info.ttl_offsets]
+    arcount = message[10] << 8 | message[11]
+    if info.opt_span is not None:
+        start, end = info.opt_span
+        records = message[qend:start] + message[end:]
+        shift = end - start
+        offsets = [o - shift if o + qend >= end else o for o in offsets]
+        arcount -= 1
+    if query.has_edns:
+        records += opt_record(max_udp_size, query.do)
+        arcount += 1
+    ceiling = config.negative_max_ttl if info.negative else config.max_ttl
+    ttls = tuple(max(config.min_ttl, min(ttl, ceiling)) for ttl in info.ttls)
+    lifetime: float | None = None
+    if info.cacheable_ttl is not None:
+        lifetime = max(config.min_ttl, min(info.cacheable_ttl, ceiling))
+    # Flags: upstream's rcode, AA, AD, CD; RA set (we recurse for the client);
+    # TC cleared (a truncated message is retried over TCP, never served).
+    flags_hi = (message[2] & 0xFD) | 0x01
+    flags_lo = (message[3] & 0x7F) | 0x80
+    head = bytes((flags_hi, flags_lo)) + message[4:10] + struct.pack("!H", arcount)
+    answer = Answer(
+        head,
+        query.key[:-1],
+        records,
+        tuple(offsets),
+        ttls,
+        tuple(info.cname_targets),
+        now,
+        lifetime or 0.0,
+    )
+    return answer, lifetime
+
+
+class ResponseCache:
+    """Bounded map from cache key to ``Answer``; expiry checked on read."""
+
+    __slots__ = ("_enabled", "_entries", "evictions", "expired", "hits", "misses")
+
+    def __init__(self, max_entries: int) -> None:
+        """``max_entries`` 0 disables caching (every query goes upstream)."""
+        self._enabled = max_entries > 0
+        self._entries: LRUCache[bytes, Answer] = _CountingLRU(self, max(1, max_entries))
+        self.hits = 0
+        self.misses = 0
+        self.expired = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes, now: float) -> Answer | None:
+        try:
+            answer = self._entries[key]
+        except KeyError:
+            self.misses += 1
+            return None
+        if now >= answer.expires_at:
+            del self._entries[key]
+            self.expired += 1
+            self.misses += 1
+            return None
+        self.hits += 1
+        return answer
+
+    def put(self, key: bytes, answer: Answer) -> None:
+        if self._enabled:
+            self._entries[key] = answer
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class _CountingLRU(LRUCache[bytes, Answer]):
+    """LRUCache that counts evictions made to respect its size bound."""
+
+    def __init__(self, owner: ResponseCache, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self._owner = owner
+
+    def popitem(self) -> tuple[bytes, Answer]:
+        self._owner.evictions += 1
+        return super().popitem()

@@ -1,0 +1,141 @@
+"""Forward: cache misses go upstream, once per distinct question in flight.
+
+Identical questions that arrive while one is already being resolved wait
+for that exchange instead of starting their own (the coalescing Unbound
+calls its "mesh"): a burst for one popular name costs one upstream query.
+The number of exchanges in flight is bounded by ``max_inflight``; beyond it
+a query is answered SERVFAIL at once rather than queued (a bounded queue
+that grows under attack only delays the same failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from filterd.config import CacheConfig, UpstreamConfig
+from filterd.pipeline.cache import Answer, ResponseCache, build_answer
+from filterd.upstream.exchange import Exchange
+from filterd.upstream.pool import UpstreamPool
+from filterd.wire.answer import ResponseInfo
+from filterd.wire.query import VARIANT_CD, Query
+
+
+class Reply(Protocol):
+    """Where a later answer goes: one client over one transport."""
+
+    @property
+    def udp(self) -> bool: ...
+
+    def send(self, answer: bytes) -> None: ...
+
+
+Waiter = tuple[Query, Reply]
+Resume = Callable[[Query, Reply, Answer | None, str], None]
+"""Back into the pipeline: (query, reply, answer or None, failure reason)."""
+
+
+class Forwarder:
+    __slots__ = (
+        "_cache",
+        "_cache_config",
+        "_loop",
+        "_max_inflight",
+        "_max_udp_size",
+        "_pending",
+        "_resume",
+        "_upstream_config",
+        "coalesced",
+        "overloaded",
+        "pool",
+        "tasks",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: UpstreamPool,
+        cache: ResponseCache,
+        cache_config: CacheConfig,
+        upstream_config: UpstreamConfig,
+        max_udp_size: int,
+        max_inflight: int,
+        resume: Resume,
+    ) -> None:
+        self._loop = loop
+        self.pool = pool
+        self._cache = cache
+        self._cache_config = cache_config
+        self._upstream_config = upstream_config
+        self._max_udp_size = max_udp_size
+        self._max_inflight = max_inflight
+        self._resume = resume
+        self._pending: dict[bytes, tuple[Exchange, list[Waiter]]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.coalesced = 0
+        self.overloaded = 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    def forward(self, query: Query, reply: Reply) -> None:
+        key = query.key
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending[1].append((query, reply))
+            self.coalesced += 1
+            return
+        if len(self._pending) >= self._max_inflight:
+            self.overloaded += 1
+            self._resume(query, reply, None, "overload")
+            return
+        waiters: list[Waiter] = [(query, reply)]
+
+        def done(message: bytes | None, info: ResponseInfo | None, reason: str) -> None:
+            self._completed(key, waiters, message, info, reason)
+
+        exchange = Exchange(
+            self._loop,
+            self.pool,
+            self._upstream_config,
+            key[:-1],
+            do=query.do,
+            cd=bool(query.variant & VARIANT_CD),
+            done=done,
+            tasks=self.tasks,
+        )
+        self._pending[key] = (exchange, waiters)
+        exchange.start()
+
+    def _completed(
+        self,
+        key: bytes,
+        waiters: list[Waiter],
+        message: bytes | None,
+        info: ResponseInfo | None,
+        reason: str,
+    ) -> None:
+        self._pending.pop(key, None)
+        answer: Answer | None = None
+        if message is not None and info is not None:
+            first = waiters[0][0]
+            now = time.monotonic()
+            answer, lifetime = build_answer(
+                message, info, first, self._cache_config, self._max_udp_size, now
+            )
+            if lifetime:
+                self._cache.put(key, answer)
+        resume = self._resume
+        for query, reply in waiters:
+            resume(query, reply, answer, reason)
+
+    def close(self) -> None:
+        """Abort every exchange in flight (shutdown after the drain period)."""
+        for exchange, _ in list(self._pending.values()):
+            exchange.abort()
+        self._pending.clear()
+        for task in self.tasks:
+            task.cancel()

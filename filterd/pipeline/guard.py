@@ -1,0 +1,48 @@
+"""Guard: who may query at all (never an open resolver).
+
+The access list is checked for every query, so the decision per client
+address is memoised in a bounded dict: a hit costs one dict lookup, a new
+address one ``ipaddress`` parse. The memo is cleared when it fills (a scan
+over many spoofed sources cannot grow memory without bound).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Final
+
+MEMO_LIMIT: Final = 65536
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Guard:
+    __slots__ = ("_memo", "_v4", "_v6")
+
+    def __init__(self, allow: Iterable[Network]) -> None:
+        networks = list(allow)
+        self._v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+        self._v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+        self._memo: dict[str, bool] = {}
+
+    def allows(self, address: str) -> bool:
+        """Is ``address`` (as the socket layer reports it) allowed to query?"""
+        allowed = self._memo.get(address)
+        if allowed is None:
+            allowed = self._classify(address)
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[address] = allowed
+        return allowed
+
+    def _classify(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv4Address):
+            return any(ip in network for network in self._v4)
+        return any(ip in network for network in self._v6)

@@ -1,0 +1,290 @@
+"""The query pipeline, assembled in one place.
+
+Every query, over UDP or TCP, goes through the same stages in this order:
+
+1. guard   - access list: refuse (or drop) clients outside it, before any
+             parsing, so an open-resolver probe costs one dict lookup;
+2. decode  - the question sliced from the wire bytes (``parse_query``);
+             malformed packets become FORMERR/NOTIMP/BADVERS or are dropped;
+3. policy  - the blocklist verdict, above the cache so a list swap applies
+             on the very next query and the cache holds upstream truth only;
+4. cache   - upstream answers with decremented TTLs; CNAME targets inside a
+             cached answer are re-checked by policy (a blocked CDN alias stays
+             blocked however it is reached);
+5. forward - cache misses go upstream (coalesced, bounded); their answers
+             come back through ``_resume`` and take the same policy re-check.
+
+Stages 1-4 answer synchronously inside the listener's read callback: no
+task, no await, no dnslib object, no log line. Only stage 5 is
+asynchronous. ``Pipeline.handle`` returns the bytes to send now, or ``None``
+when there is nothing to send now (dropped, or answered later through a
+``Reply``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from filterd.config import Config
+from filterd.errors import QueryError
+from filterd.matching.rules import Action
+from filterd.pipeline.cache import Answer, ResponseCache
+from filterd.pipeline.forward import Forwarder, Reply
+from filterd.pipeline.guard import Guard
+from filterd.pipeline.policy import CountedBlock, Policy
+from filterd.upstream.pool import UpstreamPool
+from filterd.wire.codes import (
+    CLASS_IN,
+    CLASSIC_UDP_SIZE,
+    EDE_NO_REACHABLE_AUTHORITY,
+    EDE_PROHIBITED,
+    FORMERR,
+    REFUSED,
+    SERVFAIL,
+    TYPE_AXFR,
+    TYPE_IXFR,
+    TYPE_OPT,
+)
+from filterd.wire.query import BadVersion, Query, parse_query
+from filterd.wire.synth import ede_option, error_response, query_error, truncated
+
+
+class ReplySource(Protocol):
+    """A listener (UDP) or connection (TCP) that can make a ``Reply`` for a client."""
+
+    def reply(self, client: object) -> Reply: ...
+
+
+_REFUSED_EDE: Final = ede_option(EDE_PROHIBITED, "client not allowed")
+_CLASS_EDE: Final = ede_option(EDE_PROHIBITED, "only class IN is served")
+_XFR_EDE: Final = ede_option(EDE_PROHIBITED, "zone transfers are not served")
+_UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """How queries of one transport ended; plain ints (hot-path increments)."""
+
+    cached: int = 0
+    blocked: int = 0
+    forwarded: int = 0
+    servfail: int = 0
+    refused: int = 0
+    formerr: int = 0
+    notimp: int = 0
+    badvers: int = 0
+    dropped: int = 0
+    truncated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class Counters:
+    udp: Outcomes = field(default_factory=Outcomes)
+    tcp: Outcomes = field(default_factory=Outcomes)
+
+
+class Pipeline:
+    __slots__ = (
+        "_cache",
+        "_deny_drop",
+        "_forwarder",
+        "_guard",
+        "_max_udp_size",
+        "counters",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        guard: Guard,
+        policy: Policy,
+        cache: ResponseCache,
+        forwarder_factory: Callable[[Pipeline], Forwarder],
+        max_udp_size: int,
+        deny_drop: bool,
+    ) -> None:
+        self._guard = guard
+        self.policy = policy
+        self._cache = cache
+        self._max_udp_size = max_udp_size
+        self._deny_drop = deny_drop
+        self._forwarder = forwarder_factory(self)
+        self.counters = Counters()
+
+    @property
+    def forwarder(self) -> Forwarder:
+        return self._forwarder
+
+    @property
+    def cache(self) -> ResponseCache:
+        return self._cache
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Install a new snapshot: one reference replaced, effective on the next query."""
+        self.policy = policy
+
+    def handle(
+        self, data: bytes, ip: str, udp: bool, source: ReplySource, client: object, now: float
+    ) -> bytes | None:
+        """Run one query through the pipeline (see the module docstring).
+
+        ``source.reply(client)`` is called only on a cache miss, to get the
+        object that sends the later answer (so a hit allocates nothing for
+        it). ``now`` is the listener's monotonic clock reading for the batch.
+        """
+        outcomes = self.counters.udp if udp else self.counters.tcp
+        # 1. guard
+        if not self._guard.allows(ip):
+            return self._refuse(data, outcomes)
+        # 2. decode
+        try:
+            query = parse_query(data)
+        except BadVersion as exc:
+            outcomes.badvers += 1
+            return query_error(exc.query, exc.rcode, self._max_udp_size)
+        except QueryError as exc:
+            return self._decode_error(data, exc, outcomes)
+        if query is None:
+            outcomes.dropped += 1
+            return None
+        key = query.key
+        # 3. policy (memoised per question, so keyed like the cache)
+        block, offset = self.policy.check(key, query.name_end - 12)
+        if block is not None:
+            return self._blocked(query, block, offset, udp, outcomes)
+        # 4. cache: a key that is cached was validated (class, type) when stored
+        answer = self._cache.get(key, now)
+        if answer is not None:
+            if answer.cname_targets:
+                blocked = self._cname_block(query, answer, outcomes)
+                if blocked is not None:
+                    return self._fit(query, blocked, udp, outcomes) if blocked else None
+            outcomes.cached += 1
+            out = answer.serve(query, now)
+            if udp and len(out) > CLASSIC_UDP_SIZE:
+                return self._fit(query, out, udp, outcomes)
+            return out
+        # 5. forward
+        if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:
+            return self._unserved(query, outcomes)
+        self._forwarder.forward(query, source.reply(client))
+        return None
+
+    # ---------------------------------------------------------------- helpers
+
+    def _fit(self, query: Query, out: bytes, udp: bool, outcomes: Outcomes) -> bytes:
+        """Apply the client's UDP size limit (RFC 6891 §7, RFC 1035 §4.2.1)."""
+        if udp and len(out) > query.response_limit(self._max_udp_size):
+            outcomes.truncated += 1
+            return truncated(query, out, self._max_udp_size)
+        return out
+
+    def _blocked(
+        self, query: Query, block: CountedBlock, offset: int, udp: bool, outcomes: Outcomes
+    ) -> bytes | None:
+        block.counter.count += 1
+        if block.action is Action.DROP:
+            outcomes.dropped += 1
+            return None
+        outcomes.blocked += 1
+        return self._fit(query, block.render(query, offset), udp, outcomes)
+
+    def _refuse(self, data: bytes, outcomes: Outcomes) -> bytes | None:
+        if self._deny_drop:
+            outcomes.dropped += 1
+            return None
+        outcomes.refused += 1
+        try:
+            query = parse_query(data)
+        except QueryError:
+            return None
+        if query is None:
+            return None
+        return query_error(query, REFUSED, self._max_udp_size, _REFUSED_EDE)
+
+    def _decode_error(self, data: bytes, exc: QueryError, outcomes: Outcomes) -> bytes:
+        if exc.rcode == FORMERR:
+            outcomes.formerr += 1
+        else:
+            outcomes.notimp += 1
+        return error_response(data, exc.rcode)
+
+    def _unserved(self, query: Query, outcomes: Outcomes) -> bytes:
+        if query.qtype == TYPE_OPT:
+            outcomes.formerr += 1
+            return query_error(query, FORMERR, self._max_udp_size)
+        outcomes.refused += 1
+        ede = _CLASS_EDE if query.qclass != CLASS_IN else _XFR_EDE
+        return query_error(query, REFUSED, self._max_udp_size, ede)
+
+    def _cname_block(self, query: Query, answer: Answer, outcomes: Outcomes) -> bytes | None:
+        """The blocked answer if a CNAME target in ``answer`` is blocked (``b""``:
+        drop it), ``None`` if every target is allowed."""
+        for target in answer.cname_targets:
+            block, _ = self.policy.check_text(target)
+            if block is not None:
+                block.counter.count += 1
+                if block.action is Action.DROP:
+                    outcomes.dropped += 1
+                    return b""
+                outcomes.blocked += 1
+                # The SOA owner points at the question name itself (offset 0).
+                return block.render(query, 0)
+        return None
+
+    def resume(self, query: Query, reply: Reply, answer: Answer | None, reason: str) -> None:
+        """Stage 5's way back: an upstream answer (or failure) for one waiting client."""
+        udp = reply.udp
+        outcomes = self.counters.udp if udp else self.counters.tcp
+        if answer is None:
+            # Upstream failure is SERVFAIL, never NXDOMAIN: a downstream cache
+            # must not store a lie (RFC 2308 §7.1 leaves SERVFAIL uncached).
+            outcomes.servfail += 1
+            ede = ede_option(EDE_NO_REACHABLE_AUTHORITY, f"upstream failure: {reason}")
+            reply.send(query_error(query, SERVFAIL, self._max_udp_size, ede))
+            return
+        if answer.cname_targets:
+            blocked = self._cname_block(query, answer, outcomes)
+            if blocked is not None:
+                if blocked:
+                    reply.send(self._fit(query, blocked, udp, outcomes))
+                return
+        outcomes.forwarded += 1
+        reply.send(self._fit(query, answer.serve(query, time.monotonic()), udp, outcomes))
+
+
+def build_pipeline(
+    config: Config,
+    policy: Policy,
+    loop: asyncio.AbstractEventLoop,
+) -> Pipeline:
+    """The one place that assembles the stages (order explained in the module docstring)."""
+    cache = ResponseCache(config.cache.max_entries)
+
+    def forwarder(pipeline: Pipeline) -> Forwarder:
+        return Forwarder(
+            loop,
+            UpstreamPool(config.upstream),
+            cache,
+            config.cache,
+            config.upstream,
+            config.server.max_udp_size,
+            config.server.max_inflight,
+            pipeline.resume,
+        )
+
+    return Pipeline(
+        Guard(config.access.allow),
+        policy,
+        cache,
+        forwarder,
+        config.server.max_udp_size,
+        config.access.deny_action == "drop",
+    )

@@ -1,0 +1,1 @@
+"""Outbound DNS: upstream health and exchanges."""

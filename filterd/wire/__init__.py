@@ -1,0 +1,1 @@
+"""Pure DNS wire handling: no sockets, no asyncio, no metrics."""

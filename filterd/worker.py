@@ -1,0 +1,298 @@
+"""A worker process: serves DNS on sockets it inherits from the supervisor.
+
+Workers own only the query path. They receive their listening sockets as
+inherited file descriptors (so binding, privileged ports and SO_REUSEPORT
+are settled once, by the supervisor), and everything else through the
+control channel: an ``Install`` message carries the configuration and the
+path of a compiled index, which the worker maps and swaps in with one
+reference replacement. Workers never parse lists, never serve HTTP and
+never import aiohttp or prometheus-client: their memory is the cache and
+their share of the mapped index.
+
+Started as ``python -m filterd.worker --control FD --udp FD... --tcp FD...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+from filterd import control
+from filterd.config import Config
+from filterd.errors import FilterdError
+from filterd.listeners.tcp import TcpLimits, TcpListener
+from filterd.listeners.udp import UdpListener
+from filterd.lists.compile import open_matcher
+from filterd.logs import configure_logging
+from filterd.matching.index import IndexFormatError
+from filterd.pipeline.policy import BlockCounter, Policy
+from filterd.pipeline.resolver import Pipeline, build_pipeline
+from filterd.upstream.exchange import Exchange
+
+log = logging.getLogger("filterd.worker")
+
+PROBE_TICK: Final = 1.0
+ROOT_NS_QUESTION: Final = b"\x00\x00\x02\x00\x01"  # ". IN NS", the classic liveness probe
+
+
+class Worker:
+    def __init__(
+        self,
+        control_sock: socket.socket,
+        udp_socks: list[socket.socket],
+        tcp_socks: list[socket.socket],
+    ) -> None:
+        self._control_sock = control_sock
+        self._udp_socks = udp_socks
+        self._tcp_socks = tcp_socks
+        self._pipeline: Pipeline | None = None
+        self._policy: Policy | None = None
+        self._config: Config | None = None
+        self._generation = 0
+        self._block_counters: dict[tuple[str, str, str], BlockCounter] = {}
+        self._udp: list[UdpListener] = []
+        self._tcp: list[TcpListener] = []
+        self._probe_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        reader, writer = await asyncio.open_unix_connection(sock=self._control_sock)
+        probe = loop.call_later(PROBE_TICK, self._probe_tick)
+        try:
+            await self._serve_control(reader, writer)
+        finally:
+            probe.cancel()
+            writer.close()
+
+    async def _serve_control(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            receiving = asyncio.ensure_future(control.receive(reader))
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                receiving.cancel()
+                await self._drain(self._config.server.drain_timeout if self._config else 0.0)
+                return
+            stopping.cancel()
+            try:
+                message = receiving.result()
+            except control.ChannelClosed:
+                log.warning("supervisor went away; draining")
+                await self._drain(self._config.server.drain_timeout if self._config else 0.0)
+                return
+            if isinstance(message, control.Install):
+                await control.send(writer, self._install(message))
+            elif isinstance(message, control.StatsRequest):
+                await control.send(writer, control.StatsReply(message.request_id, self.stats()))
+            elif isinstance(message, control.Drain):
+                await self._drain(message.timeout)
+                await control.send(writer, control.Drained())
+                return
+
+    # --------------------------------------------------------------- install
+
+    def _install(self, message: control.Install) -> control.Installed:
+        try:
+            matcher, sources = open_matcher(Path(message.index_path))
+        except (IndexFormatError, OSError) as exc:
+            log.error("cannot open index %s: %s", message.index_path, exc)
+            return control.Installed(message.generation, str(exc))
+        config = message.config
+        policy = Policy(
+            matcher, sources, config.blocking, config.server.max_udp_size, self._block_counters
+        )
+        previous = self._policy
+        if self._pipeline is None or self._needs_rebuild(config):
+            self._start_pipeline(config, policy)
+        else:
+            self._pipeline.swap_policy(policy)
+        self._policy = policy
+        self._config = config
+        self._generation = message.generation
+        if previous is not None and previous.matcher.index is not matcher.index:
+            # Nothing can hold the old index any more: every stage reads
+            # ``pipeline.policy`` at the moment a query passes through it.
+            previous.matcher.index.close()
+        return control.Installed(message.generation)
+
+    def _needs_rebuild(self, config: Config) -> bool:
+        old = self._config
+        assert old is not None
+        return (old.cache, old.upstream, old.access, old.server) != (
+            config.cache,
+            config.upstream,
+            config.access,
+            config.server,
+        )
+
+    def _start_pipeline(self, config: Config, policy: Policy) -> None:
+        loop = asyncio.get_running_loop()
+        pipeline = build_pipeline(config, policy, loop)
+        if self._pipeline is None:
+            self._udp = [UdpListener(loop, sock, pipeline) for sock in self._udp_socks]
+            limits = TcpLimits(
+                config.server.tcp_idle_timeout,
+                config.server.tcp_max_connections,
+                config.server.tcp_max_pipelined,
+            )
+            self._tcp = [TcpListener(loop, sock, pipeline, limits) for sock in self._tcp_socks]
+            for udp in self._udp:
+                udp.start()
+            for tcp in self._tcp:
+                loop.create_task(tcp.start())  # noqa: RUF006 - completes at once
+        else:
+            # Settings that shape the pipeline changed: a fresh pipeline (and
+            # cache) serves from the next query on; in-flight upstream
+            # exchanges of the old one still answer their clients.
+            for udp in self._udp:
+                udp.pipeline = pipeline
+            for tcp in self._tcp:
+                tcp.pipeline = pipeline
+        self._pipeline = pipeline
+
+    # ----------------------------------------------------------------- probes
+
+    def _probe_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(PROBE_TICK, self._probe_tick)
+        pipeline = self._pipeline
+        if pipeline is None or self._config is None:
+            return
+        forwarder = pipeline.forwarder
+        for upstream in forwarder.pool.due_probes(time.monotonic()):
+
+            def probed(
+                message: bytes | None, info: object, reason: str, name: str = upstream.name
+            ) -> None:
+                log.info("upstream %s probe: %s", name, "answered" if message else reason)
+
+            exchange = Exchange(
+                loop,
+                forwarder.pool,
+                self._config.upstream,
+                ROOT_NS_QUESTION,
+                do=False,
+                cd=False,
+                done=probed,
+                tasks=forwarder.tasks,
+                only=upstream,
+            )
+            exchange.start()
+
+    # ------------------------------------------------------------------ drain
+
+    async def _drain(self, timeout: float) -> None:
+        for udp in self._udp:
+            udp.stop()
+        for tcp in self._tcp:
+            tcp.stop()
+        deadline = time.monotonic() + timeout
+        # Polled: answers complete in callbacks all over the pipeline, and a
+        # 20 ms tick is negligible next to the drain timeout.
+        while time.monotonic() < deadline and self._inflight():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if self._pipeline is not None:
+            self._pipeline.forwarder.close()
+        for tcp in self._tcp:
+            tcp.close()
+        for udp in self._udp:
+            udp.close()
+
+    def _inflight(self) -> int:
+        pipeline = self._pipeline
+        if pipeline is None:
+            return 0
+        return pipeline.forwarder.inflight + sum(t.inflight for t in self._tcp)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, Any]:
+        """Cumulative counters of this process, for the supervisor's /metrics."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return {"generation": self._generation}
+        cache = pipeline.cache
+        forwarder = pipeline.forwarder
+        return {
+            "generation": self._generation,
+            "queries": {
+                "udp": pipeline.counters.udp.as_dict(),
+                "tcp": pipeline.counters.tcp.as_dict(),
+            },
+            "block_counts": [asdict(counter) for counter in self._block_counters.values()],
+            "cache": {
+                "entries": len(cache),
+                "hits": cache.hits,
+                "misses": cache.misses,
+                "expired": cache.expired,
+                "evictions": cache.evictions,
+            },
+            "forward": {
+                "inflight": forwarder.inflight,
+                "coalesced": forwarder.coalesced,
+                "overloaded": forwarder.overloaded,
+            },
+            "upstreams": [
+                {
+                    "name": u.name,
+                    "up": u.up,
+                    "queries": u.queries,
+                    "answers": u.answers,
+                    "rtt_sum": u.rtt_sum,
+                    "errors": dict(u.errors),
+                }
+                for u in forwarder.pool.upstreams
+            ],
+            "udp": {
+                "recv_errors": sum(u.recv_errors for u in self._udp),
+                "send_errors": sum(u.send_errors for u in self._udp),
+            },
+            "tcp": {
+                "connections": sum(len(t.connections) for t in self._tcp),
+                "accepted": sum(t.accepted for t in self._tcp),
+                "rejected": sum(t.rejected for t in self._tcp),
+                "idle_closed": sum(t.idle_closed for t in self._tcp),
+            },
+        }
+
+
+def _fds(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="filterd-worker")
+    parser.add_argument("--control", type=int, required=True)
+    parser.add_argument("--udp", default="")
+    parser.add_argument("--tcp", default="")
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, f"worker{args.index}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    control_sock = socket.socket(fileno=args.control)
+    udp = [socket.socket(fileno=fd) for fd in _fds(args.udp)]
+    tcp = [socket.socket(fileno=fd) for fd in _fds(args.tcp)]
+    try:
+        asyncio.run(Worker(control_sock, udp, tcp).run())
+    except FilterdError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
