@@ -287,7 +287,7 @@ class _Document:
                 child = f"{path}.{key}" if path else key
                 self.lines.setdefault(child, key_node.start_mark.line + 1)
                 if key in keys:
-                    self.problem(child, "duplicate key")
+                    self.problem(child, "duplicate key", key_node.start_mark.line + 1)
                 keys.add(key)
                 self._index(value_node, child)
         elif isinstance(node, yaml.SequenceNode):
@@ -296,8 +296,8 @@ class _Document:
                 self.lines.setdefault(child, item.start_mark.line + 1)
                 self._index(item, child)
 
-    def problem(self, path: str, message: str) -> None:
-        line = self._line_of(path)
+    def problem(self, path: str, message: str, line: int | None = None) -> None:
+        line = line or self._line_of(path)
         where = f"{self.source}:{line}" if line else self.source
         self.problems.append(f"{where}: {path}: {message}")
 

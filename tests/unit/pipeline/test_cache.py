@@ -1,0 +1,98 @@
+"""The response cache: TTLs age on the way out, clamps apply, variants stay apart."""
+
+from __future__ import annotations
+
+import dns.message
+import dns.rcode
+import dns.rrset
+
+from filterd.config import CacheConfig
+from filterd.pipeline.cache import ResponseCache, build_answer
+from filterd.wire.answer import inspect_response
+from filterd.wire.query import Query, parse_query
+
+
+def query(name: str = "www.example.com", edns: bool = True, case: str | None = None) -> Query:
+    message = dns.message.make_query(case or name, "A", use_edns=0 if edns else False)
+    parsed = parse_query(message.to_wire())
+    assert parsed is not None
+    return parsed
+
+
+def upstream_answer(q: Query, ttls: tuple[int, ...] = (300, 60)) -> bytes:
+    request = dns.message.from_wire(q.data)
+    response = dns.message.make_response(request)
+    response.use_edns(0, payload=1232)
+    response.answer.append(
+        dns.rrset.from_text("www.example.com.", ttls[0], "IN", "CNAME", "cdn.example.net.")
+    )
+    response.answer.append(dns.rrset.from_text("cdn.example.net.", ttls[1], "IN", "A", "192.0.2.7"))
+    return response.to_wire()
+
+
+def store(q: Query, config: CacheConfig, now: float, ttls: tuple[int, ...] = (300, 60)):  # type: ignore[no-untyped-def]
+    wire = upstream_answer(q, ttls)
+    info = inspect_response(wire, q.key[:-1], dns.message.from_wire(q.data).id)
+    return build_answer(wire, info, q, config, 1232, now)
+
+
+def test_ttls_decrement_with_age_and_expire() -> None:
+    q = query()
+    answer, lifetime = store(q, CacheConfig(), now=100.0)
+    assert lifetime == 60
+    cache = ResponseCache(10)
+    cache.put(q.key, answer)
+    hit = cache.get(q.key, 100.4)
+    assert hit is not None
+    first = dns.message.from_wire(hit.serve(q, 100.4))
+    assert [rrset.ttl for rrset in first.answer] == [300, 60]
+    later = dns.message.from_wire(hit.serve(q, 142.9))
+    assert [rrset.ttl for rrset in later.answer] == [258, 18]
+    assert cache.get(q.key, 160.0) is None
+    assert (cache.hits, cache.misses, cache.expired) == (1, 1, 1)
+
+
+def test_served_answer_carries_the_clients_id_and_question_case() -> None:
+    stored = query()
+    answer, _ = store(stored, CacheConfig(), now=0.0)
+    other = query(case="WwW.ExAmPlE.CoM")
+    assert other.key == stored.key
+    reply = dns.message.from_wire(answer.serve(other, 1.0))
+    assert reply.id == dns.message.from_wire(other.data).id
+    assert str(reply.question[0].name) == "WwW.ExAmPlE.CoM."
+    assert reply.answer[1][0].address == "192.0.2.7"
+
+
+def test_ttl_clamps() -> None:
+    q = query()
+    answer, lifetime = store(q, CacheConfig(min_ttl=120, max_ttl=200), now=0.0)
+    assert lifetime == 120
+    reply = dns.message.from_wire(answer.serve(q, 0.0))
+    assert [rrset.ttl for rrset in reply.answer] == [200, 120]
+
+
+def test_opt_only_for_clients_that_sent_edns() -> None:
+    with_edns = query()
+    answer, _ = store(with_edns, CacheConfig(), now=0.0)
+    assert dns.message.from_wire(answer.serve(with_edns, 0.0)).edns == 0
+    plain = query(edns=False)
+    assert plain.key != with_edns.key  # separate cache entries per variant
+    answer, _ = store(plain, CacheConfig(), now=0.0)
+    assert dns.message.from_wire(answer.serve(plain, 0.0)).edns == -1
+
+
+def test_eviction_is_bounded_and_counted() -> None:
+    cache = ResponseCache(2)
+    for i in range(3):
+        q = query(f"n{i}.example.com")
+        answer, _ = store(q, CacheConfig(), now=0.0)
+        cache.put(q.key, answer)
+    assert len(cache) == 2 and cache.evictions == 1
+
+
+def test_zero_entries_disables_the_cache() -> None:
+    cache = ResponseCache(0)
+    q = query()
+    answer, _ = store(q, CacheConfig(), now=0.0)
+    cache.put(q.key, answer)
+    assert cache.get(q.key, 0.0) is None
