@@ -26,10 +26,11 @@ def make(name: str, rdtype: str = "A", edns: bool = True, want_dnssec: bool = Fa
     return query
 
 
-def block(action: Action, **kwargs: bytes | None) -> BlockAnswer:
-    return BlockAnswer(
-        action, 5, EDE_CENSORED, "list=national version=7 category=gambling", 1232, **kwargs
-    )  # type: ignore[arg-type]
+def block(
+    action: Action, sinkhole_v4: bytes | None = None, sinkhole_v6: bytes | None = None
+) -> BlockAnswer:
+    text = "list=national version=7 category=gambling"
+    return BlockAnswer(action, 5, EDE_CENSORED, text, 1232, sinkhole_v4, sinkhole_v6)
 
 
 def read(wire: bytes) -> dns.message.Message:
