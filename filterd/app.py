@@ -23,13 +23,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -38,7 +36,8 @@ from filterd import control
 from filterd.admin.server import AdminServer
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, ListError, StartupError
-from filterd.lists.compile import CompileReport, compile_lists, remove_stale_indexes
+from filterd.lists.compile import CompileReport, remove_stale_indexes
+from filterd.lists.compiler import compile_in_child
 from filterd.metrics import SupervisorState, build_registry, merge_stats
 
 log = logging.getLogger("filterd")
@@ -87,14 +86,6 @@ def load(path: Path | None, overrides: Overrides, *, need_upstream: bool = True)
     return config
 
 
-async def compile_in_child(config: Config) -> CompileReport:
-    """Run ``compile_lists`` in a fresh child process and return its report."""
-    loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return await loop.run_in_executor(pool, compile_lists, config)
-
-
 # ------------------------------------------------------------------ sockets
 
 
@@ -129,6 +120,8 @@ def bind_sockets(config: Config) -> list[WorkerSockets]:
 def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSockets]) -> None:
     family = socket.AF_INET6 if endpoint.family_v6 else socket.AF_INET
     port = endpoint.port
+    if port != 0:
+        _check_port_free(config, family, endpoint)
     made: list[tuple[WorkerSockets, socket.socket, bool]] = []
     try:
         for worker in workers:
@@ -152,6 +145,21 @@ def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSocke
         raise
     for worker, sock, is_udp in made:
         (worker.udp if is_udp else worker.tcp).append(sock)
+
+
+def _check_port_free(config: Config, family: socket.AddressFamily, endpoint: Endpoint) -> None:
+    """Fail if another process holds the port: SO_REUSEPORT would otherwise let a
+    second instance (same user) silently share the traffic of the first."""
+    kinds = [socket.SOCK_DGRAM] if config.server.udp else []
+    kinds += [socket.SOCK_STREAM] if config.server.tcp else []
+    for kind in kinds:
+        with socket.socket(family, kind) as probe:
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # SO_REUSEADDR lets TCP bind over TIME_WAIT leftovers of a restart,
+            # never over a listening socket.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((endpoint.host, endpoint.port))
 
 
 def _socket(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
@@ -191,8 +199,13 @@ class WorkerHandle:
             "--log-level", log_level,
         ]  # fmt: skip
         try:
+            # Own session: only the supervisor receives the daemon's signals and
+            # decides what workers do (drain on stop, nothing on reload).
             self.process = await asyncio.create_subprocess_exec(
-                *args, pass_fds=[child.fileno(), *fds.fds()], stdin=asyncio.subprocess.DEVNULL
+                *args,
+                pass_fds=[child.fileno(), *fds.fds()],
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             child.close()
