@@ -249,13 +249,20 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._request_ids = itertools.count(1)
         self._admin: AdminServer | None = None
+        self._installed = False
 
     # -------------------------------------------------------------- start-up
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        report = await self._compile(self.config)
-        sockets = bind_sockets(self.config)
+        # The compile (the slow part of start-up) runs while sockets are bound
+        # and workers start; nothing is served before the lists are installed.
+        compiling = loop.create_task(self._compile(self.config))
+        try:
+            sockets = bind_sockets(self.config)
+        except StartupError:
+            compiling.cancel()
+            raise
         self._log_listening(sockets)
         self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
         try:
@@ -264,6 +271,7 @@ class Supervisor:
             for worker in self._workers:
                 await worker.start(self.config.logging.level)
             self.state.workers_running = len(self._workers)
+            report = await compiling
             await self._install_everywhere(self.config, report)
             for worker in self._workers:
                 self._supervise(worker)
@@ -279,6 +287,8 @@ class Supervisor:
             await self._stopping.wait()
             notify_systemd("STOPPING=1")
         finally:
+            if not compiling.done():
+                compiling.cancel()
             self._stopping.set()
             await self._shutdown()
         return 0
@@ -345,7 +355,7 @@ class Supervisor:
         self.state.compile_seconds = report.seconds
         self.state.sources = [asdict(source) for source in report.sources]
         self.state.last_reload_success = time.time()
-        self.state.ready = True
+        self._installed = True
         remove_stale_indexes(config, {report.index_path})
 
     async def _install(self, worker: WorkerHandle, message: control.Install) -> str:
@@ -359,7 +369,7 @@ class Supervisor:
         return ""
 
     def is_ready(self) -> bool:
-        return self.state.ready and all(
+        return self._installed and all(
             w.running and w.generation == self.state.generation for w in self._workers
         )
 
@@ -459,6 +469,7 @@ class Supervisor:
         reports = await asyncio.gather(*(self._worker_stats(w) for w in self._workers))
         self._stats = merge_stats([*self._retired, *reports])
         self.state.workers_running = sum(w.running for w in self._workers)
+        self.state.ready = self.is_ready()
 
     async def _worker_stats(self, worker: WorkerHandle) -> dict[str, Any]:
         request_id = next(self._request_ids)
