@@ -55,8 +55,14 @@ class Overrides:
     listen: tuple[Endpoint, ...] = ()
     upstream: tuple[Endpoint, ...] = ()
     blocklists: tuple[Path, ...] = ()
+    admin: Endpoint | str | None = None
+    """An endpoint, "off", or None to keep the configuration's."""
 
     def apply(self, config: Config) -> Config:
+        if self.admin is not None:
+            admin = None if self.admin == "off" else self.admin
+            assert admin is None or isinstance(admin, Endpoint)
+            config = replace(config, admin=replace(config.admin, listen=admin))
         if self.listen:
             config = replace(config, server=replace(config.server, listen=self.listen))
         if self.upstream:

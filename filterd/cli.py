@@ -39,6 +39,12 @@ def _endpoint_arg(default_port: int) -> Callable[[str], Endpoint]:
     return convert
 
 
+def _admin_arg(text: str) -> Endpoint | str:
+    if text == "off":
+        return text
+    return _endpoint_arg(9553)(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="filterd", description="DNS resolver proxy that enforces domain blocklists."
@@ -71,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="blocklist file, format detected (repeatable; replaces lists)",
+    )
+    run.add_argument(
+        "--admin",
+        type=_admin_arg,
+        metavar="ADDR:PORT|off",
+        help="admin HTTP address, or 'off' (replaces admin.listen)",
     )
 
     check = commands.add_parser("check-config", help="validate configuration and every list")
@@ -106,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = Overrides(tuple(args.listen), tuple(args.upstream), tuple(args.blocklist))
+    overrides = Overrides(
+        tuple(args.listen), tuple(args.upstream), tuple(args.blocklist), args.admin
+    )
     config = load(args.config, overrides)
     configure_logging(config.logging.level, "supervisor")
     try:

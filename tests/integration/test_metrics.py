@@ -1,0 +1,65 @@
+"""The /metrics endpoint of a running daemon counts real traffic exactly."""
+
+from __future__ import annotations
+
+import socket
+
+import dns.message
+import dns.query
+import dns.rcode
+
+from tests.integration.conftest import DaemonFactory, standard_config
+from tests.peers.authoritative import FakeUpstream
+
+
+def test_counters_match_the_traffic_sent(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    for _ in range(3):  # one miss, then two hits
+        assert daemon.query("www.example.com").rcode() == dns.rcode.NOERROR
+    assert daemon.query("www.example.com", tcp=True).rcode() == dns.rcode.NOERROR  # a hit over TCP
+    for name in ("gambling.example", "www.gambling.example"):
+        assert daemon.query(name).rcode() == dns.rcode.NXDOMAIN
+    assert daemon.query("phishing.example.com").rcode() == dns.rcode.NXDOMAIN
+    assert daemon.query("www.adult.example").answer  # sinkhole
+    refused = dns.message.make_query("www.example.com", "A")
+    dns.query.udp(refused, "127.0.0.1", port=daemon.port, timeout=5, source="127.0.0.5")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(refused.to_wire()[:15], ("127.0.0.1", daemon.port))
+        assert dns.message.from_wire(sock.recv(512)).rcode() == dns.rcode.FORMERR
+
+    metrics = daemon.metrics()
+    queries = {k: v for k, v in metrics.items() if k.startswith("filterd_queries_total") and v}
+    assert queries == {
+        'filterd_queries_total{outcome="forwarded",protocol="udp"}': 1,
+        'filterd_queries_total{outcome="cached",protocol="udp"}': 2,
+        'filterd_queries_total{outcome="cached",protocol="tcp"}': 1,
+        'filterd_queries_total{outcome="blocked",protocol="udp"}': 4,
+        'filterd_queries_total{outcome="refused",protocol="udp"}': 1,
+        'filterd_queries_total{outcome="formerr",protocol="udp"}': 1,
+    }
+    blocked = {k: v for k, v in metrics.items() if k.startswith("filterd_blocked_total")}
+    assert blocked == {
+        'filterd_blocked_total{action="nxdomain",category="gambling",list="national"}': 2,
+        'filterd_blocked_total{action="nxdomain",category="malware",list="local"}': 1,
+        'filterd_blocked_total{action="sinkhole",category="adult",list="national"}': 1,
+    }
+    assert metrics["filterd_cache_hits_total"] == 3
+    assert metrics["filterd_cache_misses_total"] == 1
+    assert metrics["filterd_cache_entries"] == 1
+    assert metrics[f'filterd_upstream_queries_total{{upstream="{upstream.endpoint}"}}'] == 1
+    assert metrics[f'filterd_upstream_answers_total{{upstream="{upstream.endpoint}"}}'] == 1
+    assert metrics[f'filterd_upstream_up{{upstream="{upstream.endpoint}"}}'] == 1
+    assert metrics['filterd_list_entries{list="national",result="accepted"}'] == 4
+    assert metrics['filterd_list_entries{list="local",result="accepted"}'] == 2
+    assert metrics["filterd_index_names"] == 4 + 2 + 2 + 4  # national, local, allow, canaries
+    assert metrics["filterd_ready"] == 1 and metrics["filterd_workers"] == 1
+    assert metrics['filterd_build_info{version="0.1.0"}'] == 1
+    info = [k for k in metrics if k.startswith("filterd_list_info")]
+    assert len(info) == 4 and any('list="national"' in k and 'mandatory="true"' in k for k in info)
+    # Privacy: no queried name and no client address anywhere in the exposition.
+    text = daemon.http("/metrics")[1]
+    for leak in ("example", "127.0.0.5", "gambling.example"):
+        assert leak not in text.replace(upstream.endpoint, "")
