@@ -54,7 +54,10 @@ class _LineClass:
 
 _DOMAIN_LINE: Final = _LineClass(_name_pattern(b""))
 _HOSTS_LINE: Final = _LineClass(
-    rb"(?:0\.0\.0\.0|127\.0\.0\.1)[ \t]+(" + _name_pattern(rb"[ \t]*") + rb")[ \t]*"
+    # localhost.localdomain is preamble, not a block: it takes the per-line path.
+    rb"(?:0\.0\.0\.0|127\.0\.0\.1)[ \t]+(?!localhost\.localdomain[ \t]*$)("
+    + _name_pattern(rb"[ \t]*")
+    + rb")[ \t]*"
 )
 _ADBLOCK_LINE: Final = _LineClass(rb"\|\|(" + _name_pattern(rb"\^\|?") + rb")\^\|?")
 
@@ -152,19 +155,22 @@ class _Skip(Exception):
 # ---------------------------------------------------------------- detection
 
 
+_ZONE_RECORD: Final = re.compile(rb"\s(?:soa|cname)\s")
+
+
 def detect_format(data: bytes) -> Format:
     """Guess a list's format from its first data lines (``format: auto``)."""
-    head = data[:65536].lower()
-    lines = [line.strip() for line in head.splitlines()]
-    if lines and lines[0].startswith(NATIVE_HEADER):
+    head = data[:65536]
+    if head.split(b"\n", 1)[0].strip() == NATIVE_HEADER:
         return Format.NATIVE
+    lines = [line.strip() for line in head.lower().splitlines()]
     data_lines = [line for line in lines if line and not line.startswith((b"#", b";"))][:200]
     if any(line.startswith((b"[adblock", b"!")) for line in lines[:5]) or any(
         line.startswith((b"||", b"@@")) for line in data_lines
     ):
         return Format.ADBLOCK
     if any(
-        line.startswith((b"$ttl", b"$origin")) or b" soa " in line or b" cname " in line
+        line.startswith((b"$ttl", b"$origin")) or _ZONE_RECORD.search(line) is not None
         for line in data_lines
     ):
         return Format.RPZ
@@ -380,7 +386,7 @@ def parse_native(data: bytes, options: ParseOptions) -> ParsedList:
     """filterd's own format: ``NAME KIND CATEGORY [REFERENCE]``, see docs/list-formats.md."""
     result = ParsedList(Format.NATIVE)
     lines = data.splitlines()
-    if not lines or not lines[0].strip().startswith(NATIVE_HEADER):
+    if not lines or lines[0].strip() != NATIVE_HEADER:
         result.reject(1, f"missing '{NATIVE_HEADER.decode()}' header", lines[0] if lines else b"")
         return result
     for index in range(1, len(lines)):
@@ -458,13 +464,13 @@ def parse_rpz(data: bytes, options: ParseOptions) -> ParsedList:
     another name) are ignored and reported.
     """
     result = ParsedList(Format.RPZ)
-    origin = b""
+    zone = _ZoneNames()
     owner = b"@"
     for number, text in _rpz_records(data.lower()):
         if text.startswith(b"$"):
             directive = text.split()
             if directive[0] == b"$origin" and len(directive) == 2:
-                origin = directive[1].rstrip(b".")
+                zone.set_origin(directive[1])
             elif directive[0] != b"$ttl":
                 result.reject(number, "unsupported zone directive", text)
             continue
@@ -475,7 +481,7 @@ def parse_rpz(data: bytes, options: ParseOptions) -> ParsedList:
         # Owner [TTL] [CLASS] TYPE RDATA: TTL and class may come in either order.
         rtype_at = 1
         while rtype_at < len(fields) and (
-            fields[rtype_at].isdigit() or fields[rtype_at] in _RR_CLASSES
+            _TTL.fullmatch(fields[rtype_at]) or fields[rtype_at] in _RR_CLASSES
         ):
             rtype_at += 1
         if rtype_at >= len(fields):
@@ -483,9 +489,12 @@ def parse_rpz(data: bytes, options: ParseOptions) -> ParsedList:
             continue
         rtype, rdata = fields[rtype_at], fields[rtype_at + 1 :]
         if rtype in (b"soa", b"ns"):
-            continue
+            continue  # zone structure, not policy
         try:
-            kind, name = _rpz_record(owner, rtype, rdata, origin, options)
+            trigger = zone.trigger(owner)
+            if trigger is None:
+                raise _Skip("policy record at the zone apex")
+            kind, name = _rpz_record(trigger, rtype, rdata, options)
         except _Skip as skip:
             result.reject(number, skip.reason, text, ignored=skip.ignored)
             continue
@@ -493,18 +502,56 @@ def parse_rpz(data: bytes, options: ParseOptions) -> ParsedList:
     return result
 
 
-def _rpz_record(
-    owner: bytes, rtype: bytes, rdata: list[bytes], origin: bytes, options: ParseOptions
-) -> tuple[EntryKind, bytes]:
-    if owner.endswith(b"."):
-        bare = owner[:-1]
-        if origin and (bare == origin or bare.endswith(b"." + origin)):
-            owner = bare[: -len(origin) - 1] if bare != origin else b"@"
+# A TTL is seconds, or BIND's units: "3600", "1h", "1d2h" (RFC 1035 §5.1, BIND).
+_TTL: Final = re.compile(rb"(?:[0-9]+[wdhms]?)+")
+
+
+class _ZoneNames:
+    """Owner names of a policy zone, made relative to its apex.
+
+    The apex is the first ``$ORIGIN``; later ``$ORIGIN`` lines (absolute, or
+    relative to the current origin) change what relative owners are relative
+    to (RFC 1035 §5.1). Without any ``$ORIGIN`` the apex is unknown and owner
+    names are taken as written relative to it.
+    """
+
+    def __init__(self) -> None:
+        self.apex: bytes | None = None
+        self.origin = b""
+
+    def set_origin(self, value: bytes) -> None:
+        if value.endswith(b"."):
+            origin = value[:-1]
         else:
+            origin = value + b"." + self.origin if self.origin else value
+        if self.apex is None:
+            self.apex = origin
+        self.origin = origin
+
+    def trigger(self, owner: bytes) -> bytes | None:
+        """The trigger name of ``owner`` relative to the apex; ``None`` for the apex."""
+        if owner == b"@":
+            full = self.origin
+        elif owner.endswith(b"."):
+            if self.apex is None:
+                raise _Skip("absolute owner name without $ORIGIN")
+            full = owner[:-1]
+        else:
+            full = owner + b"." + self.origin if self.origin else owner
+        apex = self.apex
+        if apex is None:
+            return full or None
+        if full == apex:
+            return None
+        if not full.endswith(b"." + apex):
             raise _Skip("absolute owner name outside $ORIGIN")
-    if owner == b"@":
-        raise _Skip("policy record at the zone apex")
-    last_label = owner.rsplit(b".", 1)[-1]
+        return full[: -len(apex) - 1]
+
+
+def _rpz_record(
+    trigger: bytes, rtype: bytes, rdata: list[bytes], options: ParseOptions
+) -> tuple[EntryKind, bytes]:
+    last_label = trigger.rsplit(b".", 1)[-1]
     if last_label in _RPZ_UNSUPPORTED_TRIGGERS:
         raise _Skip(f"{last_label.decode()} trigger", ignored=True)
     if rtype != b"cname":
@@ -519,9 +566,9 @@ def _rpz_record(
         raise _Skip("CNAME rewrite to another name", ignored=True)
     action, allow = spec
     scope = Scope.EXACT
-    if owner.startswith(b"*."):
-        owner, scope = owner[2:], Scope.BELOW
-    return EntryKind(scope, allow, None, action), _name(owner, options)
+    if trigger.startswith(b"*."):
+        trigger, scope = trigger[2:], Scope.BELOW
+    return EntryKind(scope, allow, None, action), _name(trigger, options)
 
 
 def _rpz_records(data: bytes) -> Iterator[tuple[int, bytes]]:

@@ -43,7 +43,8 @@ def normalise(raw: bytes) -> bytes:
         raw = raw[:-1]
     if raw.startswith(b"."):
         raw = raw[1:]
-    raw = raw.lower() if raw.isascii() else _idna(raw)
+    # UTS #46 maps full stops such as U+3002 to ".": trim dots again after mapping.
+    raw = raw.lower() if raw.isascii() else _idna(raw).strip(b".")
     if len(raw) > MAX_NAME_LENGTH:
         raise InvalidName("name longer than 253 characters")
     if _NAME_RE.fullmatch(raw) is None:
