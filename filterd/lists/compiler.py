@@ -12,12 +12,17 @@ a terminal's SIGINT) do not reach it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import pickle
 import sys
+from typing import Final
 
 from filterd.config import Config
 from filterd.errors import ListError
 from filterd.lists.compile import CompileReport, compile_lists
+
+COMPILER_NICENESS: Final = 10
 
 
 async def compile_in_child(config: Config) -> CompileReport:
@@ -45,6 +50,10 @@ async def compile_in_child(config: Config) -> CompileReport:
 
 
 def main() -> int:
+    # Below the workers' priority: on a busy machine the compile may take
+    # longer, but it must not take CPU time from queries.
+    with contextlib.suppress(OSError):
+        os.nice(COMPILER_NICENESS)
     config = pickle.loads(sys.stdin.buffer.read())
     assert isinstance(config, Config)
     try:

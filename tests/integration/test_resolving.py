@@ -6,8 +6,10 @@ second); each test queries names no other test uses, or only reads.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +131,28 @@ def test_mandatory_block_and_subdomains(daemon: Daemon, name: str) -> None:
 def test_dig_shows_the_extended_error(daemon: Daemon) -> None:
     out = daemon.dig("www.gambling.example")
     assert "status: NXDOMAIN" in out
+    assert "EDE: 16 (Censored)" in out and "list=national" in out
+
+
+def test_kdig_sees_the_extended_error(daemon: Daemon) -> None:
+    if shutil.which("kdig") is None:
+        pytest.skip("kdig (knot-dnsutils) not installed")
+    out = subprocess.run(
+        [
+            "kdig",
+            f"@127.0.0.1:{daemon.port}",
+            "+edns",
+            "+timeout=5",
+            "+retry=0",
+            "adult.example",
+            "A",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    assert "NOERROR" in out and "192.0.2.80" in out
     assert "EDE: 16 (Censored)" in out and "list=national" in out
 
 
