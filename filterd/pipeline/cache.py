@@ -1,10 +1,10 @@
 """Cache: upstream answers, served again with decremented TTLs.
 
 Entries are keyed by the lower-cased question plus the variant byte (EDNS
-presence, DO, CD; see ``filterd.wire.query``) and bounded by count with
-cachetools' ``LRUCache`` (its ``__getitem__`` is the cheapest bounded
-mapping read it offers, about 0.1 µs here; its TLRU variant costs 2 µs a
-read, so expiry is checked here instead, against each entry's own deadline).
+presence, DO, CD; see ``filterd.wire.query``) and bounded by count on a
+cachetools ``Cache`` with CLOCK eviction (``ClockCache``). Expiry is
+checked here on read, against each entry's own deadline (cachetools' TLRU
+variant does that too, but costs about 2 µs a read).
 
 An entry keeps the answer from the flags word on, question included, with
 TTLs already decremented for ``rendered_age``: serving it is the client's ID
@@ -16,9 +16,10 @@ age per entry, not per query.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Final
 
-from cachetools import LRUCache
+from cachetools import Cache
 
 from filterd.config import CacheConfig
 from filterd.wire.answer import ResponseInfo
@@ -43,6 +44,7 @@ class Answer:
         "stored_at",
         "ttl_offsets",
         "ttls",
+        "used",
     )
 
     def __init__(
@@ -64,6 +66,7 @@ class Answer:
         self.cname_targets = cname_targets
         self.stored_at = stored_at
         self.expires_at = stored_at + lifetime
+        self.used = False
         self.rendered_age = -1  # TTLs are clamped on store: render even at age 0
         self.rendered = records
         self.full = head + question + records
@@ -152,19 +155,22 @@ def build_answer(
 class ResponseCache:
     """Bounded map from cache key to ``Answer``; expiry checked on read."""
 
-    __slots__ = ("_enabled", "_entries", "evictions", "expired", "hits", "misses")
+    __slots__ = ("_enabled", "_entries", "expired", "hits", "misses")
 
     def __init__(self, max_entries: int) -> None:
         """``max_entries`` 0 disables caching (every query goes upstream)."""
         self._enabled = max_entries > 0
-        self._entries: LRUCache[bytes, Answer] = _CountingLRU(self, max(1, max_entries))
+        self._entries = ClockCache(max(1, max_entries))
         self.hits = 0
         self.misses = 0
         self.expired = 0
-        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
 
     def get(self, key: bytes, now: float) -> Answer | None:
         try:
@@ -177,6 +183,7 @@ class ResponseCache:
             self.expired += 1
             self.misses += 1
             return None
+        answer.used = True
         self.hits += 1
         return answer
 
@@ -188,13 +195,54 @@ class ResponseCache:
         self._entries.clear()
 
 
-class _CountingLRU(LRUCache[bytes, Answer]):
-    """LRUCache that counts evictions made to respect its size bound."""
+class ClockCache(Cache[bytes, Answer]):
+    """cachetools ``Cache`` with second-chance ("CLOCK") eviction.
 
-    def __init__(self, owner: ResponseCache, maxsize: int) -> None:
+    Why not ``LRUCache``: it reorders a linked list on every read, which at a
+    hundred thousand entries costs ~1.8 µs a hit here (cache-missing pointer
+    chases), against ~0.15 µs for the plain ``Cache`` read. CLOCK keeps reads
+    at that cost (a hit only sets ``answer.used``) and approximates LRU where
+    it matters, on eviction: entries are kept in insertion order in a deque;
+    the oldest is evicted unless it was used since it was last examined, in
+    which case it is cleared and moved to the back (Corbató's CLOCK).
+    """
+
+    def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
-        self._owner = owner
+        self._order: deque[bytes] = deque()
+        self.evictions = 0
+
+    def __setitem__(self, key: bytes, value: Answer) -> None:
+        new = key not in self
+        super().__setitem__(key, value)
+        if new:
+            order = self._order
+            order.append(key)
+            if len(order) > 2 * self.maxsize:
+                # Keys deleted on expiry leave stale places behind; rebuild
+                # from the live keys (insertion order) so the deque stays bounded.
+                self._order = deque(self)
 
     def popitem(self) -> tuple[bytes, Answer]:
-        self._owner.evictions += 1
-        return super().popitem()
+        """Evict one entry (called by ``Cache.__setitem__`` when full)."""
+        order = self._order
+        # Bounded: every pass clears a flag, so within len(order) + 1 steps an
+        # entry without one comes up. Keys deleted since they were queued
+        # (expired on read) are dropped on the way.
+        for _ in range(len(order) + 1):
+            key = order.popleft()
+            answer = self.get(key)
+            if answer is None:
+                continue
+            if answer.used:
+                answer.used = False
+                order.append(key)
+                continue
+            del self[key]
+            self.evictions += 1
+            return key, answer
+        raise KeyError("cache is empty")
+
+    def clear(self) -> None:
+        super().clear()
+        self._order.clear()

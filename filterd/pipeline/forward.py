@@ -10,14 +10,13 @@ that grows under attack only delays the same failure).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from filterd.config import CacheConfig, UpstreamConfig
 from filterd.pipeline.cache import Answer, ResponseCache, build_answer
-from filterd.upstream.exchange import Exchange
+from filterd.upstream.exchange import Exchange, UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.answer import ResponseInfo
 from filterd.wire.query import VARIANT_CD, Query
@@ -41,21 +40,20 @@ class Forwarder:
     __slots__ = (
         "_cache",
         "_cache_config",
-        "_loop",
         "_max_inflight",
         "_max_udp_size",
         "_pending",
         "_resume",
         "_upstream_config",
         "coalesced",
+        "io",
         "overloaded",
         "pool",
-        "tasks",
     )
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        io: UpstreamIO,
         pool: UpstreamPool,
         cache: ResponseCache,
         cache_config: CacheConfig,
@@ -64,7 +62,7 @@ class Forwarder:
         max_inflight: int,
         resume: Resume,
     ) -> None:
-        self._loop = loop
+        self.io = io
         self.pool = pool
         self._cache = cache
         self._cache_config = cache_config
@@ -73,9 +71,13 @@ class Forwarder:
         self._max_inflight = max_inflight
         self._resume = resume
         self._pending: dict[bytes, tuple[Exchange, list[Waiter]]] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
         self.coalesced = 0
         self.overloaded = 0
+
+    @property
+    def deadline(self) -> float:
+        """Longest time an exchange started now can stay in flight."""
+        return self._upstream_config.deadline
 
     @property
     def inflight(self) -> int:
@@ -98,14 +100,13 @@ class Forwarder:
             self._completed(key, waiters, message, info, reason)
 
         exchange = Exchange(
-            self._loop,
+            self.io,
             self.pool,
             self._upstream_config,
             key[:-1],
             do=query.do,
             cd=bool(query.variant & VARIANT_CD),
             done=done,
-            tasks=self.tasks,
         )
         self._pending[key] = (exchange, waiters)
         exchange.start()
@@ -137,5 +138,4 @@ class Forwarder:
         for exchange, _ in list(self._pending.values()):
             exchange.abort()
         self._pending.clear()
-        for task in self.tasks:
-            task.cancel()
+        self.io.close()

@@ -24,10 +24,10 @@ class Guard:
         networks = list(allow)
         self._v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
         self._v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
-        self._memo: dict[str, bool] = {}
+        self._memo: dict[bytes, bool] = {}
 
-    def allows(self, address: str) -> bool:
-        """Is ``address`` (as the socket layer reports it) allowed to query?"""
+    def allows(self, address: bytes) -> bool:
+        """Is the packed IPv4 or IPv6 ``address`` allowed to query?"""
         allowed = self._memo.get(address)
         if allowed is None:
             allowed = self._classify(address)
@@ -36,9 +36,9 @@ class Guard:
             self._memo[address] = allowed
         return allowed
 
-    def _classify(self, address: str) -> bool:
+    def _classify(self, address: bytes) -> bool:
         try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            ip = ipaddress.ip_address(address)
         except ValueError:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

@@ -85,17 +85,19 @@ class Policy:
     def matcher(self) -> Matcher:
         return self._matcher
 
-    def check(self, key: bytes, name_length: int) -> Verdict:
-        """Verdict for a query's cache key, whose first ``name_length`` bytes are
-        the lower-cased wire name. Memoised by the whole key (question type and
-        variant included): one dict lookup per query, no slicing, at the price
-        of one memo entry per type asked for a name."""
-        verdict = self._memo.get(key)
-        if verdict is None:
-            verdict = self._decide(key[:name_length])
-            if len(self._memo) >= MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = verdict
+    def memoised(self, key: bytes) -> Verdict | None:
+        """The verdict already decided for a query's cache key, if any."""
+        return self._memo.get(key)
+
+    def decide(self, key: bytes, name_length: int) -> Verdict:
+        """Decide (and memoise) for a validated query's cache key, whose first
+        ``name_length`` bytes are the lower-cased wire name. Memoised by the
+        whole key (type and variant included): one dict lookup per query and
+        no slicing, at the price of one memo entry per type asked for a name."""
+        verdict = self._decide(key[:name_length])
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = verdict
         return verdict
 
     def check_text(self, name: bytes) -> Verdict:

@@ -36,6 +36,7 @@ from filterd.pipeline.cache import Answer, ResponseCache
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.policy import CountedBlock, Policy
+from filterd.upstream.exchange import UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.codes import (
     CLASS_IN,
@@ -49,7 +50,7 @@ from filterd.wire.codes import (
     TYPE_IXFR,
     TYPE_OPT,
 )
-from filterd.wire.query import BadVersion, Query, parse_query
+from filterd.wire.query import BadVersion, Query, parse_query, validate
 from filterd.wire.synth import ede_option, error_response, query_error, truncated
 
 
@@ -131,17 +132,24 @@ class Pipeline:
         self.policy = policy
 
     def handle(
-        self, data: bytes, ip: str, udp: bool, source: ReplySource, client: object, now: float
+        self,
+        data: bytes,
+        address: bytes,
+        udp: bool,
+        source: ReplySource,
+        client: object,
+        now: float,
     ) -> bytes | None:
         """Run one query through the pipeline (see the module docstring).
 
         ``source.reply(client)`` is called only on a cache miss, to get the
         object that sends the later answer (so a hit allocates nothing for
-        it). ``now`` is the listener's monotonic clock reading for the batch.
+        it). ``address`` is the client's packed IP address (4 or 16 bytes);
+        ``now`` is the listener's monotonic clock reading for the batch.
         """
         outcomes = self.counters.udp if udp else self.counters.tcp
         # 1. guard
-        if not self._guard.allows(ip):
+        if not self._guard.allows(address):
             return self._refuse(data, outcomes)
         # 2. decode
         try:
@@ -156,10 +164,21 @@ class Pipeline:
             return None
         key = query.key
         # 3. policy (memoised per question, so keyed like the cache)
-        block, offset = self.policy.check(key, query.name_end - 12)
+        policy = self.policy
+        verdict = policy.memoised(key)
+        if verdict is None:
+            # First decision on this key: the name must be well-formed first
+            # (a memoised or cached key was validated when it was stored).
+            try:
+                validate(query)
+            except QueryError as exc:
+                return self._decode_error(data, exc, outcomes)
+            key = query.key
+            verdict = policy.decide(key, query.name_end - 12)
+        block, offset = verdict
         if block is not None:
             return self._blocked(query, block, offset, udp, outcomes)
-        # 4. cache: a key that is cached was validated (class, type) when stored
+        # 4. cache: a cached key was validated (name, class, type) when stored
         answer = self._cache.get(key, now)
         if answer is not None:
             if answer.cname_targets:
@@ -270,7 +289,7 @@ def build_pipeline(
 
     def forwarder(pipeline: Pipeline) -> Forwarder:
         return Forwarder(
-            loop,
+            UpstreamIO(loop),
             UpstreamPool(config.upstream),
             cache,
             config.cache,

@@ -3,14 +3,19 @@
 Anti-spoofing (the traps of small forwarders): every attempt uses a fresh
 UDP socket, connected to the resolver, so the kernel picks a random
 ephemeral source port and drops datagrams from any other address; the query
-ID comes from ``secrets``; a reply is accepted only if its ID, QR bit and
-question all match (``inspect_response``), anything else is counted and
-ignored while the attempt keeps waiting.
+ID is drawn from the kernel's CSPRNG; a reply is accepted only if its ID,
+QR bit and question all match (``inspect_response``), anything else is
+counted and ignored while the attempt keeps waiting.
 
-The UDP path is callback-driven (``add_reader`` plus one timer) rather than
-a task per query: a cache miss is the common slow path and a coroutine per
-attempt costs more than the exchange itself. TCP (after TC=1, RFC 7766 §6.2)
-is rare and runs as a supervised task.
+A cache miss is the common slow path, so its machinery is kept lean:
+``UpstreamIO`` owns one epoll set for all upstream sockets of a worker
+(registered with the event loop once, instead of one ``add_reader`` per
+socket with the selector's bookkeeping), one heap of attempt deadlines
+served by a single ticking timer (instead of a timer handle per attempt),
+and a buffer of random query IDs refilled by one ``os.urandom`` call per
+thousand queries. Closing a socket removes it from the epoll set, so each
+attempt costs socket, connect, send, epoll add, recv and close. TCP (after
+TC=1, RFC 7766 §6.2) is rare and runs as a supervised task.
 
 The whole exchange is bounded by ``deadline``: whatever the upstreams do,
 ``done`` is called exactly once, by then.
@@ -18,9 +23,12 @@ The whole exchange is bounded by ``deadline``: whatever the upstreams do,
 
 from __future__ import annotations
 
+import _socket
 import asyncio
-import secrets
-import socket
+import heapq
+import itertools
+import os
+import select
 import struct
 import time
 from collections.abc import Callable
@@ -38,12 +46,83 @@ Done = Callable[[bytes | None, ResponseInfo | None, str], None]
 _HEADER: Final = struct.Struct("!HHHHHH")
 _RECV_SIZE: Final = 65535
 _LIVE_RCODES: Final = frozenset({SERVFAIL, REFUSED, NOTIMP, FORMERR})
+TICK: Final = 0.01
+"""Resolution of attempt timeouts, in seconds."""
+_ID_BATCH: Final = 2048
+# Non-blocking and close-on-exec from creation: no fcntl calls per socket.
+_UDP_TYPE: Final = _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
 
 
 def build_query(question: bytes, query_id: int, *, do: bool, cd: bool, udp_size: int) -> bytes:
     """RD=1 query for the wire ``question`` with an OPT record (RFC 6891)."""
     flags = 0x0100 | (0x0010 if cd else 0)
     return _HEADER.pack(query_id, flags, 1, 0, 0, 1) + question + opt_record(udp_size, do)
+
+
+class UpstreamIO:
+    """Per-worker I/O shared by every exchange: readiness, deadlines, random IDs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._epoll = select.epoll()
+        self._waiting: dict[int, Exchange] = {}
+        self._deadlines: list[tuple[float, int, Exchange, int]] = []
+        self._sequence = itertools.count()
+        self._ticking = False
+        self._ids = memoryview(b"")
+        self._next_id = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        loop.add_reader(self._epoll.fileno(), self._on_ready)
+
+    def random_id(self) -> int:
+        position = self._next_id
+        if position >= len(self._ids):
+            self._ids = memoryview(os.urandom(2 * _ID_BATCH)).cast("H")
+            position = 0
+        self._next_id = position + 1
+        value: int = self._ids[position]
+        return value
+
+    def watch(self, sock: _socket.socket, exchange: Exchange) -> None:
+        fd = sock.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._waiting[fd] = exchange
+
+    def forget(self, sock: _socket.socket) -> None:
+        """Stop watching and close ``sock`` (closing also leaves the epoll set)."""
+        self._waiting.pop(sock.fileno(), None)
+        sock.close()
+
+    def expire(self, at: float, exchange: Exchange, attempt: int) -> None:
+        """Call ``exchange.timed_out(attempt)`` at ``at`` unless it has moved on."""
+        heapq.heappush(self._deadlines, (at, next(self._sequence), exchange, attempt))
+        if not self._ticking:
+            self._ticking = True
+            self.loop.call_later(TICK, self._tick)
+
+    def _on_ready(self) -> None:
+        waiting = self._waiting
+        for fd, _ in self._epoll.poll(0, 256):
+            exchange = waiting.get(fd)
+            if exchange is not None:
+                exchange.readable()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, exchange, attempt = heapq.heappop(deadlines)
+            exchange.timed_out(attempt)
+        if deadlines:
+            self.loop.call_later(TICK, self._tick)
+        else:
+            self._ticking = False
+
+    def close(self) -> None:
+        self.loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+        for task in self.tasks:
+            task.cancel()
 
 
 class Exchange:
@@ -57,14 +136,12 @@ class Exchange:
         "_do",
         "_done",
         "_finished",
-        "_loop",
+        "_io",
         "_pool",
         "_query_id",
         "_question",
         "_sent_at",
         "_sock",
-        "_tasks",
-        "_timer",
         "_tried",
         "_upstream",
         "errors",
@@ -72,7 +149,7 @@ class Exchange:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        io: UpstreamIO,
         pool: UpstreamPool,
         config: UpstreamConfig,
         question: bytes,
@@ -80,23 +157,20 @@ class Exchange:
         do: bool,
         cd: bool,
         done: Done,
-        tasks: set[asyncio.Task[None]],
         only: Upstream | None = None,
     ) -> None:
-        self._loop = loop
+        self._io = io
         self._pool = pool
         self._config = config
         self._question = question
         self._do = do
         self._cd = cd
         self._done = done
-        self._tasks = tasks
         self._deadline = time.monotonic() + config.deadline
         self._attempts = 0
         self._tried: list[Upstream] = [only] if only is not None else pool.candidates()
         self._finished = False
-        self._sock: socket.socket | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._sock: _socket.socket | None = None
         self._upstream: Upstream | None = None
         self._query_id = 0
         self._sent_at = 0.0
@@ -109,49 +183,38 @@ class Exchange:
 
     def _next_attempt(self, reason: str) -> None:
         now = time.monotonic()
-        limit = self._config.attempts
-        if self._attempts >= limit or now >= self._deadline or not self._tried:
+        if self._attempts >= self._config.attempts or now >= self._deadline or not self._tried:
             self._finish(None, None, reason)
             return
         upstream = self._tried[self._attempts % len(self._tried)]
         self._attempts += 1
         self._upstream = upstream
-        self._query_id = secrets.randbits(16)
+        self._query_id = query_id = self._io.random_id()
         message = build_query(
-            self._question,
-            self._query_id,
-            do=self._do,
-            cd=self._cd,
-            udp_size=self._config.edns_udp_size,
+            self._question, query_id, do=self._do, cd=self._cd, udp_size=self._config.edns_udp_size
         )
         upstream.queries += 1
         try:
-            sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+            sock = _socket.socket(upstream.family, _UDP_TYPE)
         except OSError:
             self._attempt_failed("socket", health=False)
             return
         self._sock = sock
         try:
-            sock.setblocking(False)
             sock.connect(upstream.sockaddr)
             sock.send(message)
         except OSError:
             self._attempt_failed("network")
             return
         self._sent_at = now
-        self._loop.add_reader(sock.fileno(), self._on_readable)
-        wait = min(self._config.timeout, self._deadline - now)
-        self._timer = self._loop.call_later(wait, self._on_timeout)
+        self._io.watch(sock, self)
+        self._io.expire(min(now + self._config.timeout, self._deadline), self, self._attempts)
 
     def _close_socket(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         sock = self._sock
         if sock is not None:
             self._sock = None
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+            self._io.forget(sock)
 
     def _attempt_failed(self, reason: str, *, health: bool = True) -> None:
         self._close_socket()
@@ -160,11 +223,12 @@ class Exchange:
         self.errors.append(reason)
         self._next_attempt(reason)
 
-    def _on_timeout(self) -> None:
-        self._timer = None
-        self._attempt_failed("timeout")
+    def timed_out(self, attempt: int) -> None:
+        """Deadline of ``attempt`` reached (``UpstreamIO``'s tick); ignored if it is over."""
+        if attempt == self._attempts and self._sock is not None and not self._finished:
+            self._attempt_failed("timeout")
 
-    def _on_readable(self) -> None:
+    def readable(self) -> None:
         sock = self._sock
         if sock is None:
             return
@@ -178,15 +242,14 @@ class Exchange:
         except OSError:
             self._attempt_failed("network")
             return
+        upstream = self._upstream
+        assert upstream is not None
         try:
             info = inspect_response(message, self._question, self._query_id)
         except BadResponse:
             # Not our answer (spoofed, stale or broken): keep waiting for the real one.
-            assert self._upstream is not None
-            self._upstream.errors["mismatch"] += 1
+            upstream.errors["mismatch"] += 1
             return
-        upstream = self._upstream
-        assert upstream is not None
         if info.truncated:
             self._close_socket()
             self._start_tcp(upstream)
@@ -202,12 +265,13 @@ class Exchange:
     # -------------------------------------------------------------------- TCP
 
     def _start_tcp(self, upstream: Upstream) -> None:
-        task = self._loop.create_task(self._tcp(upstream))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._io.tasks
+        task = self._io.loop.create_task(self._tcp(upstream))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _tcp(self, upstream: Upstream) -> None:
-        query_id = secrets.randbits(16)
+        query_id = self._io.random_id()
         message = build_query(
             self._question, query_id, do=self._do, cd=self._cd, udp_size=self._config.edns_udp_size
         )

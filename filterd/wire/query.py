@@ -1,10 +1,19 @@
 """Decoding an incoming query straight from its wire bytes.
 
 This is the first stage of every query, so it never builds a dnslib object:
-it walks the header, the single question and an optional OPT record with
+it reads the header, the single question and an optional OPT record with
 integer indexing, and hands back offsets into the original ``bytes``. Every
 malformed packet becomes either ``None`` (drop: too short to answer, or not a
 query at all) or a ``QueryError`` carrying the rcode to answer with.
+
+Two steps, so that a repeated question costs as little as possible:
+``parse_query`` takes the question name to end at the first zero octet (one
+``bytes.find``) and checks everything else; ``validate`` walks the labels.
+The pipeline validates before the first policy decision on a key and before
+forwarding. A key found in the policy memo or the cache is byte for byte the
+question of a query that was validated, so it is well-formed too; a name
+holding a zero octet inside a label (legal, if odd) gets a key that matches
+nothing, and is then validated and re-keyed at its real end.
 
 Rules applied (cited so they can be checked):
 - a message shorter than the 12-byte header cannot be answered: dropped;
@@ -36,6 +45,7 @@ _VARIANT_BYTES: Final = tuple(bytes((i,)) for i in range(8))
 
 _COUNTS_PLAIN: Final = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1, AN=NS=AR=0
 _COUNTS_EDNS: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1, AR=1 (the OPT)
+_SUPPORTED_COUNTS: Final = frozenset({_COUNTS_PLAIN, _COUNTS_EDNS})
 
 
 class Query:
@@ -48,7 +58,7 @@ class Query:
     stored; the rest is derived on the paths that use it.
     """
 
-    __slots__ = ("data", "key", "name_end", "qend", "udp_size", "variant")
+    __slots__ = ("data", "key", "name_end", "qend", "udp_size", "validated", "variant")
 
     data: bytes
     name_end: int
@@ -56,6 +66,7 @@ class Query:
     udp_size: int
     variant: int
     key: bytes
+    validated: bool
 
     @property
     def qtype(self) -> int:
@@ -89,7 +100,12 @@ class BadVersion(QueryError):
 
 
 def parse_query(data: bytes) -> Query | None:
-    """Decode ``data``; ``None`` means drop silently, ``QueryError`` means answer it."""
+    """Decode ``data``; ``None`` means drop silently, ``QueryError`` means answer it.
+
+    The end of the question name is found with one ``find`` for the first
+    zero octet rather than a walk over its labels; ``validate`` does the walk
+    (see the module docstring for why that is safe and when it runs).
+    """
     size = len(data)
     if size < 12:
         return None
@@ -99,6 +115,45 @@ def parse_query(data: bytes) -> Query | None:
             return None
         raise QueryError(NOTIMP, "opcode")
     counts = data[4:12]
+    if counts not in _SUPPORTED_COUNTS:
+        raise QueryError(FORMERR, "section counts")
+    query = Query()
+    query.data = data
+    query.validated = False
+    end = data.find(0, 12)
+    try:
+        if end < 0:
+            raise QueryError(FORMERR, "truncated question")
+        _locate(query, end + 1, counts == _COUNTS_EDNS)
+    except QueryError:
+        # The first zero octet may sit inside a label (binary labels are legal):
+        # walk the labels to find out, then decode at the real end or fail.
+        name_end = _walk(data)
+        if name_end == end + 1:
+            raise
+        _locate(query, name_end, counts == _COUNTS_EDNS)
+        query.validated = True
+    return query
+
+
+def validate(query: Query) -> None:
+    """Walk the question's labels: raise FORMERR for a malformed name.
+
+    Needed before a name is decided or forwarded for the first time; a query
+    whose key is already in the policy memo or the cache has the exact bytes
+    of a question that was validated, so it needs no walk.
+    """
+    if query.validated:
+        return
+    name_end = _walk(query.data)
+    if name_end != query.name_end:
+        # A zero octet inside a label made ``find`` stop early.
+        _locate(query, name_end, query.data[10:12] == b"\x00\x01")
+    query.validated = True
+
+
+def _walk(data: bytes) -> int:
+    """Offset just past the question name, by its label lengths (RFC 1035 §3.1)."""
     pos = 12
     try:
         length = data[12]
@@ -109,28 +164,29 @@ def parse_query(data: bytes) -> Query | None:
             length = data[pos]
     except IndexError:
         raise QueryError(FORMERR, "truncated question") from None
-    name_end = pos + 1
+    if pos + 1 - 12 > 255:
+        raise QueryError(FORMERR, "name too long")
+    return pos + 1
+
+
+def _locate(query: Query, name_end: int, edns: bool) -> None:
+    """Set the offsets, EDNS facts and key for a question name ending at ``name_end``."""
+    data = query.data
+    size = len(data)
     qend = name_end + 4
     if qend > size:
         raise QueryError(FORMERR, "truncated question")
-    if name_end - 12 > 255:
-        raise QueryError(FORMERR, "name too long")
-    query = Query()
-    query.data = data
     query.name_end = name_end
     query.qend = qend
     variant = VARIANT_CD if data[3] & 0x10 else 0
-    if counts == _COUNTS_PLAIN:
+    if edns:
+        variant |= _parse_opt(query, data, qend, size)
+    else:
         if qend != size:
             raise QueryError(FORMERR, "trailing data")
         query.udp_size = CLASSIC_UDP_SIZE
-    elif counts == _COUNTS_EDNS:
-        variant |= _parse_opt(query, data, qend, size)
-    else:
-        raise QueryError(FORMERR, "section counts")
     query.variant = variant
     query.key = data[12:qend].lower() + _VARIANT_BYTES[variant]
-    return query
 
 
 def _parse_opt(query: Query, data: bytes, pos: int, size: int) -> int:

@@ -18,7 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from filterd.errors import QueryError
-from filterd.wire.query import Query, parse_query
+from filterd.wire.query import Query, parse_query, validate
 
 label = st.binary(min_size=1, max_size=63).filter(lambda b: b"." not in b)
 ascii_label = st.from_regex(rb"[A-Za-z0-9_-]{1,63}", fullmatch=True)
@@ -78,6 +78,12 @@ def test_valid_queries_decode_like_dnslib(
     data = build(labels, qtype, qclass, edns, do, cd, udp, opts)
     query = parse_query(data)
     assert isinstance(query, Query)
+    optimistic_key = query.key
+    validate(query)
+    if not any(0 in label for label in labels):
+        # The first-zero-octet guess is right unless a label holds a zero octet;
+        # when it is wrong, validate() re-keys (checked by the asserts below).
+        assert query.key == optimistic_key
     reference = dns.message.from_wire(data, question_only=True)
     question = reference.question[0]
     assert query.qtype == question.rdtype == qtype
@@ -91,10 +97,14 @@ def test_valid_queries_decode_like_dnslib(
 
 
 def _decodes(data: bytes) -> Query | None:
+    """The query as the pipeline would forward it: decoded and validated."""
     try:
-        return parse_query(data)
+        query = parse_query(data)
+        if query is not None:
+            validate(query)
     except QueryError:
         return None
+    return query
 
 
 @settings(max_examples=2000, deadline=None)
@@ -130,10 +140,15 @@ def test_mutated_queries_never_crash(
 
 
 def test_compression_pointer_in_question_is_formerr() -> None:
-    data = bytes.fromhex("1234010000010000000000000c000001") + b"\x00\x01"
-    try:
-        parse_query(data)
-    except QueryError as exc:
-        assert exc.rcode == 1
-    else:
-        raise AssertionError("pointer accepted")
+    for data in (
+        bytes.fromhex("123401000001000000000000c00c00010001"),
+        bytes.fromhex("12340100000100000000000003777777c00c00010001"),
+    ):
+        try:
+            query = parse_query(data)
+            assert query is not None
+            validate(query)
+        except QueryError as exc:
+            assert exc.rcode == 1
+        else:
+            raise AssertionError("pointer accepted")

@@ -96,3 +96,33 @@ def test_zero_entries_disables_the_cache() -> None:
     answer, _ = store(q, CacheConfig(), now=0.0)
     cache.put(q.key, answer)
     assert cache.get(q.key, 0.0) is None
+
+
+def test_clock_eviction_spares_entries_used_since_last_examined() -> None:
+    cache = ResponseCache(3)
+    keys = []
+    for i in range(3):
+        q = query(f"c{i}.example.com")
+        answer, _ = store(q, CacheConfig(), now=0.0)
+        cache.put(q.key, answer)
+        keys.append(q.key)
+    assert cache.get(keys[0], 1.0) is not None  # c0 used: gets a second chance
+    extra = query("c3.example.com")
+    answer, _ = store(extra, CacheConfig(), now=0.0)
+    cache.put(extra.key, answer)
+    assert cache.evictions == 1
+    assert cache.get(keys[0], 1.0) is not None
+    assert cache.get(keys[1], 1.0) is None  # the oldest unused one went
+    assert cache.get(extra.key, 1.0) is not None
+
+
+def test_clock_order_stays_bounded_when_entries_expire() -> None:
+    cache = ResponseCache(10)
+    q = query()
+    for round_ in range(100):  # the same key expires and is stored again, many times
+        answer, _ = store(q, CacheConfig(), now=float(round_ * 100))
+        cache.put(q.key, answer)
+        assert cache.get(q.key, round_ * 100 + 99.0) is None  # expired (lifetime 60)
+    cache.put(q.key, store(q, CacheConfig(), now=0.0)[0])
+    assert len(cache._entries._order) <= 2 * 10 + 1
+    assert len(cache) == 1
