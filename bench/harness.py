@@ -1,0 +1,523 @@
+"""CLI of the benchmark: filterd and Unbound-with-RPZ, same list, same traffic, one run.
+
+Why one command for both: on a shared 2-core machine run-to-run noise is large
+(up to ~30 %), so absolute figures from different runs are not comparable; the
+filterd/Unbound ratios measured back to back in one run are. For every list
+size, each target is started fresh (server on one CPU, NSD and dnsperf on the
+other), timed until the list is enforced, warmed, loaded closed-loop, loaded at
+a fixed rate for latency, loaded with cache misses, and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from bench import data as bdata
+from bench.measure import Load, PerfResult, percentiles, run_dnsperf, wait_enforced
+from bench.targets import (
+    REPO,
+    TARGETS,
+    Nsd,
+    Proc,
+    Target,
+    TargetError,
+    free_port,
+    make_target,
+    query_rcode,
+    spawn,
+    tree_memory,
+)
+
+DEFAULT_SHARED: Final = REPO.parent / "shared" / "data"
+DEFAULT_OUT: Final = REPO / "bench" / "results"
+LATENCY_POINTS: Final = (50.0, 99.0, 99.9)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the command line decided; recorded in the JSON next to the figures."""
+
+    sizes: tuple[int, ...]
+    targets: tuple[str, ...]
+    duration: float
+    rate: int
+    closed: Load
+    miss: Load
+    warm_seconds: float
+    enforce_timeout: float
+    server_cpu: int
+    client_cpu: int
+    params: bdata.DataParams
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
+    p = argparse.ArgumentParser(
+        prog="bench/run",
+        description="Benchmark filterd against Unbound+RPZ on one blocklist (loopback only).",
+    )
+    p.add_argument("--sizes", default=None, help="list sizes, e.g. 100k,1m (default 100k,1m)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per load run (30)")
+    p.add_argument("--rate", type=int, default=None, help="open-loop qps for latency (10000)")
+    p.add_argument("--targets", default="unbound,filterd", help="comma list: unbound,filterd")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20k list, 3 s runs")
+    p.add_argument("--clients", type=int, default=4, help="dnsperf -c for closed-loop hit runs")
+    p.add_argument("--outstanding", type=int, default=200, help="dnsperf -q, closed-loop hits")
+    p.add_argument("--miss-clients", type=int, default=8, help="dnsperf -c for miss runs")
+    p.add_argument("--miss-outstanding", type=int, default=1000, help="dnsperf -q for misses")
+    p.add_argument("--blocked-share", type=float, default=0.05, help="blocked share of queries")
+    p.add_argument("--enforce-timeout", type=float, default=600.0, help="max s until enforced")
+    p.add_argument("--seed", type=int, default=bdata.DEFAULT_SEED)
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="shared/data directory")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    a = p.parse_args(argv)
+
+    quick = bool(a.quick)
+    sizes_text = a.sizes or ("20k" if quick else "100k,1m")
+    sizes = tuple(sorted({bdata.parse_size(s) for s in sizes_text.split(",") if s.strip()}))
+    duration = float(a.duration if a.duration is not None else (3 if quick else 30))
+    rate = int(a.rate if a.rate is not None else (2000 if quick else 10_000))
+    if quick:
+        params = bdata.DataParams(
+            sizes=sizes, top_n=20_000, hit_queries=100_000, miss_queries=300_000,
+            nx_pool=500, blocked_share=a.blocked_share, seed=a.seed,
+        )  # fmt: skip
+    else:
+        # Enough unique miss queries for `duration` seconds at up to ~100k qps.
+        miss = max(1_000_000, min(10_000_000, int(duration * 100_000)))
+        params = bdata.DataParams(
+            sizes=sizes, miss_queries=miss, blocked_share=a.blocked_share, seed=a.seed
+        )
+    targets = tuple(t.strip() for t in a.targets.split(",") if t.strip())
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        p.error(f"--targets: unknown {unknown or 'empty'}; known: {', '.join(TARGETS)}")
+    settings = Settings(
+        sizes=sizes,
+        targets=targets,
+        duration=duration,
+        rate=rate,
+        closed=Load(clients=a.clients, outstanding=a.outstanding),
+        miss=Load(clients=a.miss_clients, outstanding=a.miss_outstanding),
+        warm_seconds=max(60.0, duration * 4),
+        enforce_timeout=a.enforce_timeout,
+        server_cpu=0,
+        client_cpu=1,
+        params=params,
+    )
+    return settings, a.shared, a.out, quick
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 3)
+
+
+def _perf_dict(r: PerfResult) -> dict[str, Any]:
+    d = asdict(r)
+    d.pop("latencies_s")
+    d["lost_pct"] = r.lost_pct
+    d["nxdomain_pct"] = 100.0 * r.rcode_share("NXDOMAIN")
+    return d
+
+
+def bench_one(
+    *,
+    target: Target,
+    size: bdata.SizeData,
+    ds: bdata.Dataset,
+    nsd: Nsd,
+    nsd_proc: Proc,
+    st: Settings,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Every figure for one target at one list size, from a fresh start to a clean stop."""
+    tag = bdata.size_tag(size.size)
+    work = run_dir / f"{target.name}-{tag}"
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    list_path = target.list_path(size.domains_path.resolve(), size.rpz_path.resolve())
+    cmd = target.command(work, port, nsd.port, list_path)
+    say(f"[{target.name} {tag}] start: {' '.join(cmd)}")
+    proc = spawn(target.name, cmd, st.server_cpu, work / "server.log", work)
+    out: dict[str, Any] = {"target": target.name, "size": size.size, "pid": proc.pid}
+
+    def perf(name: str, path: Path, load: Load, **kw: Any) -> PerfResult:
+        r = run_dnsperf(
+            port, path, load, cpu=st.client_cpu, server_cpu=st.server_cpu, server_pid=proc.pid,
+            upstream_pid=nsd_proc.pid, output=work / f"dnsperf-{name}.out", **kw,
+        )  # fmt: skip
+        say(
+            f"[{target.name} {tag}] {name}: {r.qps:,.0f} qps, lost {r.lost_pct:.2f} %, "
+            f"CPU server {r.server_cpu:.0%} (core {r.server_core_busy:.0%}, steal "
+            f"{r.server_core_steal:.0%}) nsd {r.upstream_cpu:.0%} dnsperf {r.dnsperf_cpu:.0%}"
+        )
+        return r
+
+    try:
+        enf = wait_enforced(
+            proc, port, size.probes, ready=target.ready_check(), timeout=st.enforce_timeout
+        )
+        out["enforcement"] = asdict(enf)
+        if enf.enforced_s is None:
+            raise TargetError(f"{target.name}: list not enforced after {st.enforce_timeout} s")
+        say(
+            f"[{target.name} {tag}] enforced after {enf.enforced_s:.2f} s "
+            f"(first answer {enf.first_answer_s:.2f} s, ready {enf.ready_s}, "
+            f"unfiltered probe answers {enf.unfiltered_answers})"
+        )
+        out["memory_loaded"] = asdict(tree_memory(proc.pid))
+
+        warm = perf("warm", size.warm_path, st.miss, duration=st.warm_seconds, max_runs=1)
+        out["warm"] = _perf_dict(warm)
+        # A count bound that cannot bind below 500k qps, next to dnsperf's time bound.
+        passes = math.ceil(st.duration * 500_000 / st.params.hit_queries) + 1
+        closed = perf("closed", size.hit_path, st.closed, duration=st.duration, max_runs=passes)
+        out["closed"] = _perf_dict(closed)
+        mem = tree_memory(proc.pid)
+        out["memory_warm"] = asdict(mem)
+        say(
+            f"[{target.name} {tag}] memory: RSS {mem.rss_mib:,.0f} MiB, PSS {mem.pss_mib:,.0f} "
+            f"MiB over {mem.processes} process(es)"
+        )
+
+        lat_load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
+        lat = perf(
+            "latency", size.hit_path, lat_load, duration=st.duration, max_runs=passes,
+            verbose=True,
+        )  # fmt: skip
+        out["latency"] = _perf_dict(lat)
+        out["latency"]["percentiles_ms"] = {
+            k: _ms(v) for k, v in percentiles(lat.latencies_s, LATENCY_POINTS).items()
+        }
+        say(f"[{target.name} {tag}] latency at {st.rate} qps: {out['latency']['percentiles_ms']}")
+
+        miss = perf("miss", ds.miss_path, st.miss, duration=st.duration, max_runs=1)
+        out["miss"] = _perf_dict(miss)
+        out["memory_end"] = asdict(tree_memory(proc.pid))
+        out["checks"] = checks(warm, closed, lat, miss, size)
+        for c in out["checks"]:
+            say(f"[{target.name} {tag}] WARNING: {c}")
+    finally:
+        code = proc.stop()
+        out["exit_code"] = code
+        if code != 0:
+            out.setdefault("checks", []).append(f"exit code {code} after SIGTERM (expected 0)")
+        say(f"[{target.name} {tag}] stopped pid {proc.pid}, exit code {code}")
+    return out
+
+
+def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, Any]:
+    """The same open-loop latency run against a second NSD pinned to the server CPU.
+
+    NSD answers from a precompiled zone with no cache, filter or upstream, so
+    its tail is what this machine, its scheduler and dnsperf add by themselves;
+    on a small VM that floor is far from zero at p99.9 and must be read next to
+    the targets' tails.
+    """
+    nsd = Nsd(run_dir / "floor", ds.zone_path.resolve(), cpu=st.server_cpu)
+    proc = nsd.start()
+    try:
+        time.sleep(2.0)  # let NSD's zone-load aftermath settle before timing anything
+        load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
+        r = run_dnsperf(
+            nsd.port,
+            ds.sizes[min(ds.sizes)].hit_path,
+            load,
+            duration=st.duration,
+            cpu=st.client_cpu,
+            server_cpu=st.server_cpu,
+            server_pid=proc.pid,
+            upstream_pid=None,
+            output=run_dir / "floor" / "dnsperf-latency.out",
+            verbose=True,
+        )
+    finally:
+        proc.stop()
+    pct = {k: _ms(v) for k, v in percentiles(r.latencies_s, LATENCY_POINTS).items()}
+    say(f"latency floor (NSD on CPU {st.server_cpu}) at {st.rate} qps: {pct}")
+    return {**_perf_dict(r), "percentiles_ms": pct}
+
+
+def checks(
+    warm: PerfResult,
+    closed: PerfResult,
+    lat: PerfResult,
+    miss: PerfResult,
+    size: bdata.SizeData,
+) -> list[str]:
+    """Reasons to distrust a figure; printed and stored, never silently dropped."""
+    warn: list[str] = []
+    if not warm.end_of_file:
+        warn.append("warm: the warm-up hit its time limit; the cache was not fully warm")
+    for name, r in (("closed", closed), ("latency", lat)):
+        got = r.rcode_share("NXDOMAIN")
+        if abs(got - size.expected_nxdomain) > 0.01:
+            warn.append(
+                f"{name}: NXDOMAIN share {got:.2%}, expected {size.expected_nxdomain:.2%} "
+                "(list not enforced as generated?)"
+            )
+        if r.rcodes.get("SERVFAIL", 0):
+            warn.append(f"{name}: {r.rcodes['SERVFAIL']} SERVFAIL answers")
+    for name, r in (("closed", closed), ("miss", miss)):
+        if r.lost_pct > 1.0:
+            warn.append(f"{name}: {r.lost_pct:.1f} % lost; qps is a lower bound under loss")
+        if r.server_cpu < 0.85:
+            warn.append(f"{name}: server used only {r.server_cpu:.0%} of its core (not saturated)")
+    for name, r in (("closed", closed), ("miss", miss)):
+        other = r.server_core_busy - r.server_cpu
+        if other > 0.15:
+            warn.append(
+                f"{name}: {other:.0%} of the server's CPU went to something else (softirq, or "
+                "other processes on the machine): the figure is low by up to that much"
+            )
+    for name, r in (("closed", closed), ("latency", lat), ("miss", miss)):
+        if r.server_core_steal > 0.05:
+            warn.append(f"{name}: hypervisor stole {r.server_core_steal:.0%} of the server's CPU")
+    if miss.end_of_file and miss.runtime_s < 0.5 * lat.runtime_s:
+        warn.append("miss: ran out of unique queries early; increase miss_queries")
+    return warn
+
+
+def say(msg: str) -> None:
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (done.stdout + done.stderr).splitlines()
+    hits = [ln for ln in lines if "ersion" in ln] or lines
+    return hits[0].strip() if hits else "?"
+
+
+def environment() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "unbound": _version(["/usr/sbin/unbound", "-V"]),
+        "nsd": _version(["/usr/sbin/nsd", "-v"]),
+        "dnsperf": _version(["dnsperf", "-h"]),
+    }
+
+
+# --- report ------------------------------------------------------------------------
+
+# (row label, key path into one target's result)
+_ROWS: Final[list[tuple[str, tuple[str, ...]]]] = [
+    ("max qps, closed loop (hit-heavy)", ("closed", "qps")),
+    ("  lost % (closed loop)", ("closed", "lost_pct")),
+    ("  NXDOMAIN % (closed loop)", ("closed", "nxdomain_pct")),
+    ("  server CPU, cores (closed loop)", ("closed", "server_cpu")),
+    ("  server core busy incl. softirq", ("closed", "server_core_busy")),
+    ("latency p50 ms @ rate", ("latency", "percentiles_ms", "p50")),
+    ("latency p99 ms @ rate", ("latency", "percentiles_ms", "p99")),
+    ("latency p99.9 ms @ rate", ("latency", "percentiles_ms", "p99.9")),
+    ("  lost % @ rate", ("latency", "lost_pct")),
+    ("cache-miss qps", ("miss", "qps")),
+    ("  lost % (miss)", ("miss", "lost_pct")),
+    ("RSS MiB (warm, whole tree)", ("memory_warm", "rss_mib")),
+    ("PSS MiB (warm, whole tree)", ("memory_warm", "pss_mib")),
+    ("RSS MiB (list loaded, cold)", ("memory_loaded", "rss_mib")),
+    ("s until list enforced", ("enforcement", "enforced_s")),
+]
+
+
+def _get(result: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
+    cur: Any = result
+    for key in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(key)
+    return float(cur) if isinstance(cur, (int, float)) else None
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}" if v else "0"
+
+
+def markdown(results: dict[str, dict[str, Any]], st: Settings) -> str:
+    """One table: per size, a column per target and the filterd/Unbound ratio."""
+    cols: list[tuple[str, str]] = []
+    header = ["figure"]
+    for size in st.sizes:
+        tag = bdata.size_tag(size)
+        for t in st.targets:
+            cols.append((t, tag))
+            header.append(f"{t} {tag}")
+        if "filterd" in st.targets and "unbound" in st.targets:
+            cols.append(("ratio", tag))
+            header.append(f"filterd/unbound {tag}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, path in _ROWS:
+        cells = [label]
+        for t, tag in cols:
+            if t == "ratio":
+                f = _get(results.get(f"filterd-{tag}"), path)
+                u = _get(results.get(f"unbound-{tag}"), path)
+                cells.append(f"{f / u:.2f}x" if f is not None and u else "-")
+            else:
+                cells.append(_fmt(_get(results.get(f"{t}-{tag}"), path)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- main --------------------------------------------------------------------------
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    st, shared, out_dir, quick = parse_args(argv)
+    if not shared.is_dir():
+        print(f"bench: SKIPPED: shared data not found at {shared} (need ../shared/data)")
+        return 0
+    missing = [b for b in ("dnsperf", "taskset", "/usr/sbin/nsd") if shutil.which(b) is None]
+    if missing:
+        print(f"bench: SKIPPED: missing tools: {', '.join(missing)} (apt-get install dnsperf nsd)")
+        return 0
+    if len(os.sched_getaffinity(0)) < 2:
+        print("bench: WARNING: fewer than 2 CPUs; server and dnsperf will share a core")
+        st = dataclasses.replace(st, client_cpu=0)
+
+    targets: list[Target] = []
+    skipped: dict[str, str] = {}
+    for name in st.targets:
+        t = make_target(name)
+        why = t.available()
+        if why is None:
+            targets.append(t)
+        else:
+            skipped[name] = why
+            say(f"target {name} SKIPPED: {why}")
+    if not targets:
+        print("bench: no target can run")
+        return 1
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # The harness itself (polling, parsing) stays off the server's CPU.
+    os.sched_setaffinity(0, {st.client_cpu})
+    scratch = out_dir / "work"
+    ds = bdata.prepare(shared, scratch / ("data-quick" if quick else "data"), st.params)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run_dir = scratch / f"run-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    nsd = Nsd(run_dir, ds.zone_path.resolve(), cpu=st.client_cpu)
+    say(f"nsd: loading {ds.zone_records:,} records on 127.0.0.1:{nsd.port} (CPU {nsd.cpu})")
+    nsd_proc = nsd.start()
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    floor: dict[str, Any] | None = None
+    try:
+        floor = latency_floor(ds, st, run_dir)
+        for size in st.sizes:
+            sd = ds.sizes[size]
+            for p in sd.probes:
+                if query_rcode(nsd.port, p) != 0:
+                    raise TargetError(f"upstream does not resolve probe {p}; data is broken")
+            for t in targets:
+                key = f"{t.name}-{bdata.size_tag(size)}"
+                try:
+                    results[key] = bench_one(
+                        target=t,
+                        size=sd,
+                        ds=ds,
+                        nsd=nsd,
+                        nsd_proc=nsd_proc,
+                        st=st,
+                        run_dir=run_dir,
+                    )
+                except TargetError as exc:
+                    failures[key] = str(exc)
+                    say(f"[{key}] FAILED: {exc}")
+    finally:
+        code = nsd_proc.stop()
+        say(f"nsd: stopped pid {nsd_proc.pid}, exit code {code}")
+
+    report = {
+        "started_utc": stamp,
+        "settings": {
+            **{k: v for k, v in asdict(st).items() if k != "params"},
+            "data": asdict(st.params),
+        },
+        "environment": environment(),
+        "data": {
+            "zone_records": ds.zone_records,
+            "sizes": {
+                bdata.size_tag(k): {
+                    "blocked_share": v.blocked_share,
+                    "expected_nxdomain": v.expected_nxdomain,
+                    "warm_queries": v.warm_queries,
+                    "probes": v.probes,
+                }
+                for k, v in ds.sizes.items()
+            },
+        },
+        "latency_floor_nsd": floor,
+        "skipped": skipped,
+        "failures": failures,
+        "results": results,
+    }
+    table = markdown(results, st)
+    (out_dir / f"bench-{stamp}.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_dir / f"bench-{stamp}.md").write_text(table)
+    shutil.copyfile(out_dir / f"bench-{stamp}.json", out_dir / "latest.json")
+    shutil.copyfile(out_dir / f"bench-{stamp}.md", out_dir / "latest.md")
+    expected = ", ".join(
+        f"{bdata.size_tag(k)} {100 * v.expected_nxdomain:.2f} %" for k, v in ds.sizes.items()
+    )
+    table += (
+        f"\nExpected NXDOMAIN share of the hit-heavy file (blocked + non-existent): {expected}\n"
+    )
+    if floor is not None:
+        p = floor["percentiles_ms"]
+        table += (
+            f"\nLatency floor of this machine (same open-loop run against NSD on the server "
+            f"CPU): p50 {p['p50']} ms, p99 {p['p99']} ms, p99.9 {p['p99.9']} ms\n"
+        )
+    print()
+    print(table)
+    print(f"results: {out_dir / f'bench-{stamp}.json'} (and latest.json, latest.md)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every server it started has been stopped", file=sys.stderr)
+        sys.exit(130)
