@@ -135,16 +135,25 @@ class Batch:
     def add(self, index: int, answer: bytes) -> bool:
         """Queue ``answer`` for the sender of received datagram ``index``;
         False if it does not fit a send slot (the caller sends it alone)."""
+        start = index * SOCKADDR_SIZE
+        return self.queue(answer, self.names[start : start + SOCKADDR_SIZE])
+
+    def sender(self, index: int) -> bytes:
+        """The raw sockaddr of received datagram ``index`` (kept for a later answer)."""
+        return self.names[index * SOCKADDR_SIZE : (index + 1) * SOCKADDR_SIZE].tobytes()
+
+    def queue(self, answer: bytes, sockaddr: bytes | memoryview) -> bool:
+        """Queue ``answer`` for the raw ``sockaddr``; False if it does not fit a slot.
+
+        The caller flushes when ``pending`` reaches ``size``."""
         size = len(answer)
         if size > self.send_size:
             return False
         slot = self.pending
         offset = slot * self.send_size
         self._out[offset : offset + size] = answer
-        start = index * SOCKADDR_SIZE
-        self._out_names[slot * SOCKADDR_SIZE : slot * SOCKADDR_SIZE + SOCKADDR_SIZE] = self.names[
-            start : start + SOCKADDR_SIZE
-        ]
+        name = slot * SOCKADDR_SIZE
+        self._out_names[name : name + SOCKADDR_SIZE] = sockaddr
         _IOV_LEN.pack_into(self._send_iov_bytes, slot * _IOVEC_SIZE + 8, size)
         self.pending = slot + 1
         return True
@@ -163,12 +172,11 @@ class Batch:
             return pending - sent
         return 0
 
-    def sockaddr(self, index: int) -> tuple[str, int] | tuple[str, int, int, int]:
-        """The sender of datagram ``index`` as a Python socket address (slow path)."""
-        raw = bytes(self.names[index * SOCKADDR_SIZE : (index + 1) * SOCKADDR_SIZE])
-        port = int.from_bytes(raw[2:4], "big")
+    def address_of(self, sockaddr: bytes) -> tuple[str, int] | tuple[str, int, int, int]:
+        """A raw sockaddr as a Python socket address (for a lone ``sendto``)."""
+        port = int.from_bytes(sockaddr[2:4], "big")
         if self.v6:
-            host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-            flow = int.from_bytes(raw[4:8], "big")
-            return (host, port, flow, int.from_bytes(raw[24:28], "little"))
-        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
+            host = socket.inet_ntop(socket.AF_INET6, sockaddr[8:24])
+            flow = int.from_bytes(sockaddr[4:8], "big")
+            return (host, port, flow, int.from_bytes(sockaddr[24:28], "little"))
+        return (socket.inet_ntop(socket.AF_INET, sockaddr[4:8]), port)

@@ -30,21 +30,29 @@ SEND_SIZE: Final = 4096  # server.max_udp_size is at most 4096: every UDP answer
 
 
 class UdpReply:
-    """A later answer for one UDP client."""
+    """A later answer for one UDP client (its raw sockaddr, kept from the batch)."""
 
-    __slots__ = ("_addr", "_listener")
+    __slots__ = ("_listener", "_sockaddr")
     udp = True
 
-    def __init__(self, listener: UdpListener, addr: tuple[str, int] | tuple[str, int, int, int]):
+    def __init__(self, listener: UdpListener, sockaddr: bytes) -> None:
         self._listener = listener
-        self._addr = addr
+        self._sockaddr = sockaddr
 
     def send(self, answer: bytes) -> None:
-        self._listener.send(answer, self._addr)
+        self._listener.send_later(answer, self._sockaddr)
 
 
 class UdpListener:
-    __slots__ = ("_batch", "_loop", "_sock", "pipeline", "recv_errors", "send_errors")
+    __slots__ = (
+        "_batch",
+        "_flush_scheduled",
+        "_loop",
+        "_sock",
+        "pipeline",
+        "recv_errors",
+        "send_errors",
+    )
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, pipeline: Pipeline
@@ -56,6 +64,7 @@ class UdpListener:
         self.send_errors = 0
         sock.setblocking(False)
         self._batch = Batch(sock, BATCH, RECV_SIZE, SEND_SIZE)
+        self._flush_scheduled = False
 
     def start(self) -> None:
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
@@ -65,16 +74,35 @@ class UdpListener:
         self._loop.remove_reader(self._sock.fileno())
 
     def close(self) -> None:
+        self._flush()
         self._sock.close()
 
     def reply(self, client: object) -> Reply:
         """For a cache miss: ``client`` is the datagram's index in the current batch."""
         assert isinstance(client, int)
-        return UdpReply(self, self._batch.sockaddr(client))
+        return UdpReply(self, self._batch.sender(client))
 
-    def send(self, answer: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    def send_later(self, answer: bytes, sockaddr: bytes) -> None:
+        """Queue an answer that completed outside a read batch (an upstream
+        answer). Answers completed in the same event-loop pass leave in one
+        sendmmsg, flushed at the start of the next pass."""
+        batch = self._batch
+        if not batch.queue(answer, sockaddr):
+            self._send_alone(answer, sockaddr)
+            return
+        if batch.pending >= batch.size:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.send_errors += self._batch.flush()
+
+    def _send_alone(self, answer: bytes, sockaddr: bytes) -> None:
         try:
-            self._sock.sendto(answer, addr)
+            self._sock.sendto(answer, self._batch.address_of(sockaddr))
         except OSError:
             self.send_errors += 1
 
@@ -100,6 +128,9 @@ class UdpListener:
             offset += RECV_SIZE
             base += SOCKADDR_SIZE
             answer = handle(data, address, True, self, index, now)
-            if answer is not None and not add(index, answer):
-                self.send(answer, batch.sockaddr(index))
-        self.send_errors += batch.flush()
+            if answer is not None:
+                if batch.pending >= batch.size:
+                    self._flush()  # late answers filled the buffer before this batch
+                if not add(index, answer):
+                    self._send_alone(answer, batch.sender(index))
+        self._flush()

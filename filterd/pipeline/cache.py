@@ -173,9 +173,8 @@ class ResponseCache:
         return self._entries.evictions
 
     def get(self, key: bytes, now: float) -> Answer | None:
-        try:
-            answer = self._entries[key]
-        except KeyError:
+        answer = self._entries[key]  # None when absent (ClockCache.__missing__)
+        if answer is None:
             self.misses += 1
             return None
         if now >= answer.expires_at:
@@ -222,6 +221,11 @@ class ClockCache(Cache[bytes, Answer]):
                 # Keys deleted on expiry leave stale places behind; rebuild
                 # from the live keys (insertion order) so the deque stays bounded.
                 self._order = deque(self)
+
+    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
+        """A miss reads as ``None``: cheaper than the ``KeyError`` a miss raises
+        by default (misses are the start of the slow path, not an error)."""
+        return None
 
     def popitem(self) -> tuple[bytes, Answer]:
         """Evict one entry (called by ``Cache.__setitem__`` when full)."""

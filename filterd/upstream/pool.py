@@ -39,7 +39,7 @@ class Upstream:
 
 
 class UpstreamPool:
-    __slots__ = ("_config", "upstreams")
+    __slots__ = ("_config", "_order", "upstreams")
 
     def __init__(self, config: UpstreamConfig) -> None:
         self._config = config
@@ -51,19 +51,26 @@ class UpstreamPool:
             )
             for endpoint in config.servers
         ]
+        self._order: list[Upstream] | None = None
 
     def candidates(self) -> list[Upstream]:
         """Resolvers in the order one query should try them: healthy ones in
-        configured order, then down ones, least recently failed first."""
-        healthy = [u for u in self.upstreams if u.up]
-        down = sorted((u for u in self.upstreams if not u.up), key=lambda u: u.down_since)
-        return healthy + down
+        configured order, then down ones, least recently failed first.
+        Computed again only when a resolver goes down or comes back."""
+        order = self._order
+        if order is None:
+            healthy = [u for u in self.upstreams if u.up]
+            down = sorted((u for u in self.upstreams if not u.up), key=lambda u: u.down_since)
+            order = self._order = healthy + down
+        return order
 
     def succeeded(self, upstream: Upstream, rtt: float) -> None:
         upstream.answers += 1
         upstream.rtt_sum += rtt
         upstream.failures = 0
-        upstream.up = True
+        if not upstream.up:
+            upstream.up = True
+            self._order = None
 
     def failed(self, upstream: Upstream, reason: str, now: float, *, health: bool = True) -> None:
         """Record a failed attempt; ``health`` False for failures that prove liveness."""
@@ -74,6 +81,7 @@ class UpstreamPool:
         if upstream.up and upstream.failures >= self._config.down_after:
             upstream.up = False
             upstream.down_since = now
+            self._order = None
             upstream.next_probe = now + self._config.probe_interval
 
     def due_probes(self, now: float) -> list[Upstream]:
