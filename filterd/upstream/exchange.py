@@ -11,7 +11,8 @@ A cache miss is the common slow path, so its machinery is kept lean:
 ``UpstreamIO`` owns one epoll set for all upstream sockets of a worker
 (registered with the event loop once, instead of one ``add_reader`` per
 socket with the selector's bookkeeping), one heap of attempt deadlines
-served by a single ticking timer (instead of a timer handle per attempt),
+served by a single ticking timer (instead of a timer handle per attempt,
+and with finished attempts removed at once rather than popped later),
 and a buffer of random query IDs refilled by one ``os.urandom`` call per
 thousand queries. Closing a socket removes it from the epoll set, so each
 attempt costs socket, connect, send, epoll add, recv and close. TCP (after
@@ -31,6 +32,7 @@ import os
 import select
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -60,13 +62,21 @@ def build_query(question: bytes, query_id: int, *, do: bool, cd: bool, udp_size:
 
 
 class UpstreamIO:
-    """Per-worker I/O shared by every exchange: readiness, deadlines, random IDs."""
+    """Per-worker I/O shared by every exchange: readiness, deadlines, random IDs.
+
+    Attempt deadlines: almost every attempt waits the same ``timeout``, so
+    their deadlines come in insertion order; they are kept in an
+    ``OrderedDict`` from which an attempt is removed as soon as it ends, and
+    the tick only ever sees attempts that really timed out. The few
+    attempts cut short by the overall deadline go to a small heap.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._epoll = select.epoll()
         self._waiting: dict[int, Exchange] = {}
-        self._deadlines: list[tuple[float, int, Exchange, int]] = []
+        self._uniform: OrderedDict[Exchange, float] = OrderedDict()
+        self._capped: list[tuple[float, int, Exchange, int]] = []
         self._sequence = itertools.count()
         self._ticking = False
         self._ids = memoryview(b"")
@@ -88,14 +98,21 @@ class UpstreamIO:
         self._epoll.register(fd, select.EPOLLIN)
         self._waiting[fd] = exchange
 
-    def forget(self, sock: _socket.socket) -> None:
-        """Stop watching and close ``sock`` (closing also leaves the epoll set)."""
+    def forget(self, sock: _socket.socket, exchange: Exchange) -> None:
+        """Stop watching and close ``sock`` (closing also leaves the epoll set);
+        the attempt's deadline goes with it."""
         self._waiting.pop(sock.fileno(), None)
+        self._uniform.pop(exchange, None)
         sock.close()
 
-    def expire(self, at: float, exchange: Exchange, attempt: int) -> None:
-        """Call ``exchange.timed_out(attempt)`` at ``at`` unless it has moved on."""
-        heapq.heappush(self._deadlines, (at, next(self._sequence), exchange, attempt))
+    def expire(self, at: float, exchange: Exchange, attempt: int, *, uniform: bool) -> None:
+        """Call ``exchange.timed_out(attempt)`` at ``at`` unless the attempt ends first.
+
+        ``uniform``: the attempt waits the common timeout (deadlines in order)."""
+        if uniform:
+            self._uniform[exchange] = at
+        else:
+            heapq.heappush(self._capped, (at, next(self._sequence), exchange, attempt))
         if not self._ticking:
             self._ticking = True
             self.loop.call_later(TICK, self._tick)
@@ -109,11 +126,18 @@ class UpstreamIO:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, _, exchange, attempt = heapq.heappop(deadlines)
+        uniform = self._uniform
+        while uniform:
+            exchange, at = next(iter(uniform.items()))
+            if at > now:
+                break
+            del uniform[exchange]
+            exchange.timed_out(0)
+        capped = self._capped
+        while capped and capped[0][0] <= now:
+            _, _, exchange, attempt = heapq.heappop(capped)
             exchange.timed_out(attempt)
-        if deadlines:
+        if uniform or capped:
             self.loop.call_later(TICK, self._tick)
         else:
             self._ticking = False
@@ -208,13 +232,17 @@ class Exchange:
             return
         self._sent_at = now
         self._io.watch(sock, self)
-        self._io.expire(min(now + self._config.timeout, self._deadline), self, self._attempts)
+        timeout_at = now + self._config.timeout
+        if timeout_at <= self._deadline:
+            self._io.expire(timeout_at, self, self._attempts, uniform=True)
+        else:
+            self._io.expire(self._deadline, self, self._attempts, uniform=False)
 
     def _close_socket(self) -> None:
         sock = self._sock
         if sock is not None:
             self._sock = None
-            self._io.forget(sock)
+            self._io.forget(sock, self)
 
     def _attempt_failed(self, reason: str, *, health: bool = True) -> None:
         self._close_socket()
@@ -224,8 +252,9 @@ class Exchange:
         self._next_attempt(reason)
 
     def timed_out(self, attempt: int) -> None:
-        """Deadline of ``attempt`` reached (``UpstreamIO``'s tick); ignored if it is over."""
-        if attempt == self._attempts and self._sock is not None and not self._finished:
+        """The current attempt's deadline passed (``UpstreamIO``'s tick); ``attempt``
+        0 means "the current one", otherwise it must still be the current one."""
+        if attempt in (0, self._attempts) and self._sock is not None and not self._finished:
             self._attempt_failed("timeout")
 
     def readable(self) -> None:
