@@ -97,26 +97,30 @@ def _read(lst: ListConfig) -> bytes:
         raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
 
 
-def _digest(config: Config, contents: list[bytes]) -> str:
+def _hash_file(lst: ListConfig) -> str:
+    """SHA-256 of a list file, read in chunks (the content is not kept)."""
+    digest = hashlib.sha256()
+    try:
+        if lst.path.stat().st_size > MAX_LIST_BYTES:
+            raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
+        with lst.path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def _digest(config: Config, hashes: list[str]) -> str:
     shaping = {
         "compiler": COMPILER_VERSION,
         "canaries": config.blocking.bypass_canaries,
         "lists": [
-            [
-                lst.name,
-                lst.format,
-                lst.kind,
-                int(lst.mode),
-                lst.mandatory,
-                lst.category,
-                lst.action,
-                lst.ede_code,
-                lst.allow_tld,
-                hashlib.sha256(data).hexdigest(),
-            ]
-            for lst, data in zip(config.lists, contents, strict=True)
+            [lst.name, lst.format, lst.kind, int(lst.mode), lst.mandatory, lst.category,
+             lst.action, lst.ede_code, lst.allow_tld, sha]
+            for lst, sha in zip(config.lists, hashes, strict=True)
         ],
-    }
+    }  # fmt: skip
     return hashlib.sha256(json.dumps(shaping, default=str).encode()).hexdigest()[:32]
 
 
@@ -127,8 +131,8 @@ def index_dir(config: Config) -> Path:
 def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
     """Parse every configured list and write (or reuse) the compiled index."""
     started = time.monotonic()
-    contents = [_read(lst) for lst in config.lists]
-    digest = _digest(config, contents)
+    hashes = [_hash_file(lst) for lst in config.lists]
+    digest = _digest(config, hashes)
     path = index_dir(config) / f"{digest}.fidx"
     if reuse and path.exists():
         try:
@@ -142,11 +146,13 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
                 index.close()
     builder = IndexBuilder()
     sources = []
-    for number, (lst, data) in enumerate(zip(config.lists, contents, strict=True)):
-        parsed = _parse_list(lst, data)
-        sources.append(_source_info(lst, data, parsed))
+    for number, (lst, sha) in enumerate(zip(config.lists, hashes, strict=True)):
+        # One list in memory at a time; the builder keeps only the names.
+        parsed = _parse_list(lst, _read(lst))
+        sources.append(_source_info(lst, sha, parsed))
         for kind, names in parsed.groups.items():
             builder.add(names, _rule(number, lst, kind), kind.ref)
+        del parsed
     if config.blocking.bypass_canaries:
         number = len(sources)
         sources.append(
@@ -182,10 +188,10 @@ def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:
     return Rule(number, kind.scope, allow, kind.category or lst.category, kind.action)
 
 
-def _source_info(lst: ListConfig, data: bytes, parsed: ParsedList) -> SourceInfo:
+def _source_info(lst: ListConfig, sha256: str, parsed: ParsedList) -> SourceInfo:
     return SourceInfo(
         name=lst.name,
-        version=hashlib.sha256(data).hexdigest()[:12],
+        version=sha256[:12],
         mandatory=lst.mandatory,
         ede=lst.ede_code,
         category=lst.category,

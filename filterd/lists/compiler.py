@@ -50,10 +50,13 @@ async def compile_in_child(config: Config) -> CompileReport:
 
 
 def main() -> int:
-    # Below the workers' priority: on a busy machine the compile may take
-    # longer, but it must not take CPU time from queries.
-    with contextlib.suppress(OSError):
-        os.nice(COMPILER_NICENESS)
+    # Only idle CPU time: on a busy machine the compile takes longer, but it
+    # never delays a query (SCHED_IDLE, Linux); a high nice value otherwise.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(COMPILER_NICENESS)
     config = pickle.loads(sys.stdin.buffer.read())
     assert isinstance(config, Config)
     try:

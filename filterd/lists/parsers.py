@@ -220,17 +220,48 @@ def _bulk(
     it ignores comments and blank lines, adds entries, or raises ``_Skip``.
     """
     result = ParsedList(fmt)
-    text = data.lower()
-    if b"\r" in text:
-        text = text.replace(b"\r\n", b"\n")
-    names: list[bytes] = shape.good.findall(text)
-    if names:
-        result.groups[fast_kind] = names
-        result.accepted += len(names)
-    lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
-    if len(names) == lines:
-        return result
-    line_number = 1
+    first_line = 1
+    for text in _chunks(data):
+        names: list[bytes] = shape.good.findall(text)
+        if names:
+            result.groups.setdefault(fast_kind, []).extend(names)
+            result.accepted += len(names)
+        newlines = text.count(b"\n")
+        lines = newlines + (1 if text and not text.endswith(b"\n") else 0)
+        if len(names) != lines:
+            _slow_lines(text, shape, first_line, slow, result)
+        first_line += newlines
+    return result
+
+
+CHUNK_BYTES: Final = 4 << 20
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    """``data`` lower-cased, with CRLF as LF, in pieces of about ``CHUNK_BYTES``
+    that end at a line end: a lower-cased copy of a whole large list would
+    double the compiler's memory peak for nothing."""
+    start = 0
+    size = len(data)
+    while start < size:
+        cut = data.find(b"\n", min(start + CHUNK_BYTES, size) - 1)
+        end = size if cut < 0 else cut + 1
+        text = data[start:end].lower()
+        if b"\r" in text:
+            text = text.replace(b"\r\n", b"\n")
+        yield text
+        start = end
+
+
+def _slow_lines(
+    text: bytes,
+    shape: _LineClass,
+    first_line: int,
+    slow: Callable[[bytes, ParsedList], None],
+    result: ParsedList,
+) -> None:
+    """Run ``slow`` over every line of ``text`` not of ``shape``."""
+    line_number = first_line
     position = 0
     for match in shape.other.finditer(text):
         line_number += text.count(b"\n", position, match.start())
@@ -243,7 +274,6 @@ def _bulk(
             slow(line, result)
         except _Skip as skip:
             result.reject(line_number, skip.reason, raw, ignored=skip.ignored)
-    return result
 
 
 def _strip_comment(line: bytes) -> bytes:

@@ -55,7 +55,8 @@ class IndexBuilder:
     """Collects (name, rule) pairs and writes the compiled index file.
 
     Names are kept as the ``bytes`` objects the parser produced, in input
-    order; rule and reference numbers go into ``array('I')``. ``write`` sorts
+    order, until ``write`` joins them into the blob and drops them; rule and
+    reference numbers go into ``array('I')``. ``write`` sorts
     by hash with NumPy: at a million names every per-entry Python step costs
     a fraction of a second on this class of machine (random memory access
     dominates), so the only per-name Python work left is hashing and one join.
@@ -90,6 +91,11 @@ class IndexBuilder:
         lengths = np.fromiter(map(len, names), dtype=np.uint32, count=n)
         starts = np.zeros(n, dtype=np.uint32)
         np.cumsum(lengths[:-1], out=starts[1:])
+        blob = b"".join(names)
+        # From here on names are read back from the blob: dropping the list
+        # frees one bytes object per name, the compiler's largest allocation.
+        names.clear()
+        input_starts, input_lengths = starts, lengths
         order = np.argsort(hashes, kind="stable")
         hashes = hashes[order]
         starts = starts[order]
@@ -111,13 +117,27 @@ class IndexBuilder:
             position = candidate
             while position + 1 < n and hashes[position + 1] == hashes[start]:
                 position += 1
-            self._merge_run(start, position + 1, order, rulesets, refs, keep, ruleset_ids)
+            self._merge_run(
+                blob,
+                input_starts,
+                input_lengths,
+                start,
+                position + 1,
+                order,
+                rulesets,
+                refs,
+                keep,
+                ruleset_ids,
+            )
         hashes, starts, lengths = hashes[keep], starts[keep], lengths[keep]
         rulesets, refs = rulesets[keep], refs[keep]
         count = len(hashes)
         bits = max(8, (count - 1).bit_length())
-        bucket_bounds = np.arange((1 << bits) + 1, dtype=np.uint64) << np.uint64(32 - bits)
-        buckets = np.searchsorted(hashes, bucket_bounds, side="left").astype(np.uint32)
+        # Start of bucket b = number of entries in buckets below b (hashes are sorted).
+        counts = np.bincount(hashes >> np.uint32(32 - bits), minlength=1 << bits)
+        buckets = np.zeros((1 << bits) + 1, dtype=np.uint32)
+        np.cumsum(counts, out=buckets[1:], dtype=np.uint32)
+        del counts
         header = {
             "count": count,
             "bucket_bits": bits,
@@ -127,13 +147,14 @@ class IndexBuilder:
             "meta": meta,
         }
         sections = [buckets, hashes, starts, lengths, rulesets, refs]
-        _write_atomically(
-            path, header, [section.tobytes() for section in sections], b"".join(names)
-        )
+        _write_atomically(path, header, [s.data.cast("B") for s in sections], blob)
         return count
 
     def _merge_run(
         self,
+        blob: bytes,
+        input_starts: npt.NDArray[np.uint32],
+        input_lengths: npt.NDArray[np.uint32],
         start: int,
         end: int,
         order: npt.NDArray[np.intp],
@@ -146,7 +167,9 @@ class IndexBuilder:
         first_of: dict[bytes, int] = {}
         members: dict[int, set[int]] = {}
         for position in range(start, end):
-            name = self._names[int(order[position])]
+            entry = int(order[position])
+            offset = int(input_starts[entry])
+            name = blob[offset : offset + int(input_lengths[entry])]
             first = first_of.setdefault(name, position)
             members.setdefault(first, set()).add(int(rulesets[position]))
             if first != position:
@@ -158,7 +181,7 @@ class IndexBuilder:
 
 
 def _write_atomically(
-    path: Path, header: dict[str, Any], sections: list[bytes], blob: bytes
+    path: Path, header: dict[str, Any], sections: list[memoryview], blob: bytes
 ) -> None:
     """Write to a temporary file in the same directory, fsync, rename (crash-safe)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,9 +191,9 @@ def _write_atomically(
     # length: iterate until the length is stable (twice at most in practice).
     for _ in range(4):
         offset = _align(len(MAGIC) + 4 + len(header_bytes))
-        for name, section in zip((*_SECTIONS, "blob"), (*sections, blob), strict=True):
-            layout[name] = [offset, len(section)]
-            offset = _align(offset + len(section))
+        for name, size in zip((*_SECTIONS, "blob"), [*map(len, sections), len(blob)], strict=True):
+            layout[name] = [offset, size]
+            offset = _align(offset + size)
         candidate = json.dumps({**header, "layout": layout}, separators=(",", ":")).encode()
         stable = len(candidate) == len(header_bytes)
         header_bytes = candidate
@@ -182,9 +205,10 @@ def _write_atomically(
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(MAGIC + len(header_bytes).to_bytes(4, "little") + header_bytes)
-            for name, section in zip((*_SECTIONS, "blob"), (*sections, blob), strict=True):
+            parts: list[memoryview | bytes] = [*sections, blob]
+            for name, part in zip((*_SECTIONS, "blob"), parts, strict=True):
                 out.write(b"\0" * (layout[name][0] - out.tell()))
-                out.write(section)
+                out.write(part)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -272,6 +296,15 @@ class CompiledIndex:
     def name_at(self, entry: int) -> bytes:
         start = self._blob_offset + self._starts[entry]
         return self._map[start : start + self._lengths[entry]]
+
+    def page_count(self) -> int:
+        return (len(self._map) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+
+    def touch_pages(self, first: int, end: int) -> None:
+        """Read one byte of each page in [first, end): maps them in ahead of use."""
+        data = self._map
+        for page in range(first, end):
+            data[page * mmap.PAGESIZE]
 
     def close(self) -> None:
         """Release the mapping; only call when no reader can still use it."""
