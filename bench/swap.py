@@ -131,8 +131,11 @@ def _rewrite_list(path: Path) -> None:
 
 def run(size: int, duration: float, swap_at: float, fraction: float, work: Path) -> SwapResult:
     shared = REPO.parent / "shared" / "data"
-    ds = bdata.prepare(shared, REPO / "bench" / "results" / "work" / "data",
-                       bdata.DataParams(sizes=(100_000, 1_000_000)))
+    ds = bdata.prepare(
+        shared,
+        REPO / "bench" / "results" / "work" / "data",
+        bdata.DataParams(sizes=(100_000, 1_000_000)),
+    )
     size_data = ds.sizes[size]
     work.mkdir(parents=True, exist_ok=True)
     list_copy = work / "list.domains"
@@ -153,21 +156,43 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
                 raise RuntimeError(f"filterd not ready:\n{server.log_tail()}")
             time.sleep(0.1)
         closed = Load(clients=4, outstanding=200)
-        common = {"cpu": LOAD_CPU, "server_cpu": SERVER_CPU, "server_pid": server.pid,
-                  "upstream_pid": nsd_proc.pid}
-        run_dnsperf(port, size_data.warm_path, Load(8, 1000), duration=120, max_runs=1,
-                    output=work / "warm.out", **common)  # type: ignore[arg-type]
-        capacity = run_dnsperf(port, size_data.hit_path, closed, duration=10,
-                               output=work / "capacity.out", **common).qps  # type: ignore[arg-type]
+
+        def dnsperf(
+            datafile: Path, load: Load, seconds: float, name: str, runs: int | None = None
+        ) -> float:
+            return run_dnsperf(
+                port,
+                datafile,
+                load,
+                duration=seconds,
+                cpu=LOAD_CPU,
+                server_cpu=SERVER_CPU,
+                server_pid=server.pid,
+                upstream_pid=nsd_proc.pid,
+                output=work / name,
+                max_runs=runs,
+            ).qps
+
+        dnsperf(size_data.warm_path, Load(8, 1000), 120, "warm.out", runs=1)
+        capacity = dnsperf(size_data.hit_path, closed, 10, "capacity.out")
         rate = int(capacity * fraction)
         print(f"capacity {capacity:,.0f} qps; swap under {rate:,} qps", flush=True)
         steady = tree_memory(server.pid)
         probe = list_copy.read_text().split("\n", 1)[0]
-        result = _swap_under_load(server, port, probe, list_copy, size_data.hit_path,
-                                  rate, duration, swap_at, work)
+        result = _swap_under_load(
+            server, port, probe, list_copy, size_data.hit_path, rate, duration, swap_at, work
+        )
         after = tree_memory(server.pid)
-        return SwapResult(size, capacity, rate, *result, steady.rss_mib, *_peaks(work),
-                          steady.pss_mib, after.pss_mib)
+        return SwapResult(
+            size,
+            capacity,
+            rate,
+            *result,
+            steady.rss_mib,
+            *_peaks(work),
+            steady.pss_mib,
+            after.pss_mib,
+        )
     finally:
         if server is not None:
             server.stop()
@@ -175,20 +200,51 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
 
 
 def _swap_under_load(
-    server: Proc, port: int, probe: str, list_path: Path, hit_path: Path, rate: int,
-    duration: float, swap_at: float, work: Path,
+    server: Proc,
+    port: int,
+    probe: str,
+    list_path: Path,
+    hit_path: Path,
+    rate: int,
+    duration: float,
+    swap_at: float,
+    work: Path,
 ) -> tuple[int, int, int, float, dict[str, float], dict[str, float], int]:
     output = work / "swap.out"
-    cmd = ["taskset", "-c", str(LOAD_CPU), "dnsperf", "-s", "127.0.0.1", "-p", str(port),
-           "-d", str(hit_path), "-c", "4", "-q", "200", "-t", "1", "-l", f"{duration:g}",
-           "-Q", str(rate), "-v"]
+    cmd = [
+        "taskset",
+        "-c",
+        str(LOAD_CPU),
+        "dnsperf",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(hit_path),
+        "-c",
+        "4",
+        "-q",
+        "200",
+        "-t",
+        "1",
+        "-l",
+        f"{duration:g}",
+        "-Q",
+        str(rate),
+        "-v",
+    ]
     samples: list[tuple[float, float, float]] = []
     started = time.monotonic()
     hup_at = done_at = 0.0
     old_version = _list_version(port, probe)
     with output.open("wb") as out:
-        dnsperf = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL,
-                                   preexec_fn=die_with_parent)  # noqa: PLW1509 - no threads here
+        dnsperf = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - the harness runs no threads
+        )
         try:
             while dnsperf.poll() is None and time.monotonic() - started < duration + 30:
                 now = time.monotonic() - started
@@ -215,8 +271,15 @@ def _swap_under_load(
     points = (50.0, 99.0, 99.9)
     to_ms = {k: v * 1000 for k, v in percentiles(latencies, points).items()}
     window_ms = {k: v * 1000 for k, v in percentiles(window, points).items()}
-    return (int(summary["sent"]), int(summary["completed"]), int(summary["lost"]),
-            done_at - hup_at, to_ms, window_ms, len(window))
+    return (
+        int(summary["sent"]),
+        int(summary["completed"]),
+        int(summary["lost"]),
+        done_at - hup_at,
+        to_ms,
+        window_ms,
+        len(window),
+    )
 
 
 def _peaks(work: Path) -> tuple[float, float]:

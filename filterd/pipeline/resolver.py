@@ -124,6 +124,10 @@ class Pipeline:
         return self._forwarder
 
     @property
+    def guard(self) -> Guard:
+        return self._guard
+
+    @property
     def cache(self) -> ResponseCache:
         return self._cache
 
