@@ -1,0 +1,1 @@
+"""Authority sync: the protocol documents (model) and the operator-side client."""
