@@ -37,7 +37,8 @@ import dns.rrset
 
 from filterd.config import parse_config
 from filterd.listeners.mmsg import Batch
-from filterd.lists.compile import compile_lists, open_matcher
+from filterd.lists.compile import compile_lists
+from filterd.lists.sources import open_matcher
 from filterd.pipeline.cache import build_answer
 from filterd.pipeline.policy import Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline

@@ -39,6 +39,8 @@ from filterd.errors import ConfigError, ListError, StartupError
 from filterd.lists.compile import CompileReport, remove_stale_indexes
 from filterd.lists.compiler import compile_in_child
 from filterd.metrics import SupervisorState, build_registry, merge_stats
+from filterd.sync.client import ListStatus, SyncClient
+from filterd.sync.model import SyncError
 
 log = logging.getLogger("filterd")
 
@@ -256,48 +258,87 @@ class Supervisor:
         self._request_ids = itertools.count(1)
         self._admin: AdminServer | None = None
         self._installed = False
+        synced = [lst.sync for lst in config.lists if lst.sync]
+        self._sync = (
+            SyncClient(config.sync, config.state_dir, synced, self._apply_sync)
+            if synced and config.sync.url
+            else None
+        )
 
     # -------------------------------------------------------------- start-up
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        # The compile (the slow part of start-up) runs while sockets are bound
-        # and workers start; nothing is served before the lists are installed.
-        compiling = loop.create_task(self._compile(self.config))
-        try:
-            sockets = bind_sockets(self.config)
-        except StartupError:
-            compiling.cancel()
-            raise
+        sockets = bind_sockets(self.config)
         self._log_listening(sockets)
         self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
+        compiling: asyncio.Task[CompileReport] | None = None
         try:
             if self.config.admin.listen is not None:
                 await self._start_admin(self.config.admin.listen)
+            if self._sync is not None:
+                self._sync.start()
+            # The compile (the slow part of start-up) runs while workers start;
+            # nothing is served before the lists are installed.
+            compiling = loop.create_task(self._compile_when_lists_ready())
             for worker in self._workers:
                 await worker.start(self.config.logging.level)
             self.state.workers_running = len(self._workers)
-            report = await compiling
-            await self._install_everywhere(self.config, report)
-            for worker in self._workers:
-                self._supervise(worker)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
-            log.info(
-                "ready: generation %d, %d names enforced",
-                self.state.generation,
-                self.state.index_names,
-            )
-            notify_systemd("READY=1")
-            await self._stopping.wait()
+            report = await self._unless_stopping(compiling)
+            if report is not None:
+                await self._install_everywhere(self.config, report)
+                for worker in self._workers:
+                    self._supervise(worker)
+                loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
+                log.info(
+                    "ready: generation %d, %d names enforced",
+                    self.state.generation,
+                    self.state.index_names,
+                )
+                notify_systemd("READY=1")
+                await self._stopping.wait()
             notify_systemd("STOPPING=1")
         finally:
-            if not compiling.done():
+            if compiling is not None and not compiling.done():
                 compiling.cancel()
             self._stopping.set()
             await self._shutdown()
         return 0
+
+    async def _unless_stopping(self, task: asyncio.Task[CompileReport]) -> CompileReport | None:
+        """``task``'s result, or None if a stop signal comes first (start-up may
+        wait for the authority: SIGTERM must still end it promptly)."""
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stopping.cancel()
+            return task.result()
+        return None
+
+    async def _compile_when_lists_ready(self) -> CompileReport:
+        """Compile once every synced list is available, or per ``sync.on_missing``."""
+        sync = self._sync
+        if sync is not None and self.config.sync.on_missing == "not-ready":
+            for lst in self.config.lists:
+                if lst.sync and not sync.has_snapshot(lst.sync):
+                    log.warning(
+                        "list %s: no snapshot of authority list %r yet; not ready "
+                        "until the first sync succeeds",
+                        lst.name,
+                        lst.sync,
+                    )
+                    await sync.wait_first(lst.sync)
+        return await self._compile(self.config)
+
+    def effective(self, config: Config) -> Config:
+        """``config`` without the synced lists never obtained (``on_missing: local-only``)."""
+        sync = self._sync
+        if sync is None:
+            return config
+        lists = tuple(lst for lst in config.lists if not lst.sync or sync.has_snapshot(lst.sync))
+        return replace(config, lists=lists)
 
     def _log_listening(self, sockets: list[WorkerSockets]) -> None:
         first = sockets[0]
@@ -308,8 +349,10 @@ class Supervisor:
         log.info("%d worker(s)", len(sockets))
 
     async def _start_admin(self, endpoint: Endpoint) -> None:
-        registry = build_registry(self.state, lambda: self._stats)
-        self._admin = AdminServer(endpoint, registry, self.is_ready, self.refresh_stats)
+        registry = build_registry(self.state, lambda: self._stats, self.sync_status)
+        self._admin = AdminServer(
+            endpoint, registry, self.is_ready, self.refresh_stats, self.notify
+        )
         try:
             await self._admin.start()
         except OSError as exc:
@@ -317,7 +360,7 @@ class Supervisor:
         log.info("admin http://%s/ (healthz, readyz, metrics)", endpoint)
 
     async def _compile(self, config: Config) -> CompileReport:
-        report = await compile_in_child(config)
+        report = await compile_in_child(self.effective(config))
         for source in report.sources:
             level = logging.WARNING if source.invalid else logging.INFO
             log.log(
@@ -374,6 +417,25 @@ class Supervisor:
         worker.generation = reply.generation
         return ""
 
+    async def _apply_sync(self, list_id: str) -> bool:
+        """A synced list was persisted: compile and swap it in (SyncClient's hook)."""
+        if not self._installed:
+            return True  # start-up is waiting for it and compiles next
+        return await self.reload(read_config=False)
+
+    def notify(self, raw: bytes) -> str:
+        """A push notification from the authority (admin HTTP); see SyncClient.notify."""
+        try:
+            if self._sync is None:
+                raise SyncError("manifest", "no list is synced from an authority")
+            return self._sync.notify(raw)
+        except SyncError:
+            self.state.notifies_refused += 1
+            raise
+
+    def sync_status(self) -> list[ListStatus]:
+        return list(self._sync.status.values()) if self._sync is not None else []
+
     def is_ready(self) -> bool:
         return self._installed and all(
             w.running and w.generation == self.state.generation for w in self._workers
@@ -389,13 +451,18 @@ class Supervisor:
     async def _reload_from_signal(self) -> None:
         await self.reload()
 
-    async def reload(self) -> bool:
-        """SIGHUP: load, compile and install a new configuration, or keep the old."""
+    async def reload(self, *, read_config: bool = True) -> bool:
+        """SIGHUP (``read_config``): load, compile and install a new configuration,
+        or keep the old. Without ``read_config`` (a synced list changed): compile
+        and install the same configuration with the lists as they now are."""
         async with self._reload_lock:
-            log.info("reload requested")
+            log.info("reload requested" if read_config else "lists changed: recompiling")
             try:
-                config = load(self._config_path, self._overrides)
-                config = self._keep_restart_only_settings(config)
+                config = self.config
+                if read_config:
+                    config = self._keep_restart_only_settings(
+                        load(self._config_path, self._overrides)
+                    )
                 report = await self._compile(config)
                 await self._install_everywhere(config, report)
             except ConfigError as exc:
@@ -490,6 +557,8 @@ class Supervisor:
     # -------------------------------------------------------------- shutdown
 
     async def _shutdown(self) -> None:
+        if self._sync is not None:
+            await self._sync.close()
         log.info("stopping: draining workers (up to %.1fs)", self.config.server.drain_timeout)
         timeout = self.config.server.drain_timeout
         await asyncio.gather(*(self._drain(worker, timeout) for worker in self._workers))

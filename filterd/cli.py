@@ -20,7 +20,8 @@ from filterd import __version__
 from filterd.app import Overrides, load, run_daemon
 from filterd.config import Endpoint, parse_endpoint
 from filterd.errors import ConfigError, FilterdError, ListError, StartupError
-from filterd.lists.compile import compile_lists, open_matcher
+from filterd.lists.compile import compile_lists
+from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
 from filterd.pipeline.policy import Policy
 from filterd.wire.names import InvalidName, normalise_text

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from filterd.errors import ConfigError
 from filterd.lists.parsers import Format
 from filterd.matching.rules import Action, Scope
+from filterd.sync.store import LIST_ID, snapshot_path
 from filterd.wire.codes import EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED, EDE_PROHIBITED
 
 T = TypeVar("T")
@@ -129,6 +131,8 @@ class ListConfig:
     action: Action | None = None
     ede: int | None = None
     allow_tld: bool = False
+    sync: str | None = None
+    """The authority's list id when the list comes from ``sync`` (no ``path``)."""
 
     @property
     def ede_code(self) -> int:
@@ -137,6 +141,25 @@ class ListConfig:
         if self.ede is not None:
             return self.ede
         return EDE_CENSORED if self.mandatory else EDE_BLOCKED
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Where authority lists come from (docs/sync-protocol.md); ``url`` None: no sync."""
+
+    url: str | None = None
+    token_file: Path | None = None
+    public_key: str = ""
+    ca_file: Path | None = None
+    operator: str = ""
+    node: str = field(default_factory=socket.gethostname)
+    interval: float = 300.0
+    jitter: float = 0.1
+    timeout: float = 10.0
+    max_snapshot_bytes: int = 256 * 1024 * 1024
+    max_delta_bytes: int = 16 * 1024 * 1024
+    max_entries: int = 5_000_000
+    on_missing: str = "not-ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +188,7 @@ class Config:
     cache: CacheConfig = CacheConfig()
     blocking: BlockingConfig = BlockingConfig()
     lists: tuple[ListConfig, ...] = ()
+    sync: SyncConfig = field(default_factory=SyncConfig)
     admin: AdminConfig = AdminConfig()
     state_dir: Path = field(default_factory=default_state_dir)
     logging: LoggingConfig = LoggingConfig()
@@ -547,18 +571,21 @@ def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
         r = _Reader(doc, item, f"lists[{i}]")
         name = r.get("name", "", _label)
         path = r.get("path", "", _name)
+        sync = r.get("sync", None, _list_id)
         if not name:
             doc.problem(r.key("name"), "required")
         elif name in names:
             doc.problem(r.key("name"), f"duplicate list name {name!r}")
         names.add(name)
-        if not path:
-            doc.problem(r.key("path"), "required")
+        if bool(path) == bool(sync):
+            doc.problem(r.key("path"), "exactly one of path (a file) and sync (an authority list)")
         fmt = r.get("format", "auto", _choice("auto", *(f.value for f in Format)))
+        if sync and fmt not in ("auto", "native"):
+            doc.problem(r.key("format"), "authority lists are in the native format")
         cfg = ListConfig(
             name=name,
             path=(base / path).resolve() if path else Path(),
-            format=None if fmt == "auto" else Format(fmt),
+            format=Format.NATIVE if sync else (None if fmt == "auto" else Format(fmt)),
             kind=r.get("kind", "block", _choice("block", "allow")),
             mode=r.get("mode", Scope.SUBTREE, _scope),
             mandatory=r.get("mandatory", False, _bool),
@@ -566,10 +593,72 @@ def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
             action=r.get("action", None, _action),
             ede=r.get("ede", None, _ede),
             allow_tld=r.get("allow_tld", False, _bool),
+            sync=sync,
         )
         r.done()
         out.append(cfg)
     return tuple(out)
+
+
+def _list_id(value: Any) -> str:
+    if not isinstance(value, str) or not LIST_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a list id ([a-z0-9][a-z0-9-]*)")
+    return value
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value if value.endswith("/") else value + "/"
+
+
+def _public_key(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"must be the authority's base64 public key, got {_kind(value)}")
+    # Imported here: workers read the configuration but never need cryptography.
+    from filterd.sync.model import load_public_key  # noqa: PLC0415
+
+    load_public_key(value)  # raises ValueError with the reason
+    return value.strip()
+
+
+def _sync(r: _Reader, base: Path) -> SyncConfig:
+    d = SyncConfig()
+    token = r.get("token_file", None, _name)
+    ca_file = r.get("ca_file", None, _name)
+    cfg = SyncConfig(
+        url=r.get("url", None, _url),
+        token_file=(base / token).resolve() if token else None,
+        public_key=r.get("public_key", "", _public_key),
+        ca_file=(base / ca_file).resolve() if ca_file else None,
+        operator=r.get("operator", "", _name),
+        node=r.get("node", d.node, _name),
+        interval=r.get("interval", d.interval, _seconds(0, 86400)),
+        jitter=r.get("jitter", d.jitter, _fraction),
+        timeout=r.get("timeout", d.timeout, _seconds(0, 600)),
+        max_snapshot_bytes=r.get(
+            "max_snapshot_bytes", d.max_snapshot_bytes, _int_in(1024, 1 << 34)
+        ),
+        max_delta_bytes=r.get("max_delta_bytes", d.max_delta_bytes, _int_in(1024, 1 << 32)),
+        max_entries=r.get("max_entries", d.max_entries, _int_in(1, 100_000_000)),
+        on_missing=r.get("on_missing", d.on_missing, _choice("not-ready", "local-only")),
+    )
+    if cfg.url is not None:
+        for key, value in (
+            ("token_file", cfg.token_file),
+            ("public_key", cfg.public_key),
+            ("operator", cfg.operator),
+        ):
+            if not value:
+                r.doc.problem(r.key(key), "required when sync.url is set")
+    r.done()
+    return cfg
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"must be a number from 0 to below 1, got {value!r}")
+    return float(value)
 
 
 def _scope(value: Any) -> Scope:
@@ -619,12 +708,19 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         cache=_cache(top.section("cache")),
         blocking=_blocking(top.section("blocking")),
         lists=_lists(doc, top.get("lists", None, lambda v: v), base),
+        sync=_sync(top.section("sync"), base),
         admin=_admin(top.section("admin")),
         logging=_logging(top.section("logging")),
         source=Path(source) if source != "<config>" else None,
     )
     if state_dir is not None:
         cfg = replace(cfg, state_dir=base / state_dir)
+    cfg = replace(cfg, lists=tuple(
+        replace(lst, path=snapshot_path(cfg.state_dir, lst.sync)) if lst.sync else lst
+        for lst in cfg.lists
+    ))  # fmt: skip
+    if any(lst.sync for lst in cfg.lists) and cfg.sync.url is None:
+        doc.problem("sync.url", "required: a list is synced from the authority")
     top.done()
     _check_actions(doc, cfg)
     if doc.problems:

@@ -23,6 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from filterd import __version__
+from filterd.sync.client import ListStatus
+from filterd.sync.model import REASONS
 
 
 @dataclass(slots=True)
@@ -39,6 +41,7 @@ class SupervisorState:
     index_names: int = 0
     compile_seconds: float = 0.0
     sources: list[dict[str, Any]] = field(default_factory=list)
+    notifies_refused: int = 0
 
 
 def merge_stats(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -271,9 +274,63 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
+class SyncCollector(Collector):
+    """Authority sync: what each synced list enforces, how fast, and what failed."""
+
+    def __init__(self, state: SupervisorState, lists: Callable[[], list[ListStatus]]) -> None:
+        self._state = state
+        self._lists = lists
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "serial": ("filterd_sync_serial", "Serial of the authority list enforced."),
+            "entries": ("filterd_sync_entries", "Entries of the authority list enforced."),
+            "published_at": ("filterd_sync_published_timestamp_seconds",
+                             "Publication time of the serial enforced."),
+            "applied_at": ("filterd_sync_applied_timestamp_seconds",
+                           "When the serial enforced was applied here."),
+            "lag": ("filterd_sync_lag_seconds",
+                    "Applied minus published time of the serial enforced (enforcement lag)."),
+            "expires_at": ("filterd_sync_manifest_expires_timestamp_seconds",
+                           "When the manifest of the serial enforced goes stale."),
+            "last_success": ("filterd_sync_last_success_timestamp_seconds",
+                             "Last sync that verified the authority's current manifest."),
+        }  # fmt: skip
+        statuses = self._lists()
+        for attribute, (name, documentation) in families.items():
+            family = GaugeMetricFamily(name, documentation, labels=["list"])
+            for status in statuses:
+                family.add_metric([status.list_id], getattr(status, attribute))
+            yield family
+        failures = CounterMetricFamily(
+            "filterd_sync_failures", "Failed syncs, by reason.", labels=["list", "reason"]
+        )
+        receipts = CounterMetricFamily(
+            "filterd_sync_receipts", "Receipts sent, by result.", labels=["list", "result"]
+        )
+        notifies = CounterMetricFamily(
+            "filterd_sync_notifies", "Verified push notifications received.", labels=["list"]
+        )
+        for status in statuses:
+            for reason in REASONS:
+                failures.add_metric([status.list_id, reason], status.failures.get(reason, 0))
+            for result, count in sorted(status.receipts.items()):
+                receipts.add_metric([status.list_id, result], count)
+            notifies.add_metric([status.list_id], status.notifies)
+        yield from (failures, receipts, notifies)
+        yield _counter(
+            "filterd_sync_notifies_refused",
+            "Push notifications refused (bad signature, unknown list, malformed).",
+            self._state.notifies_refused,
+        )
+
+
 def build_registry(
-    state: SupervisorState, stats: Callable[[], dict[str, Any]]
+    state: SupervisorState,
+    stats: Callable[[], dict[str, Any]],
+    sync: Callable[[], list[ListStatus]],
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FilterdCollector(state, stats))
+    registry.register(SyncCollector(state, sync))
     return registry

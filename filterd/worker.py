@@ -31,7 +31,7 @@ from filterd.config import Config
 from filterd.errors import FilterdError
 from filterd.listeners.tcp import TcpLimits, TcpListener
 from filterd.listeners.udp import UdpListener
-from filterd.lists.compile import open_matcher
+from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
 from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.pipeline.policy import BlockCounter, Policy

@@ -4,17 +4,27 @@
 - ``/readyz``: 200 only when every worker serves the current configuration
   and lists, 503 otherwise (so a load balancer never sends traffic to an
   instance that would answer without its blocklist);
-- ``/metrics``: Prometheus text exposition (see docs/metrics.md).
+- ``/metrics``: Prometheus text exposition (see docs/metrics.md);
+- ``POST /v1/notify``: the authority's signed push notification
+  (docs/sync-protocol.md): 202 once verified (the pull runs in the
+  background), 403 if it does not verify, 413 if oversized.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from filterd.config import Endpoint
+from filterd.sync.model import SyncError
+
+log = logging.getLogger("filterd.admin")
+
+MAX_NOTIFY_BYTES: Final = 16 * 1024
 
 
 class AdminServer:
@@ -24,16 +34,19 @@ class AdminServer:
         registry: CollectorRegistry,
         is_ready: Callable[[], bool],
         refresh: Callable[[], Awaitable[None]],
+        notify: Callable[[bytes], str],
     ) -> None:
         self._endpoint = endpoint
         self._registry = registry
         self._is_ready = is_ready
         self._refresh = refresh
+        self._notify = notify
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_NOTIFY_BYTES)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_post("/v1/notify", self._notify_handler)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -52,6 +65,18 @@ class AdminServer:
         if self._is_ready():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
+
+    async def _notify_handler(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text="too large\n")
+        try:
+            list_id = self._notify(body)
+        except SyncError as exc:
+            log.warning("notify refused (%s): %s", exc.reason, exc)
+            return web.Response(status=403, text=f"refused: {exc.reason}\n")
+        return web.Response(status=202, text=f"pulling {list_id}\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await self._refresh()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,9 +31,11 @@ from filterd.lists.parsers import (
     detect_format,
     parse,
 )
-from filterd.matching.index import CompiledIndex, IndexBuilder, IndexFormatError
-from filterd.matching.matcher import Matcher
+from filterd.lists.sources import SourceInfo, sources_of
+from filterd.matching.build import IndexBuilder
+from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.matching.rules import Action, Rule, Scope
+from filterd.sync.store import load_state
 from filterd.wire.codes import EDE_BLOCKED
 
 COMPILER_VERSION: Final = "3"
@@ -49,27 +51,6 @@ CANARIES: Final = (
     (b"mask-h2.icloud.com", Action.NXDOMAIN),
     (b"_dns.resolver.arpa", Action.NODATA),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    """What the runtime needs to know about one source of rules."""
-
-    name: str
-    version: str
-    mandatory: bool
-    ede: int
-    category: str
-    action: str | None
-    path: str
-    format: str
-    entries: int = 0
-    accepted: int = 0
-    invalid: int = 0
-    ignored: int = 0
-    names: int = 0
-    problems: list[str] = field(default_factory=list)
-    reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +98,7 @@ def _digest(config: Config, hashes: list[str]) -> str:
         "canaries": config.blocking.bypass_canaries,
         "lists": [
             [lst.name, lst.format, lst.kind, int(lst.mode), lst.mandatory, lst.category,
-             lst.action, lst.ede_code, lst.allow_tld, sha]
+             lst.action, lst.ede_code, lst.allow_tld, sha, _version(config, lst, sha)]
             for lst, sha in zip(config.lists, hashes, strict=True)
         ],
     }  # fmt: skip
@@ -149,7 +130,7 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
     for number, (lst, sha) in enumerate(zip(config.lists, hashes, strict=True)):
         # One list in memory at a time; the builder keeps only the names.
         parsed = _parse_list(lst, _read(lst))
-        sources.append(_source_info(lst, sha, parsed))
+        sources.append(_source_info(lst, _version(config, lst, sha), parsed))
         for kind, names in parsed.groups.items():
             builder.add(names, _rule(number, lst, kind), kind.ref)
         del parsed
@@ -188,10 +169,20 @@ def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:
     return Rule(number, kind.scope, allow, kind.category or lst.category, kind.action)
 
 
-def _source_info(lst: ListConfig, sha256: str, parsed: ParsedList) -> SourceInfo:
+def _version(config: Config, lst: ListConfig, sha256: str) -> str:
+    """A list's version in EDE text and metrics: the authority's serial for a
+    synced list, else the start of the file's SHA-256."""
+    if lst.sync:
+        state = load_state(config.state_dir, lst.sync)
+        if state is not None:
+            return str(state.serial)
+    return sha256[:12]
+
+
+def _source_info(lst: ListConfig, version: str, parsed: ParsedList) -> SourceInfo:
     return SourceInfo(
         name=lst.name,
-        version=sha256[:12],
+        version=version,
         mandatory=lst.mandatory,
         ede=lst.ede_code,
         category=lst.category,
@@ -206,10 +197,6 @@ def _source_info(lst: ListConfig, sha256: str, parsed: ParsedList) -> SourceInfo
         problems=[p.describe(str(lst.path)) for p in parsed.problems],
         reasons=dict(parsed.reasons),
     )
-
-
-def sources_of(index: CompiledIndex) -> tuple[SourceInfo, ...]:
-    return tuple(SourceInfo(**raw) for raw in index.meta["sources"])
 
 
 def _report_from(index: CompiledIndex, path: Path, digest: str, seconds: float) -> CompileReport:
@@ -228,11 +215,3 @@ def remove_stale_indexes(config: Config, keep: set[Path]) -> None:
     for leftover in directory.glob("*.tmp"):
         if time.time() - leftover.stat().st_mtime > 3600:
             leftover.unlink(missing_ok=True)
-
-
-def open_matcher(path: Path) -> tuple[Matcher, tuple[SourceInfo, ...]]:
-    """Map a compiled index and wrap it in a ``Matcher`` with its sources."""
-    index = CompiledIndex(path)
-    sources = sources_of(index)
-    mandatory = frozenset(i for i, source in enumerate(sources) if source.mandatory)
-    return Matcher(index, mandatory), sources

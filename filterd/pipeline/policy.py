@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from filterd.config import BlockingConfig
-from filterd.lists.compile import SourceInfo
+from filterd.lists.sources import SourceInfo
 from filterd.matching.matcher import Decision, Matcher
 from filterd.matching.rules import Action, Rule
 from filterd.wire.names import wire_to_text

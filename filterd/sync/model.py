@@ -32,11 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from filterd.errors import FilterdError
 from filterd.lists.parsers import NATIVE_HEADER, NATIVE_KINDS
+from filterd.sync.store import LIST_ID
 from filterd.wire.names import InvalidName, normalise
 
 VERSION: Final = 1
 DELTA_HEADER: Final = b"#filterd-delta 1"
-LIST_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 CATEGORY: Final = re.compile(rb"[a-z0-9][a-z0-9_-]{0,63}|-")
 MAX_REFERENCE: Final = 200
 CLOCK_SKEW: Final = timedelta(minutes=5)

@@ -15,7 +15,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filterd.matching.index import CompiledIndex, IndexBuilder
+from filterd.matching.build import IndexBuilder
+from filterd.matching.index import CompiledIndex
 from filterd.matching.matcher import Matcher
 from filterd.matching.rules import Rule, Scope
 

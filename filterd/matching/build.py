@@ -1,0 +1,192 @@
+"""Writing a compiled index (see ``filterd.matching.index`` for the format).
+
+Only the compiler process imports this module: it needs NumPy, which a
+serving worker never loads.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from filterd.matching.index import MAGIC, SECTIONS
+from filterd.matching.rules import Rule
+
+
+class IndexBuilder:
+    """Collects (name, rule) pairs and writes the compiled index file.
+
+    Names are kept as the ``bytes`` objects the parser produced, in input
+    order, until ``write`` joins them into the blob and drops them; rule and
+    reference numbers go into ``array('I')``. ``write`` sorts
+    by hash with NumPy: at a million names every per-entry Python step costs
+    a fraction of a second on this class of machine (random memory access
+    dominates), so the only per-name Python work left is hashing and one join.
+    The name blob stays in input order; entries point into it.
+    """
+
+    def __init__(self) -> None:
+        self._names: list[bytes] = []
+        self._rule_of = array.array("I")
+        self._ref_of = array.array("I")
+        self._rules: dict[Rule, int] = {}
+        self._refs: dict[str, int] = {"": 0}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, names: Sequence[bytes], rule: Rule, ref: str = "") -> None:
+        """Add canonical ``names`` that all carry ``rule`` (and ``ref``)."""
+        if not names:
+            return
+        rule_id = self._rules.setdefault(rule, len(self._rules))
+        ref_id = self._refs.setdefault(ref, len(self._refs))
+        self._names.extend(names)
+        self._rule_of.extend(array.array("I", [rule_id]) * len(names))
+        self._ref_of.extend(array.array("I", [ref_id]) * len(names))
+
+    def write(self, path: Path, meta: dict[str, Any]) -> int:
+        """Write the index atomically to ``path``; return the number of distinct names."""
+        names = self._names
+        n = len(names)
+        hashes = np.fromiter(map(zlib.crc32, names), dtype=np.uint32, count=n)
+        lengths = np.fromiter(map(len, names), dtype=np.uint32, count=n)
+        starts = np.zeros(n, dtype=np.uint32)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        blob = b"".join(names)
+        # From here on names are read back from the blob: dropping the list
+        # frees one bytes object per name, the compiler's largest allocation.
+        names.clear()
+        input_starts, input_lengths = starts, lengths
+        order = np.argsort(hashes, kind="stable")
+        hashes = hashes[order]
+        starts = starts[order]
+        lengths = lengths[order]
+        rulesets = np.frombuffer(self._rule_of, dtype=np.uint32)[order]
+        refs = np.frombuffer(self._ref_of, dtype=np.uint32)[order]
+        # A lone rule's rule set has the rule's own number, so a name seen
+        # once (the common case) needs no lookup; merged sets are appended.
+        ruleset_ids: dict[tuple[int, ...], int] = {
+            (rule_id,): rule_id for rule_id in range(len(self._rules))
+        }
+        keep = np.ones(n, dtype=bool)
+        same = np.flatnonzero(hashes[1:] == hashes[:-1]) + 1
+        position = 0
+        for candidate in same.tolist():
+            if candidate <= position:
+                continue
+            start = candidate - 1
+            position = candidate
+            while position + 1 < n and hashes[position + 1] == hashes[start]:
+                position += 1
+            self._merge_run(
+                blob,
+                input_starts,
+                input_lengths,
+                start,
+                position + 1,
+                order,
+                rulesets,
+                refs,
+                keep,
+                ruleset_ids,
+            )
+        hashes, starts, lengths = hashes[keep], starts[keep], lengths[keep]
+        rulesets, refs = rulesets[keep], refs[keep]
+        count = len(hashes)
+        bits = max(8, (count - 1).bit_length())
+        # Start of bucket b = number of entries in buckets below b (hashes are sorted).
+        counts = np.bincount(hashes >> np.uint32(32 - bits), minlength=1 << bits)
+        buckets = np.zeros((1 << bits) + 1, dtype=np.uint32)
+        np.cumsum(counts, out=buckets[1:], dtype=np.uint32)
+        del counts
+        header = {
+            "count": count,
+            "bucket_bits": bits,
+            "rules": [rule.to_json() for rule in sorted(self._rules, key=self._rules.__getitem__)],
+            "rulesets": [list(ids) for ids in sorted(ruleset_ids, key=ruleset_ids.__getitem__)],
+            "refs": sorted(self._refs, key=self._refs.__getitem__),
+            "meta": meta,
+        }
+        sections = [buckets, hashes, starts, lengths, rulesets, refs]
+        _write_atomically(path, header, [s.data.cast("B") for s in sections], blob)
+        return count
+
+    def _merge_run(
+        self,
+        blob: bytes,
+        input_starts: npt.NDArray[np.uint32],
+        input_lengths: npt.NDArray[np.uint32],
+        start: int,
+        end: int,
+        order: npt.NDArray[np.intp],
+        rulesets: npt.NDArray[np.uint32],
+        refs: npt.NDArray[np.uint32],
+        keep: npt.NDArray[np.bool_],
+        ruleset_ids: dict[tuple[int, ...], int],
+    ) -> None:
+        """Merge equal names inside one run of equal hashes (sorted positions)."""
+        first_of: dict[bytes, int] = {}
+        members: dict[int, set[int]] = {}
+        for position in range(start, end):
+            entry = int(order[position])
+            offset = int(input_starts[entry])
+            name = blob[offset : offset + int(input_lengths[entry])]
+            first = first_of.setdefault(name, position)
+            members.setdefault(first, set()).add(int(rulesets[position]))
+            if first != position:
+                keep[position] = False
+                refs[first] = max(refs[first], refs[position])
+        for first, rule_ids in members.items():
+            key = tuple(sorted(rule_ids))
+            rulesets[first] = ruleset_ids.setdefault(key, len(ruleset_ids))
+
+
+def _write_atomically(
+    path: Path, header: dict[str, Any], sections: list[memoryview], blob: bytes
+) -> None:
+    """Write to a temporary file in the same directory, fsync, rename (crash-safe)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout: dict[str, list[int]] = {}
+    header_bytes = b""
+    # The header records section offsets, which depend on the header's own
+    # length: iterate until the length is stable (twice at most in practice).
+    for _ in range(4):
+        offset = _align(len(MAGIC) + 4 + len(header_bytes))
+        for name, size in zip((*SECTIONS, "blob"), [*map(len, sections), len(blob)], strict=True):
+            layout[name] = [offset, size]
+            offset = _align(offset + size)
+        candidate = json.dumps({**header, "layout": layout}, separators=(",", ":")).encode()
+        stable = len(candidate) == len(header_bytes)
+        header_bytes = candidate
+        if stable:
+            break
+    else:
+        raise RuntimeError("index header length did not settle")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(MAGIC + len(header_bytes).to_bytes(4, "little") + header_bytes)
+            parts: list[memoryview | bytes] = [*sections, blob]
+            for name, part in zip((*SECTIONS, "blob"), parts, strict=True):
+                out.write(b"\0" * (layout[name][0] - out.tell()))
+                out.write(part)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _align(offset: int) -> int:
+    return (offset + 7) & ~7
