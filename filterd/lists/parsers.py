@@ -413,21 +413,63 @@ def _adblock_unsupported(line: bytes) -> str:
 
 
 def parse_native(data: bytes, options: ParseOptions) -> ParsedList:
-    """filterd's own format: ``NAME KIND CATEGORY [REFERENCE]``, see docs/list-formats.md."""
+    """filterd's own format: ``NAME KIND CATEGORY [REFERENCE]``, see docs/list-formats.md.
+
+    Lines already in canonical form (what an authority publishes) are read
+    in bulk; anything else (comments, other case or spacing, errors) takes
+    the per-line path."""
     result = ParsedList(Format.NATIVE)
-    lines = data.splitlines()
-    if not lines or lines[0].strip() != NATIVE_HEADER:
-        result.reject(1, f"missing '{NATIVE_HEADER.decode()}' header", lines[0] if lines else b"")
+    first = data.split(b"\n", 1)[0]
+    if first.strip() != NATIVE_HEADER:
+        result.reject(1, f"missing '{NATIVE_HEADER.decode()}' header", first)
         return result
-    for index in range(1, len(lines)):
-        raw = lines[index]
+    body_start = len(first) + 1
+    text = data[body_start:]
+    if b"\r" in text:
+        text = text.replace(b"\r\n", b"\n")
+    groups: dict[tuple[bytes, bytes, bytes], list[bytes]] = {}
+    for name, kind, category, ref in _NATIVE_LINE.good.findall(text):
+        groups.setdefault((kind, category, ref), []).append(name)
+    kinds = {}
+    for (kind, category, ref), names in groups.items():
+        try:
+            reference = "" if ref in (b"", b"-") else ref.decode("utf-8")
+        except UnicodeDecodeError:
+            return _parse_native_lines(data, options)  # rare: let each line be judged
+        scope, allow = NATIVE_KINDS[kind]
+        entry_kind = EntryKind(
+            scope, allow, None if category == b"-" else category.decode(), None, reference
+        )
+        kinds[entry_kind] = names
+    for entry_kind, names in kinds.items():
+        result.groups.setdefault(entry_kind, []).extend(names)
+        result.accepted += len(names)
+    lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
+    if result.accepted != lines:
+        _slow_lines(
+            text, _NATIVE_LINE, 2, lambda line, out: _native_slow(line, out, options), result
+        )
+    return result
+
+
+def _native_slow(line: bytes, result: ParsedList, options: ParseOptions) -> None:
+    if line.startswith(b"#"):
+        return
+    kind, name = _native_line(line, options)
+    result.add(kind, name)
+
+
+def _parse_native_lines(data: bytes, options: ParseOptions) -> ParsedList:
+    """Every line on its own (used when bulk reading found an undecodable reference)."""
+    result = ParsedList(Format.NATIVE)
+    for index, raw in enumerate(data.splitlines()[1:], 2):
         line = raw.strip()
         if not line or line.startswith(b"#"):
             continue
         try:
             kind, name = _native_line(line, options)
         except _Skip as skip:
-            result.reject(index + 1, skip.reason, raw, ignored=skip.ignored)
+            result.reject(index, skip.reason, raw, ignored=skip.ignored)
             continue
         result.add(kind, name)
     return result
@@ -442,6 +484,15 @@ NATIVE_KINDS: Final = {
 }
 _CATEGORY: Final = re.compile(rb"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_REFERENCE_LENGTH: Final = 200
+# A native line in canonical form: name, kind, category, optional reference
+# (no leading or trailing space; at most 200 bytes here, longer ones and
+# anything unusual are judged line by line).
+_NATIVE_LINE: Final = _LineClass(
+    rb"(" + _name_pattern(rb"[ \t][^\n]*").replace(rb"$", rb"") + rb")[ \t]+"
+    rb"(block|block-exact|block-below|allow|allow-exact)[ \t]+"
+    rb"([a-z0-9][a-z0-9_-]{0,63}|-)"
+    rb"(?:[ \t]+([^\s](?:[^\n]{0,198}[^\s])?))?"
+)
 
 
 def _native_line(line: bytes, options: ParseOptions) -> tuple[EntryKind, bytes]:

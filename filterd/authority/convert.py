@@ -1,0 +1,141 @@
+"""A list file in any supported format, turned into canonical entries for staging.
+
+The parsers (``filterd.lists.parsers``) say what each name means as an
+``EntryKind``: a scope (exact, subtree, below), block or allow, an optional
+category and reference. The native format has one entry per name and five
+kinds, so two things need care:
+
+- *Several rules on one name merge* the way filterd would enforce them: the
+  reaches of the blocks (the name itself, the names below it) are united,
+  likewise for the allows, and at each reach an allow beats a block
+  (docs/list-formats.md). RPZ's usual pair ``x CNAME .`` and ``*.x CNAME .``
+  thus becomes one ``block``, and a block with an allow on the name itself
+  becomes ``block-below``.
+- *What the native format cannot say is reported, never guessed*: an allow
+  of the names below a name (RPZ ``*.x CNAME rpz-passthru.``) has no native
+  kind and is skipped; when a name mixes that with a block, the block part
+  is kept (an authority list errs on enforcing its decisions) and the rest
+  reported. RPZ actions (NXDOMAIN, NODATA, DROP) are not carried: each
+  operator's configured action for the category applies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+from filterd.lists.parsers import Format, ParseOptions, Problem, detect_format, parse
+from filterd.matching.rules import Scope
+from filterd.sync.model import MAX_REFERENCE, Entry, make_entry
+
+_AT_NAME: Final = 1
+_BELOW: Final = 2
+_REACH: Final = {Scope.EXACT: _AT_NAME, Scope.BELOW: _BELOW, Scope.SUBTREE: _AT_NAME | _BELOW}
+_BLOCK_KIND: Final = {_AT_NAME | _BELOW: "block", _AT_NAME: "block-exact", _BELOW: "block-below"}
+
+
+@dataclass(slots=True)
+class Imported:
+    """Entries from one file and the account of every line that did not become one."""
+
+    format: Format
+    entries: list[Entry] = field(default_factory=list)
+    lines_accepted: int = 0
+    lines_invalid: int = 0
+    lines_ignored: int = 0
+    parse_problems: list[Problem] = field(default_factory=list)
+    merged: int = 0
+    """Rules folded into another rule's entry for the same name."""
+    actions_dropped: int = 0
+    """RPZ rules whose own action is not carried by the native format."""
+    references_truncated: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Names that could not be imported (or only in part), by reason."""
+    examples: list[str] = field(default_factory=list)
+    """The first few skipped names, with their reason."""
+
+
+@dataclass(slots=True)
+class _Rules:
+    """What the rules of one name say so far: reach bits and the first labels seen."""
+
+    block: int = 0
+    allow: int = 0
+    block_label: tuple[str, str] = ("-", "-")
+    allow_label: tuple[str, str] = ("-", "-")
+
+
+MAX_EXAMPLES: Final = 20
+
+
+def import_list(data: bytes, fmt: Format | None, path: str) -> Imported:
+    """The canonical entries of list file ``data`` (format detected when ``fmt`` is None)."""
+    chosen = fmt or detect_format(data)
+    parsed = parse(data, chosen, ParseOptions(path=path))
+    result = Imported(
+        chosen,
+        lines_accepted=parsed.accepted,
+        lines_invalid=parsed.invalid,
+        lines_ignored=parsed.ignored,
+        parse_problems=parsed.problems,
+    )
+    rules: dict[bytes, _Rules] = {}
+    for kind, names in parsed.groups.items():
+        label = (kind.category or "-", _reference(kind.ref, result))
+        reach = _REACH[kind.scope]
+        for name in names:
+            seen = rules.get(name)
+            if seen is None:
+                seen = rules[name] = _Rules()
+            else:
+                result.merged += 1
+            if kind.action is not None:
+                result.actions_dropped += 1
+            if kind.allow:
+                if not seen.allow:
+                    seen.allow_label = label
+                seen.allow |= reach
+            else:
+                if not seen.block:
+                    seen.block_label = label
+                seen.block |= reach
+    for name in sorted(rules):
+        entry = _resolve(name, rules[name], result)
+        if entry is not None:
+            result.entries.append(entry)
+    return result
+
+
+def _resolve(name: bytes, rules: _Rules, result: Imported) -> Entry | None:
+    """One native entry for everything said about ``name`` (see the module docstring)."""
+    block = rules.block & ~rules.allow
+    if rules.allow == _AT_NAME | _BELOW:
+        kind, label = "allow", rules.allow_label
+    elif rules.allow == _AT_NAME and not block:
+        kind, label = "allow-exact", rules.allow_label
+    elif block:
+        kind, label = _BLOCK_KIND[block], rules.block_label
+        if rules.allow:
+            _skip(name, "allow rule dropped: no native kind alongside the block", result)
+    else:
+        _skip(name, "allow of the names below a name has no native kind", result)
+        return None
+    return make_entry(name.decode(), kind, label[0], label[1])
+
+
+def _reference(ref: str, result: Imported) -> str:
+    """A reference that fits the canonical form (at most 200 bytes of UTF-8),
+    cut at a character boundary and counted when it had to be cut."""
+    text = " ".join(ref.split()) or "-"
+    raw = text.encode()
+    if len(raw) <= MAX_REFERENCE:
+        return text
+    result.references_truncated += 1
+    return raw[:MAX_REFERENCE].decode("utf-8", "ignore").rstrip() or "-"
+
+
+def _skip(name: bytes, reason: str, result: Imported) -> None:
+    result.skipped[reason] += 1
+    if len(result.examples) < MAX_EXAMPLES:
+        result.examples.append(f"{name.decode()}: {reason}")
