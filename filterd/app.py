@@ -38,9 +38,13 @@ from filterd.config import Config, Endpoint, ListConfig, load_config, parse_conf
 from filterd.errors import ConfigError, ListError, StartupError
 from filterd.lists.compile import CompileReport, remove_stale_indexes
 from filterd.lists.compiler import compile_in_child
+from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
+from filterd.lists.sources import SourceInfo, open_matcher
+from filterd.matching.matcher import Matcher
 from filterd.metrics import SupervisorState, build_registry, merge_stats
 from filterd.sync.client import ListStatus, SyncClient
-from filterd.sync.model import SyncError
+from filterd.sync.model import Delta, SyncError
+from filterd.sync.store import load_state
 
 log = logging.getLogger("filterd")
 
@@ -258,6 +262,8 @@ class Supervisor:
         self._request_ids = itertools.count(1)
         self._admin: AdminServer | None = None
         self._installed = False
+        self._serving: Matcher | None = None
+        self._sources: tuple[SourceInfo, ...] = ()
         synced = [lst.sync for lst in config.lists if lst.sync]
         self._sync = (
             SyncClient(config.sync, config.state_dir, synced, self._apply_sync)
@@ -390,13 +396,11 @@ class Supervisor:
 
     async def _install_everywhere(self, config: Config, report: CompileReport) -> None:
         generation = self.state.generation + 1
-        message = control.Install(generation, config, str(report.index_path))
-        results = await asyncio.gather(
-            *(self._install(worker, message) for worker in self._workers)
-        )
-        failures = [error for error in results if error]
-        if failures:
-            raise StartupError(f"workers could not install generation {generation}: {failures[0]}")
+        await self._send_install(control.Install(generation, config, str(report.index_path)))
+        if self._serving is not None:
+            self._serving.index.close()
+        # The supervisor's own mapping of what workers serve: the base for overlays.
+        self._serving, self._sources = open_matcher(report.index_path)
         self.config = config
         self._index_path = report.index_path
         self.state.generation = generation
@@ -406,6 +410,16 @@ class Supervisor:
         self.state.last_reload_success = time.time()
         self._installed = True
         remove_stale_indexes(config, {report.index_path})
+
+    async def _send_install(self, message: control.Install) -> None:
+        results = await asyncio.gather(
+            *(self._install(worker, message) for worker in self._workers)
+        )
+        failures = [error for error in results if error]
+        if failures:
+            raise StartupError(
+                f"workers could not install generation {message.generation}: {failures[0]}"
+            )
 
     async def _install(self, worker: WorkerHandle, message: control.Install) -> str:
         try:
@@ -417,11 +431,49 @@ class Supervisor:
         worker.generation = reply.generation
         return ""
 
-    async def _apply_sync(self, list_id: str) -> bool:
-        """A synced list was persisted: compile and swap it in (SyncClient's hook)."""
+    async def _apply_sync(self, list_id: str, delta: Delta | None) -> bool:
+        """A synced list was persisted: swap it in (SyncClient's hook). A small
+        delta becomes an overlay on the installed index; anything else, or an
+        overlay grown too large, takes a full compile."""
         if not self._installed:
             return True  # start-up is waiting for it and compiles next
+        if delta is not None and self._serving is not None:
+            size = len(self._serving.overlay) + len(delta.removes) + len(delta.adds)
+            if size <= OVERLAY_LIMIT:
+                async with self._reload_lock:
+                    try:
+                        await self._install_overlay(list_id, delta)
+                        return True
+                    except StartupError as exc:
+                        log.error("overlay for %s not installed (%s); recompiling", list_id, exc)
         return await self.reload(read_config=False)
+
+    async def _install_overlay(self, list_id: str, delta: Delta) -> None:
+        serving = self._serving
+        assert serving is not None and self._index_path is not None
+        lists = self.effective(self.config).lists
+        source = next(i for i, lst in enumerate(lists) if lst.sync == list_id)
+        overlay = extend_overlay(serving, source, lists[source], delta)
+        persisted = load_state(self.config.state_dir, list_id)
+        assert persisted is not None
+        sources = with_version(self._sources, source, str(persisted.serial), persisted.entries)
+        generation = self.state.generation + 1
+        message = control.Install(
+            generation, self.config, str(self._index_path), overlay=overlay, sources=sources
+        )
+        await self._send_install(message)
+        self._serving = Matcher(serving.index, serving.mandatory, overlay)
+        self._sources = sources
+        self.state.generation = generation
+        self.state.sources = [asdict(source) for source in sources]
+        self.state.last_reload_success = time.time()
+        log.info(
+            "list %s: serial %d applied as an overlay (%d names changed; %d in the overlay)",
+            list_id,
+            persisted.serial,
+            len(delta.removes) + len(delta.adds),
+            len(overlay),
+        )
 
     def notify(self, raw: bytes) -> str:
         """A push notification from the authority (admin HTTP); see SyncClient.notify."""
@@ -529,8 +581,14 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             await worker.start(self.config.logging.level)
-            if self._index_path is not None:
-                message = control.Install(self.state.generation, self.config, str(self._index_path))
+            if self._index_path is not None and self._serving is not None:
+                message = control.Install(
+                    self.state.generation,
+                    self.config,
+                    str(self._index_path),
+                    overlay=dict(self._serving.overlay) or None,
+                    sources=self._sources,
+                )
                 error = await self._install(worker, message)
                 if error:
                     log.error("restarted %s", error)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from filterd.config import Config
+from filterd.lists.sources import SourceInfo
+from filterd.matching.matcher import Overlaid
 
 _LENGTH: Final = struct.Struct("!I")
 MAX_MESSAGE: Final = 64 * 1024 * 1024
@@ -22,11 +24,17 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Install:
-    """Serve with this configuration and compiled index from now on."""
+    """Serve with this configuration and compiled index from now on.
+
+    ``overlay`` and ``sources``: names changed by authority deltas since the
+    index was compiled, and the list versions that go with them (see
+    ``filterd.lists.overlay``)."""
 
     generation: int
     config: Config
     index_path: str
+    overlay: dict[bytes, Overlaid] | None = None
+    sources: tuple[SourceInfo, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

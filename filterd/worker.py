@@ -31,9 +31,10 @@ from filterd.config import Config
 from filterd.errors import FilterdError
 from filterd.listeners.tcp import TcpLimits, TcpListener
 from filterd.listeners.udp import UdpListener
-from filterd.lists.sources import open_matcher
+from filterd.lists.sources import sources_of
 from filterd.logs import configure_logging
 from filterd.matching.index import CompiledIndex, IndexFormatError
+from filterd.matching.matcher import Matcher
 from filterd.pipeline.policy import BlockCounter, Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.upstream.exchange import Exchange
@@ -106,17 +107,23 @@ class Worker:
     # --------------------------------------------------------------- install
 
     async def _install(self, message: control.Install) -> control.Installed:
-        try:
-            matcher, sources = open_matcher(Path(message.index_path))
-        except (IndexFormatError, OSError) as exc:
-            log.error("cannot open index %s: %s", message.index_path, exc)
-            return control.Installed(message.generation, str(exc))
+        previous = self._policy
+        if previous is not None and str(previous.matcher.index.path) == message.index_path:
+            index = previous.matcher.index  # the same file (an overlay update): keep the mapping
+        else:
+            try:
+                index = CompiledIndex(Path(message.index_path))
+            except (IndexFormatError, OSError) as exc:
+                log.error("cannot open index %s: %s", message.index_path, exc)
+                return control.Installed(message.generation, str(exc))
+            await self._prefault(index)
+        sources = message.sources if message.sources is not None else sources_of(index)
+        mandatory = frozenset(i for i, source in enumerate(sources) if source.mandatory)
+        matcher = Matcher(index, mandatory, message.overlay)
         config = message.config
         policy = Policy(
             matcher, sources, config.blocking, config.server.max_udp_size, self._block_counters
         )
-        previous = self._policy
-        await self._prefault(matcher.index)
         if self._pipeline is None or self._needs_rebuild(config):
             self._start_pipeline(config, policy)
         else:
@@ -124,7 +131,7 @@ class Worker:
         self._policy = policy
         self._config = config
         self._generation = message.generation
-        if previous is not None and previous.matcher.index is not matcher.index:
+        if previous is not None and previous.matcher.index is not index:
             # Nothing can hold the old index any more: every stage reads
             # ``pipeline.policy`` at the moment a query passes through it.
             previous.matcher.index.close()

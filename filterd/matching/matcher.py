@@ -19,6 +19,7 @@ The precedence, documented for operators in docs/list-formats.md:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from filterd.matching.index import CompiledIndex
@@ -45,33 +46,67 @@ class Decision:
 ALLOWED = Decision(blocked=False)
 
 
+Overlaid = tuple[tuple[Rule, ...], str]
+"""An overlay entry: the name's complete rules (empty: it has none now) and reference."""
+
+
 class Matcher:
-    """Decides names against one compiled index; ``mandatory`` marks first-tier sources."""
+    """Decides names against one compiled index; ``mandatory`` marks first-tier sources.
 
-    __slots__ = ("_index", "_mandatory")
+    An ``overlay`` (from small authority deltas, see ``filterd.lists.overlay``)
+    holds names whose rules changed since the index was compiled: for those
+    names it replaces what the index says, including "no rules any more"."""
 
-    def __init__(self, index: CompiledIndex, mandatory: frozenset[int]) -> None:
+    __slots__ = ("_index", "_mandatory", "_overlay")
+
+    def __init__(
+        self,
+        index: CompiledIndex,
+        mandatory: frozenset[int],
+        overlay: Mapping[bytes, Overlaid] | None = None,
+    ) -> None:
         self._index = index
         self._mandatory = mandatory
+        self._overlay = overlay or {}
 
     @property
     def index(self) -> CompiledIndex:
         return self._index
 
+    @property
+    def mandatory(self) -> frozenset[int]:
+        return self._mandatory
+
+    @property
+    def overlay(self) -> Mapping[bytes, Overlaid]:
+        return self._overlay
+
+    def rules_of(self, name: bytes) -> Overlaid | None:
+        """The rules stored for exactly ``name`` (overlay first), or None."""
+        found = self._overlay.get(name)
+        if found is not None:
+            return found
+        index = self._index
+        entry = index.find(name)
+        if entry < 0:
+            return None
+        return index.rules_at(entry), index.ref_at(entry)
+
     def decide(self, name: bytes) -> Decision:
         """Decide a canonical name (lower-case ASCII, no trailing dot)."""
-        index = self._index
         mandatory = self._mandatory
         first: Decision | None = None  # mandatory tier's verdict
         second: Decision | None = None  # operator tier's verdict
         offset = 0
         while True:
-            entry = index.find(name[offset:] if offset else name)
-            if entry >= 0:
+            suffix = name[offset:] if offset else name
+            stored = self.rules_of(suffix)
+            if stored is not None:
+                rules, ref = stored
                 at_name = offset == 0
                 first_here: Rule | None = None
                 second_here: Rule | None = None
-                for rule in index.rules_at(entry):
+                for rule in rules:
                     if not rule.reaches(at_name):
                         continue
                     if rule.source in mandatory:
@@ -80,11 +115,11 @@ class Matcher:
                     elif second is None and _better(rule, second_here):
                         second_here = rule
                 if first_here is not None:
-                    first = self._decision(first_here, entry, offset)
+                    first = _decision(first_here, suffix, offset, ref)
                     if first.blocked:
                         return first
                 if second_here is not None:
-                    second = self._decision(second_here, entry, offset)
+                    second = _decision(second_here, suffix, offset, ref)
                 if first is not None and second is not None:
                     break
             dot = name.find(b".", offset)
@@ -95,14 +130,9 @@ class Matcher:
             return second
         return first if first is not None else ALLOWED
 
-    def _decision(self, rule: Rule, entry: int, offset: int) -> Decision:
-        return Decision(
-            blocked=not rule.allow,
-            rule=rule,
-            entry=bytes(self._index.name_at(entry)),
-            offset=offset,
-            ref=self._index.ref_at(entry),
-        )
+
+def _decision(rule: Rule, entry: bytes, offset: int, ref: str) -> Decision:
+    return Decision(blocked=not rule.allow, rule=rule, entry=entry, offset=offset, ref=ref)
 
 
 def _better(rule: Rule, current: Rule | None) -> bool:

@@ -32,6 +32,7 @@ from filterd import __version__
 from filterd.config import SyncConfig
 from filterd.sync import store
 from filterd.sync.model import (
+    Delta,
     FileRef,
     Manifest,
     Receipt,
@@ -55,13 +56,14 @@ log = logging.getLogger("filterd.sync")
 MAX_MANIFEST_BYTES: Final = 1 << 20
 READ_CHUNK: Final = 64 * 1024
 
-Apply = Callable[[str], Awaitable[bool]]
-"""Compile and swap in the persisted lists; True on success (the supervisor's)."""
+Apply = Callable[[str, Delta | None], Awaitable[bool]]
+"""Swap in the persisted list ``ID``, which changed by the delta given (None:
+a whole new snapshot); True on success. The supervisor's."""
 
 
 @dataclass(slots=True)
 class ListStatus:
-    """What the metrics and the audit trail say about one synced list."""
+    """What the metrics and the log say about one synced list."""
 
     list_id: str
     serial: int = 0
@@ -113,8 +115,15 @@ class SyncClient:
         context: ssl.SSLContext | bool = True
         if self._config.ca_file is not None:
             context = ssl.create_default_context(cafile=str(self._config.ca_file))
+        # Files are gzip by themselves (never Content-Encoding): ask proxies not
+        # to add an encoding, and never inflate before the size limits are checked.
         self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {token}", "User-Agent": f"filterd/{__version__}"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": f"filterd/{__version__}",
+                "Accept-Encoding": "identity",
+            },
+            auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=self._config.timeout),
             connector=aiohttp.TCPConnector(ssl=context, limit=4),
         )
@@ -205,7 +214,7 @@ class SyncClient:
             return False
         if manifest.entries > self._config.max_entries:
             raise SyncError("size", f"{manifest.entries} entries, limit {self._config.max_entries}")
-        snapshot = await self._new_snapshot(list_id, manifest, status.serial)
+        snapshot, delta = await self._new_snapshot(list_id, manifest, status.serial)
         applied_at = utc_now()
         state = store.SyncedState(
             serial=manifest.serial,
@@ -216,7 +225,7 @@ class SyncClient:
             entries=manifest.entries,
         )
         store.save(self._state_dir, list_id, snapshot, envelope, state)
-        if not await self._apply(list_id):
+        if not await self._apply(list_id, delta):
             raise SyncError(
                 "apply", f"serial {manifest.serial} could not be compiled or swapped in"
             )
@@ -232,8 +241,12 @@ class SyncClient:
         )
         return True
 
-    async def _new_snapshot(self, list_id: str, manifest: Manifest, enforced: int) -> bytes:
-        """The new canonical snapshot, from a delta when one starts at ``enforced``."""
+    async def _new_snapshot(
+        self, list_id: str, manifest: Manifest, enforced: int
+    ) -> tuple[bytes, Delta | None]:
+        """The new canonical snapshot, from a delta when one starts at ``enforced``
+        (returned too, so the change can be applied without a full compile)."""
+        delta: Delta | None = None
         delta_ref = manifest.delta_from(enforced) if enforced else None
         if delta_ref is not None:
             raw = await self._fetch_file(delta_ref, self._config.max_delta_bytes)
@@ -252,7 +265,7 @@ class SyncClient:
                 "manifest",
                 f"{snapshot_entries(snapshot)} entries, manifest says {manifest.entries}",
             )
-        return snapshot
+        return snapshot, delta
 
     # ------------------------------------------------------------------ HTTP
 

@@ -161,6 +161,68 @@ def test_push_notification_pulls_a_delta_at_once(
     assert daemon.metrics()['filterd_sync_notifies_total{list="national"}'] == 1
 
 
+def test_a_delta_overlay_answers_like_a_full_recompile(
+    make_daemon: DaemonFactory, upstream: FakeUpstream, authority: FakeAuthority
+) -> None:
+    """A small delta is applied as an overlay on the installed index; what it
+    enforces must be exactly what a full compile of the same lists enforces,
+    including names another list also blocks and a changed category."""
+    shared = make_entry("local-block.example", "block", "adult", "QD-4")
+    authority.publish([*BASE, shared, make_entry("games.example", "block-exact", "games")])
+    for name in ("adult.example", "www.games.example", "games.example", "new.example"):
+        upstream.add(name, "A", "192.0.2.10")
+    daemon = make(make_daemon, upstream, authority, interval=3600).start()
+    authority.publish(
+        [
+            make_entry("casino.example", "block", "fraud", "QD-5"),  # category changed
+            make_entry("new.example", "block-below"),
+            make_entry("www.games.example", "allow-exact"),
+            make_entry("games.example", "block"),  # exact -> whole subtree
+        ]
+    )  # removes adult.example and the shared name, which the local list still blocks
+    assert post_notify(daemon, authority.notify(2)) == 202
+    wait_for(lambda: daemon.metrics()['filterd_sync_serial{list="national"}'] == 2)
+    assert "applied as an overlay" in daemon.log
+    names = [
+        "casino.example",
+        "www.casino.example",
+        "adult.example",
+        "local-block.example",
+        "new.example",
+        "a.new.example",
+        "games.example",
+        "www.games.example",
+        "x.games.example",
+    ]
+
+    def answers() -> list[tuple[str, int, str]]:
+        return [(n, daemon.query(n).rcode(), ede_text(daemon, n)) for n in names]
+
+    overlaid = answers()
+    assert overlaid[0] == ("casino.example", dns.rcode.NXDOMAIN, _ede(2, "fraud"))
+    assert overlaid[2][1] == dns.rcode.NOERROR  # removed from the national list
+    assert overlaid[3][1] == dns.rcode.NXDOMAIN  # still on the local list
+    assert [a[1] for a in overlaid[4:]] == [
+        dns.rcode.NOERROR,
+        dns.rcode.NXDOMAIN,
+        dns.rcode.NXDOMAIN,
+        dns.rcode.NOERROR,
+        dns.rcode.NXDOMAIN,
+    ]
+    versions = [
+        k for k in daemon.metrics() if k.startswith("filterd_list_info{") and "national" in k
+    ]
+    assert len(versions) == 1 and 'version="2"' in versions[0]
+    compiles = daemon.log.count("compiled in")
+    assert daemon.reload()
+    assert daemon.log.count("compiled in") == compiles + 1  # overlay folded into the index
+    assert answers() == overlaid
+
+
+def _ede(serial: int, category: str) -> str:
+    return f"list=national version={serial} category={category}"
+
+
 def test_unsigned_or_foreign_notifications_are_refused(
     make_daemon: DaemonFactory, upstream: FakeUpstream, authority: FakeAuthority
 ) -> None:
