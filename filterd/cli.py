@@ -18,6 +18,7 @@ from pathlib import Path
 
 from filterd import __version__
 from filterd.app import Overrides, load, run_daemon
+from filterd.authority.cli import register as register_authority
 from filterd.config import Endpoint, parse_endpoint
 from filterd.errors import ConfigError, FilterdError, ListError, StartupError
 from filterd.lists.compile import compile_lists
@@ -93,11 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("name")
     lookup.add_argument("-c", "--config", type=Path)
     lookup.add_argument("--blocklist", action="append", default=[], type=Path, metavar="FILE")
+    register_authority(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "authority":
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)  # the authority's commands report their own errors
     try:
         if args.command == "run":
             return _run(args)

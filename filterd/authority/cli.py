@@ -167,8 +167,6 @@ def _import(args: argparse.Namespace) -> int:
             f"{result.actions_dropped} RPZ actions not carried (the native format has none: "
             "each operator's action for the category applies)"
         )
-    if result.references_truncated:
-        print(f"{result.references_truncated} references cut to 200 bytes")
     for reason, count in sorted(result.skipped.items()):
         print(f"{count} names skipped or cut: {reason}")
     for example in result.examples:
@@ -208,7 +206,11 @@ def _notify(args: argparse.Namespace) -> int:
     if not history:
         raise AuthorityError(f"list {args.list!r} has no publication to notify")
     outcomes = _notify_all(store, args.list, history[-1].serial)
-    return 0 if outcomes is None or all(o.accepted for o in outcomes) else EXIT_FAILURE
+    failed = sum(not o.accepted for o in outcomes or [])
+    if failed:
+        _error(f"{failed} of {len(outcomes or [])} nodes did not accept the notification")
+        return EXIT_FAILURE
+    return 0
 
 
 def _notify_all(store: Store, list_id: str, serial: int) -> list[Outcome] | None:
@@ -242,6 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise AuthorityError(f"TLS certificate or key: {exc}") from None
     admin_token = _admin_token(args.admin_token_file)
+    store.operators()  # a damaged operators.json stops start-up, not every request
     configure_logging("info", "authority")
     check_manifests(store)
     server = AuthorityServer(store, admin_token=admin_token, loopback_open=args.compliance_open)
@@ -486,15 +489,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("file", type=Path, metavar="FILE")
 
     data_dir(command("status", _status, "lists, serials, entries and publication times"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="filterd")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    handler: Handler = args.handler
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

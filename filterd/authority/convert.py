@@ -15,8 +15,10 @@ kinds, so two things need care:
   of the names below a name (RPZ ``*.x CNAME rpz-passthru.``) has no native
   kind and is skipped; when a name mixes that with a block, the block part
   is kept (an authority list errs on enforcing its decisions) and the rest
-  reported. RPZ actions (NXDOMAIN, NODATA, DROP) are not carried: each
-  operator's configured action for the category applies.
+  reported. Rules for one name with different categories or references
+  keep one of them (the same one whatever the order of the file's lines)
+  and are counted. RPZ actions (NXDOMAIN, NODATA, DROP) are not carried:
+  each operator's configured action for the category applies.
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
-from filterd.lists.parsers import Format, ParseOptions, Problem, detect_format, parse
+from filterd.lists.parsers import (
+    EntryKind,
+    Format,
+    ParseOptions,
+    Problem,
+    detect_format,
+    parse,
+)
 from filterd.matching.rules import Scope
-from filterd.sync.model import MAX_REFERENCE, Entry, make_entry
+from filterd.sync.model import Entry, make_entry
 
 _AT_NAME: Final = 1
 _BELOW: Final = 2
@@ -49,7 +58,6 @@ class Imported:
     """Rules folded into another rule's entry for the same name."""
     actions_dropped: int = 0
     """RPZ rules whose own action is not carried by the native format."""
-    references_truncated: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     """Names that could not be imported (or only in part), by reason."""
     examples: list[str] = field(default_factory=list)
@@ -67,6 +75,7 @@ class _Rules:
 
 
 MAX_EXAMPLES: Final = 20
+LABEL_CONFLICT: Final = "another category or reference for the same name: one kept"
 
 
 def import_list(data: bytes, fmt: Format | None, path: str) -> Imported:
@@ -81,10 +90,10 @@ def import_list(data: bytes, fmt: Format | None, path: str) -> Imported:
         parse_problems=parsed.problems,
     )
     rules: dict[bytes, _Rules] = {}
-    for kind, names in parsed.groups.items():
-        label = (kind.category or "-", _reference(kind.ref, result))
+    for kind in sorted(parsed.groups, key=_kind_order):
+        label = (kind.category or "-", _reference(kind.ref))
         reach = _REACH[kind.scope]
-        for name in names:
+        for name in parsed.groups[kind]:
             seen = rules.get(name)
             if seen is None:
                 seen = rules[name] = _Rules()
@@ -93,11 +102,15 @@ def import_list(data: bytes, fmt: Format | None, path: str) -> Imported:
             if kind.action is not None:
                 result.actions_dropped += 1
             if kind.allow:
-                if not seen.allow:
+                if seen.allow and seen.allow_label != label:
+                    _skip(name, LABEL_CONFLICT, result)
+                elif not seen.allow:
                     seen.allow_label = label
                 seen.allow |= reach
             else:
-                if not seen.block:
+                if seen.block and seen.block_label != label:
+                    _skip(name, LABEL_CONFLICT, result)
+                elif not seen.block:
                     seen.block_label = label
                 seen.block |= reach
     for name in sorted(rules):
@@ -105,6 +118,13 @@ def import_list(data: bytes, fmt: Format | None, path: str) -> Imported:
         if entry is not None:
             result.entries.append(entry)
     return result
+
+
+def _kind_order(kind: EntryKind) -> tuple[int, bool, str, str, str]:
+    """A total order of kinds (``EntryKind``'s own cannot compare a category
+    with None): the groups' order, hence which label wins a conflict, must
+    not depend on how the parser happened to fill its dictionary."""
+    return (kind.scope, kind.allow, kind.category or "", kind.action or "", kind.ref)
 
 
 def _resolve(name: bytes, rules: _Rules, result: Imported) -> Entry | None:
@@ -124,15 +144,10 @@ def _resolve(name: bytes, rules: _Rules, result: Imported) -> Entry | None:
     return make_entry(name.decode(), kind, label[0], label[1])
 
 
-def _reference(ref: str, result: Imported) -> str:
-    """A reference that fits the canonical form (at most 200 bytes of UTF-8),
-    cut at a character boundary and counted when it had to be cut."""
-    text = " ".join(ref.split()) or "-"
-    raw = text.encode()
-    if len(raw) <= MAX_REFERENCE:
-        return text
-    result.references_truncated += 1
-    return raw[:MAX_REFERENCE].decode("utf-8", "ignore").rstrip() or "-"
+def _reference(ref: str) -> str:
+    """A reference in canonical form: runs of white space as one space. (The
+    parser already refused lines whose reference is over 200 bytes.)"""
+    return " ".join(ref.split()) or "-"
 
 
 def _skip(name: bytes, reason: str, result: Imported) -> None:

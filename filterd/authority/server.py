@@ -16,9 +16,9 @@ Endpoints (docs/authority.md; the protocol is docs/sync-protocol.md):
   ends up in logs and browser history);
 - ``GET /healthz``: liveness, no token.
 
-Every ``/v1/`` request needs an operator's bearer token (``401`` otherwise),
-checked before anything else, so a client without one cannot even learn
-which lists exist. Path parameters are matched by strict patterns (a list id,
+The list and receipt endpoints need an operator's bearer token (``401``
+otherwise), checked before anything else, so a client without one cannot
+even learn which lists exist. Path parameters are matched by strict patterns (a list id,
 serials without leading zeros): a path that does not match is ``404`` before
 any file name is built, so no request can reach outside ``DATA/lists``.
 
@@ -250,9 +250,14 @@ async def _send_gzip(request: web.Request, path: Path) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/gzip"})
         response.content_length = os.fstat(handle.fileno()).st_size
         await response.prepare(request)
-        while chunk := await asyncio.to_thread(handle.read, FILE_CHUNK):
-            await response.write(chunk)
-        await response.write_eof()
+        try:
+            while request.method != "HEAD" and (
+                chunk := await asyncio.to_thread(handle.read, FILE_CHUNK)
+            ):
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            log.info("%s: client went away during the download", request.path)
     return response
 
 

@@ -442,8 +442,9 @@ class Store:
         return out
 
     def manifest(self, list_id: str) -> tuple[bytes, Manifest] | None:
-        """The served envelope and its manifest, checked against our public key
-        (a manifest signed by a replaced key is reported, not served silently)."""
+        """The served envelope and its manifest, checked against our public key:
+        ``SyncError`` for a manifest signed by a key since replaced (``status``
+        and ``serve`` report it; the server itself serves the bytes as they are)."""
         try:
             envelope = self.manifest_path(list_id).read_bytes()
         except FileNotFoundError:

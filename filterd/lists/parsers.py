@@ -515,8 +515,8 @@ def _native_line(line: bytes, options: ParseOptions) -> tuple[EntryKind, bytes]:
             ref = fields[3].decode("utf-8").strip()
         except UnicodeDecodeError:
             raise _Skip("reference is not valid UTF-8") from None
-        if len(ref) > MAX_REFERENCE_LENGTH:
-            raise _Skip("reference longer than 200 characters")
+        if len(ref.encode()) > MAX_REFERENCE_LENGTH:
+            raise _Skip("reference longer than 200 bytes (UTF-8)")
     if raw_name.startswith(b"*"):
         raise _Skip("wildcards are written as kind 'block-below', not '*.'")
     scope, allow = spec

@@ -322,16 +322,22 @@ def parse_receipt(document: dict[str, Any]) -> Receipt:
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise SyncError("manifest", "sha256: expected 64 hex digits")
     names = {k: _field(document, k, str) for k in ("operator", "node", "list", "software")}
-    if any(len(v) > 200 for v in names.values()):
-        raise SyncError("manifest", "text field longer than 200 characters")
+    if any(not v or len(v) > 200 for v in names.values()):
+        raise SyncError("manifest", "text field empty or longer than 200 characters")
+    if not LIST_ID.fullmatch(names["list"]):
+        raise SyncError("manifest", f"list: {names['list'][:64]!r} is not a list id")
+    serial = _field(document, "serial", int)
+    entries = _field(document, "entries", int)
+    if serial < 1 or entries < 0:
+        raise SyncError("manifest", "serial must be positive and entries not negative")
     return Receipt(
         operator=names["operator"],
         node=names["node"],
         list_id=names["list"],
-        serial=_field(document, "serial", int),
+        serial=serial,
         applied_at=parse_time(document.get("applied_at"), "applied_at"),
         sha256=sha,
-        entries=_field(document, "entries", int),
+        entries=entries,
         software=names["software"],
     )
 
@@ -366,7 +372,7 @@ def make_entry(name: str, kind: str, category: str = "-", reference: str = "-") 
         raise ValueError(f"category {category!r}: [a-z0-9][a-z0-9_-]* or '-'")
     ref = " ".join(reference.split()).encode() or b"-"
     if len(ref) > MAX_REFERENCE:
-        raise ValueError("reference longer than 200 characters")
+        raise ValueError("reference longer than 200 bytes (UTF-8)")
     return Entry(canonical, raw_kind, raw_category, ref)
 
 

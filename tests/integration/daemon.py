@@ -28,6 +28,7 @@ import dns.rdatatype
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers.ports import free_port
+from tests.peers.processes import terminate
 
 FILTERD = Path(sys.executable).parent / "filterd"
 START_TIMEOUT = 30.0
@@ -89,14 +90,8 @@ class Daemon:
         process = self.process
         if process is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise DaemonError(f"filterd did not stop in {timeout}s:\n{self.log}") from None
+        if not terminate(process, timeout):
+            raise DaemonError(f"filterd did not stop in {timeout}s:\n{self.log}")
         self.process = None
         return process.returncode
 

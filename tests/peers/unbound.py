@@ -56,6 +56,7 @@ import dns.message
 import dns.query
 
 from tests.peers.ports import format_endpoint, free_port, parse_endpoint
+from tests.peers.processes import terminate
 
 UNBOUND_BINARY = Path("/usr/sbin/unbound")
 UNBOUND_MISSING = (
@@ -406,13 +407,8 @@ class UnboundPeer:
     def stop(self) -> None:
         """SIGTERM our PID, SIGKILL after a grace period, reap it, remove the temp dir."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(_STOP_GRACE)
+        if process is not None:
+            terminate(process, _STOP_GRACE)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

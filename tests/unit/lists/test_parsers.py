@@ -743,7 +743,7 @@ def test_native_rejects_bad_lines_with_reasons() -> None:
         (7, "wildcards are written as kind 'block-below', not '*.'"),
         (8, IP_NAME),
         (9, SINGLE_LABEL),
-        (10, "reference longer than 200 characters"),
+        (10, "reference longer than 200 bytes (UTF-8)"),
         (12, "reference is not valid UTF-8"),
     ]
     assert counts(parsed) == (2, 9, 0)
@@ -837,3 +837,14 @@ def test_bulk_and_per_line_paths_agree(fmt: Format, fast: bytes, slow: bytes) ->
         other = run(slow, fmt, plain_scope=scope)
         assert pairs(one) == pairs(other)
         assert counts(one) == counts(other) == (1, 0, 0)
+
+
+def test_native_reference_limit_counts_utf8_bytes_like_the_canonical_form() -> None:
+    """A Vietnamese reference is judged by its UTF-8 size, as the sync protocol's
+    canonical form is, so the parser never accepts what a snapshot would refuse."""
+    fits = "Quyết định " + "ế" * 61  # 16 + 183 = 199 bytes, 72 characters
+    too_long = fits + "ếế"  # 205 bytes, 74 characters
+    data = f"#filterd-list 1\nfits.example block - {fits}\nlong.example block - {too_long}\n"
+    parsed = run(data.encode(), Format.NATIVE)
+    assert names(parsed) == [b"fits.example"]
+    assert problems(parsed) == [(3, "reference longer than 200 bytes (UTF-8)")]

@@ -1,0 +1,791 @@
+"""``filterd authority`` end to end: the CLI as processes, a real server, real HTTP.
+
+What an operator's filterd and a Department's staff rely on, checked over
+sockets: tokens are required, the manifest verifies with the key printed by
+``keygen``, conditional GETs work, snapshots and deltas download as gzip and
+match the manifest, odd paths never reach a file, receipts are recorded (or
+refused with the documented status), the compliance view reports the right
+serials and lag, its page renders in a real browser (headless Chromium, when
+installed), HTTPS works with the certificate given, a publication pushes a
+signed notification to a node, and a real ``filterd run`` node syncs from it,
+enforces, acknowledges and shows up in the compliance view.
+
+Every server started here is stopped by its PID in a fixture finalizer, the
+CLI and the browser run under a timeout, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import http.client
+import json
+import os
+import queue
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import dns.rcode
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from filterd.sync.model import (
+    Receipt,
+    apply_delta,
+    load_public_key,
+    open_envelope,
+    parse_delta,
+    parse_manifest,
+    parse_notify,
+    parse_time,
+    sha256_hex,
+)
+from tests.integration.conftest import DaemonFactory
+from tests.peers.authoritative import FakeUpstream
+from tests.peers.ports import free_port
+from tests.peers.processes import terminate
+
+FILTERD = Path(sys.executable).parent / "filterd"
+CHROMIUM = Path("/usr/bin/chromium")
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+CLI_TIMEOUT = 60.0
+
+NATIONAL = """#filterd-list 1
+casino.example.net   block        gambling  QĐ-123/2026 ngày 01/02/2026
+games.example        block-exact  games     -
+safe.adult.example   allow        -         QĐ-045/2026
+wild.example         block-below  fraud     QĐ-077/2026
+"""
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def cli(*args: str | Path, status: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run one authority command; check its exit status and that errors stay one line."""
+    result = subprocess.run(
+        [str(FILTERD), "authority", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == status, f"{args}: {result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    if status:
+        assert result.stderr.count("\n") == 1, result.stderr
+    return result
+
+
+@dataclass
+class Data:
+    """A data directory prepared with the CLI, and what its commands printed."""
+
+    path: Path
+    public_key: Ed25519PublicKey
+    tokens: dict[str, str] = field(default_factory=dict)
+    admin_token_file: Path = Path()
+
+    @property
+    def admin_token(self) -> str:
+        return self.admin_token_file.read_text().strip()
+
+    def add_operator(self, operator: str, *notify: str) -> str:
+        options = [item for url in notify for item in ("--notify", url)]
+        result = cli("operator", "add", "--dir", self.path, "--id", operator, *options)
+        self.tokens[operator] = result.stdout.splitlines()[0]
+        return self.tokens[operator]
+
+    def history(self, list_id: str) -> list[dict[str, Any]]:
+        text = (self.path / "lists" / list_id / "history.jsonl").read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+
+def make_data(directory: Path) -> Data:
+    path = directory / "data"
+    keygen = cli("keygen", "--dir", path)
+    data = Data(path, load_public_key(keygen.stdout.splitlines()[0]))
+    data.admin_token_file = directory / "admin.token"
+    data.admin_token_file.write_text("admin-" + "x1" * 16 + "\n")
+    return data
+
+
+# --------------------------------------------------------------- server
+
+
+class Server:
+    """``filterd authority serve`` as a process on 127.0.0.1."""
+
+    def __init__(self, data: Data, *options: str, tls: ssl.SSLContext | None = None) -> None:
+        self.data = data
+        self.port = free_port()
+        self.log_path = data.path.parent / f"serve-{self.port}.log"
+        self.options = options
+        self.tls = tls
+        """The client side of ``--tls-cert``: requests then go over HTTPS."""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        command = [str(FILTERD), "authority", "serve", "--dir", str(self.data.path)]
+        command += ["--listen", f"127.0.0.1:{self.port}", *self.options]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log}")
+            with contextlib.suppress(OSError):
+                if self.request("GET", "/healthz")[0] == 200:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError(f"serve not answering after {START_TIMEOUT}s:\n{self.log}")
+
+    def stop(self) -> int:
+        """SIGTERM the server (by its PID) and return its exit status."""
+        process, self.process = self.process, None
+        if process is None:
+            return 0
+        terminate(process, STOP_TIMEOUT)
+        return process.returncode
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request with the path sent exactly as given (no client normalisation)."""
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        connection = (
+            http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.tls)
+            if self.tls
+            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        )
+        try:
+            connection.request(method, path, body=body, headers=sent)
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
+    def get(self, path: str, operator: str = "vnpt-hanoi") -> tuple[int, bytes]:
+        status, _, body = self.request("GET", path, token=self.data.tokens[operator])
+        return status, body
+
+    def post_receipt(self, operator: str, document: dict[str, Any]) -> int:
+        body = json.dumps(document).encode()
+        headers = {"Content-Type": "application/json"}
+        token = self.data.tokens[operator]
+        return self.request("POST", "/v1/receipts", token=token, body=body, headers=headers)[0]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two publications of ``national``, an unpublished ``province-hn``, three
+    operators (``fpt`` never sends a receipt), served with an admin token and
+    the loopback-open compliance page. Tests here must not publish."""
+    directory = tmp_path_factory.mktemp("authority")
+    data = make_data(directory)
+    for operator in ("vnpt-hanoi", "viettel", "fpt"):
+        data.add_operator(operator)
+    cli("init", "--dir", data.path, "--list", "national")
+    cli("init", "--dir", data.path, "--list", "province-hn")
+    source = directory / "national.txt"
+    source.write_text(NATIONAL)
+    cli("import", "--dir", data.path, "--list", "national", source)
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    cli("add", "--dir", data.path, "--list", "national", "new-casino.example", "block", "gambling")
+    cli("remove", "--dir", data.path, "--list", "national", "games.example")
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    options = ("--admin-token-file", str(data.admin_token_file), "--compliance-loopback-open")
+    server = Server(data, *options)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def start_server() -> Iterator[ServerFactory]:
+    """Start servers for one test; each is stopped by its PID when the test ends."""
+    started: list[Server] = []
+
+    def start(data: Data, *options: str, tls: ssl.SSLContext | None = None) -> Server:
+        server = Server(data, *options, tls=tls)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def receipt(data: Data, operator: str, node: str, serial: int, lag: int) -> dict[str, Any]:
+    """A receipt for ``serial`` of ``national``, applied ``lag`` seconds after publication."""
+    published = data.history("national")[serial - 1]
+    applied = parse_time(published["published_at"], "published_at") + timedelta(seconds=lag)
+    document = Receipt(
+        operator, node, "national", serial, applied, published["sha256"], 4, "filterd 0.1.0"
+    )
+    return document.to_json()
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_every_v1_request_needs_an_operator_token(served: Server) -> None:
+    paths = [
+        "/v1/lists/national/manifest",
+        "/v1/lists/national/snapshots/2.gz",
+        "/v1/lists/national/deltas/1-2.gz",
+        "/v1/lists/no-such-list/manifest",
+    ]
+    for path in paths:
+        for token in (None, "wrong-token", served.data.tokens["fpt"] + "x"):
+            status, headers, _ = served.request("GET", path, token=token)
+            assert status == 401, (path, token)
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = served.request("GET", paths[0], headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert status == 401
+    status, _, _ = served.request("POST", "/v1/receipts", token="wrong", body=b"{}")
+    assert status == 401
+    for operator in ("vnpt-hanoi", "viettel", "fpt"):
+        assert served.get(paths[0], operator)[0] == 200
+    # The admin token is not an operator's, and an operator's is not the admin's.
+    admin = served.data.admin_token
+    assert served.request("GET", paths[0], token=admin)[0] == 401
+    assert served.request("GET", "/v1/compliance", token=served.data.tokens["fpt"])[0] == 401
+    assert served.request("GET", "/v1/compliance")[0] == 401
+
+
+def test_manifest_verifies_and_files_match_it(served: Server) -> None:
+    status, envelope = served.get("/v1/lists/national/manifest")
+    assert status == 200
+    assert envelope == (served.data.path / "lists/national/manifest.json").read_bytes()
+    manifest = parse_manifest(open_envelope(envelope, served.data.public_key), "national")
+    assert (manifest.serial, manifest.entries) == (2, 4)
+    assert [(d.base, d.path) for d in manifest.deltas] == [(1, "lists/national/deltas/1-2.gz")]
+    assert manifest.expires_at - manifest.published_at == timedelta(days=7)
+
+    def download(path: str) -> bytes:
+        status, headers, body = served.request(
+            "GET", "/v1/" + path, token=served.data.tokens["fpt"]
+        )
+        assert status == 200, path
+        assert headers["Content-Type"] == "application/gzip"
+        assert "Content-Encoding" not in headers  # no HTTP layer may inflate it
+        assert int(headers["Content-Length"]) == len(body)
+        return gzip.decompress(body)
+
+    snapshot = download(manifest.snapshot.path)
+    assert (sha256_hex(snapshot), len(snapshot)) == (
+        manifest.snapshot.sha256,
+        manifest.snapshot.size,
+    )
+    assert b"new-casino.example block gambling -\n" in snapshot
+    assert b"games.example" not in snapshot
+    previous = download("lists/national/snapshots/1.gz")  # kept for operators still on 1
+    ref = manifest.deltas[0]
+    text = download(ref.path)
+    assert (sha256_hex(text), len(text)) == (ref.sha256, ref.size)
+    assert apply_delta(previous, parse_delta(text, 1, 2)) == snapshot
+
+    head = served.request("HEAD", "/v1/" + ref.path, token=served.data.tokens["fpt"])
+    assert head[0] == 200 and head[2] == b"" and int(head[1]["Content-Length"]) > 0
+    assert served.get("/v1/lists/national/snapshots/3.gz")[0] == 404
+    assert served.get("/v1/lists/national/deltas/2-1.gz")[0] == 404
+    assert served.get("/v1/lists/no-such-list/manifest")[0] == 404
+    assert served.get("/v1/lists/province-hn/manifest")[0] == 404  # never published
+
+
+def test_conditional_manifest_requests(served: Server) -> None:
+    token = served.data.tokens["viettel"]
+    path = "/v1/lists/national/manifest"
+    status, headers, body = served.request("GET", path, token=token)
+    etag = headers["ETag"]
+    assert status == 200 and etag.startswith('"') and etag.endswith('"')
+    for condition in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        status, headers, body = served.request(
+            "GET", path, token=token, headers={"If-None-Match": condition}
+        )
+        assert (status, body, headers["ETag"]) == (304, b"", etag), condition
+    status, _, body = served.request("GET", path, token=token, headers={"If-None-Match": '"old"'})
+    assert status == 200 and body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/lists/national/snapshots/../../../authority.key",
+        "/v1/lists/national/snapshots/..%2f..%2f..%2fauthority.key",
+        "/v1/lists/national/snapshots/%2e%2e%2f%2e%2e%2fmanifest.json",
+        "/v1/lists/national/snapshots/%2Fetc%2Fpasswd",
+        "/v1/lists/..%2F..%2Fauthority.key/manifest",
+        "/v1/lists/../../authority.key",
+        "/v1/lists/national/snapshots/..\\..\\..\\authority.key",
+        "/v1/lists/national/snapshots/02.gz",
+        "/v1/lists/national/snapshots/2.gz%00",
+        "/v1/lists/national/deltas/1-2.gz/../../../../operators.json",
+        "/v1/lists/NATIONAL/manifest",
+        "/v1/lists/national/staging.list",
+        "/v1/lists/national/history.jsonl",
+        "//etc/passwd",
+        "/authority.key",
+    ],
+)
+def test_paths_outside_the_protocol_reach_no_file(served: Server, path: str) -> None:
+    status, _, body = served.request("GET", path, token=served.data.tokens["vnpt-hanoi"])
+    assert status in (400, 404), (path, status)
+    assert b"PRIVATE KEY" not in body and b"token_sha256" not in body
+
+
+def test_receipts(served: Server) -> None:
+    data = served.data
+    good = receipt(data, "vnpt-hanoi", "resolver-receipts", 2, 3)
+    assert served.post_receipt("vnpt-hanoi", good) == 204
+    lines = (data.path / "receipts.jsonl").read_text().splitlines()
+    recorded = json.loads(lines[-1])
+    assert recorded["node"] == "resolver-receipts"
+    assert recorded["authenticated_operator"] == "vnpt-hanoi" and "received_at" in recorded
+
+    # Another operator's receipt, sent with vnpt-hanoi's token.
+    assert served.post_receipt("vnpt-hanoi", dict(good, operator="fpt")) == 403
+    # Malformed documents.
+    token = data.tokens["vnpt-hanoi"]
+    malformed: list[object] = [
+        dict(good, serial="2"),
+        dict(good, sha256="x"),
+        dict(good, type="other"),
+        {k: v for k, v in good.items() if k != "node"},
+        [],
+    ]
+    for bad in malformed:
+        body = json.dumps(bad).encode()
+        assert served.request("POST", "/v1/receipts", token=token, body=body)[0] == 422
+    assert served.request("POST", "/v1/receipts", token=token, body=b"{not json")[0] == 422
+    assert served.post_receipt("vnpt-hanoi", dict(good, list="no-such-list")) == 404
+    # Oversized, announced and chunked.
+    padded = dict(good, software="x" * 100, padding="y" * 17000)
+    assert served.post_receipt("vnpt-hanoi", padded) == 413
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/v1/receipts",
+            body=iter([b" " * 4096] * 5),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
+    assert len((data.path / "receipts.jsonl").read_text().splitlines()) == len(lines)
+
+
+def test_compliance_json(served: Server) -> None:
+    data = served.data
+    assert (
+        served.post_receipt("vnpt-hanoi", receipt(data, "vnpt-hanoi", "resolver-01", 1, 5)) == 204
+    )
+    assert (
+        served.post_receipt("vnpt-hanoi", receipt(data, "vnpt-hanoi", "resolver-01", 2, 7)) == 204
+    )
+    stale = receipt(data, "viettel", "hcm-02", 1, 90)
+    assert served.post_receipt("viettel", stale) == 204
+    wrong = dict(receipt(data, "viettel", "hcm-03", 2, 1), sha256="0" * 64)
+    assert served.post_receipt("viettel", wrong) == 204
+
+    status, headers, body = served.request("GET", "/v1/compliance", token=data.admin_token)
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    report = json.loads(body)
+    history = data.history("national")
+    assert report["lists"]["national"]["serial"] == 2
+    assert report["lists"]["national"]["sha256"] == history[1]["sha256"]
+    assert report["lists"]["province-hn"] is None
+    rows = {(r["operator"], r["node"]): r for r in report["nodes"] if r["list"] == "national"}
+    current = rows[("vnpt-hanoi", "resolver-01")]
+    assert current["enforced_serial"] == 2 and current["published_serial"] == 2
+    assert (current["serials_behind"], current["lag_seconds"]) == (0, 7)
+    assert current["sha256_matches"] is True and current["compliant"] is True
+    assert current["published_at"] == history[1]["published_at"]
+    behind = rows[("viettel", "hcm-02")]
+    assert (behind["enforced_serial"], behind["serials_behind"], behind["lag_seconds"]) == (
+        1,
+        1,
+        90,
+    )
+    assert behind["sha256_matches"] is True and behind["compliant"] is False
+    assert rows[("viettel", "hcm-03")]["sha256_matches"] is False
+    assert report["silent_operators"] == ["fpt"]
+
+
+def test_compliance_page_needs_the_admin_token_unless_direct_loopback(
+    served: Server, start_server: ServerFactory
+) -> None:
+    admin = served.data.admin_token
+    status, headers, page = served.request("GET", "/compliance")  # loopback-open
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "script-src" not in headers["Content-Security-Policy"]
+    assert b"<h1>Compliance</h1>" in page
+    for proxied in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}):
+        assert served.request("GET", "/compliance", headers=proxied)[0] == 401
+        assert served.request("GET", "/compliance", token=admin, headers=proxied)[0] == 200
+    rebound = {"Host": f"attacker.example:{served.port}"}
+    assert served.request("GET", "/compliance", headers=rebound)[0] == 401
+    # The flag opens the page only, never the JSON.
+    assert served.request("GET", "/v1/compliance")[0] == 401
+
+    data = served.data
+    closed = start_server(data, "--admin-token-file", str(data.admin_token_file))
+    assert closed.request("GET", "/compliance")[0] == 401
+    assert closed.request("GET", "/compliance", token=admin)[0] == 200
+    no_admin = start_server(data)
+    assert no_admin.request("GET", "/v1/compliance", token=admin)[0] == 403
+
+
+def test_compliance_page_renders_in_chromium(served: Server, tmp_path: Path) -> None:
+    node = "<script>document.title='owned'</script>"
+    assert served.post_receipt("viettel", receipt(served.data, "viettel", node, 2, 12)) == 204
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed: the compliance page was not rendered in a browser")
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--dump-dom",
+        f"{served.url}/compliance",
+    ]
+    browser = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        dom, errors = browser.communicate(timeout=90)
+    finally:
+        if browser.poll() is None:
+            os.killpg(browser.pid, signal.SIGKILL)  # its own session: chromium and its helpers
+            browser.wait(STOP_TIMEOUT)
+    text = dom.decode()
+    assert '<table id="nodes">' in text, errors.decode(errors="replace")[-2000:]
+    assert "<title>filterd authority: compliance</title>" in text  # the title was not changed
+    assert "&lt;script&gt;document.title='owned'&lt;/script&gt;" in text
+    assert "<td>viettel</td>" in text and '<ul id="silent"><li>fpt</li></ul>' in text
+
+
+def test_status_command(served: Server) -> None:
+    out = cli("status", "--dir", served.data.path).stdout
+    assert "operators: 3, notify URLs: 0" in out
+    assert "list national: staging 4 entries (same as serial 2)" in out
+    assert "list province-hn: staging 0 entries (never published)" in out
+    assert "deltas from 1" in out
+
+
+def test_publication_changes_the_etag_and_the_server_stops_cleanly(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    data = make_data(tmp_path)
+    token = data.add_operator("vnpt-hanoi")
+    cli("init", "--dir", data.path, "--list", "national")
+    cli("add", "--dir", data.path, "--list", "national", "casino.example", "block")
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    server = start_server(data)
+    path = "/v1/lists/national/manifest"
+    etag = server.request("GET", path, token=token)[1]["ETag"]
+    again = cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    assert "unchanged since serial 1" in again.stdout
+    status, headers, body = server.request(
+        "GET", path, token=token, headers={"If-None-Match": etag}
+    )
+    assert status == 200 and headers["ETag"] != etag
+    assert parse_manifest(open_envelope(body, data.public_key), "national").serial == 2
+    assert server.stop() == 0
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "filterd test authority")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_serves_over_https(tmp_path: Path, start_server: ServerFactory) -> None:
+    data = make_data(tmp_path)
+    token = data.add_operator("vnpt-hanoi")
+    cli("init", "--dir", data.path, "--list", "national")
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    cert, key = self_signed(tmp_path)
+    client = ssl.create_default_context(cafile=str(cert))
+    options = ("--tls-cert", str(cert), "--tls-key", str(key))
+    server = start_server(data, *options, tls=client)
+    status, _, body = server.request("GET", "/v1/lists/national/manifest", token=token)
+    assert status == 200
+    assert parse_manifest(open_envelope(body, data.public_key), "national").serial == 1
+    assert "serving https://127.0.0.1:" in server.log
+    untrusting = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10)
+    with contextlib.closing(untrusting), pytest.raises(ssl.SSLCertVerificationError):
+        untrusting.request("GET", "/healthz")
+
+
+class Receiver:
+    """A node's ``POST /v1/notify`` on 127.0.0.1 (port 0), in a thread of its own:
+    the CLI that pushes is another process, so this one must keep answering."""
+
+    def __init__(self) -> None:
+        self.bodies: queue.Queue[bytes] = queue.Queue()
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            raise AssertionError("notify receiver did not start")
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STOP_TIMEOUT)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._loop.run_forever()
+        if self._runner is not None:
+            self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    async def _start(self) -> None:
+        async def notify(request: web.Request) -> web.Response:
+            self.bodies.put(await request.read())
+            return web.Response(status=202, text="pulling\n")
+
+        app = web.Application()
+        app.router.add_post("/v1/notify", notify)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._ready.set()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (a node that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_publish_pushes_a_signed_notification(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    down = f"http://127.0.0.1:{closed_port()}/"
+    with Receiver() as node:
+        data.add_operator("vnpt-hanoi", node.url)
+        data.add_operator("fpt", down)
+        cli("init", "--dir", data.path, "--list", "national")
+        cli("add", "--dir", data.path, "--list", "national", "casino.example", "block")
+        out = cli("publish", "--dir", data.path, "--list", "national").stdout
+        assert f"accepted: vnpt-hanoi {node.url}/v1/notify (HTTP 202)" in out
+        assert f"FAILED: fpt {down}v1/notify" in out
+        assert "1 of 2 nodes accepted" in out
+        notify = parse_notify(open_envelope(node.bodies.get(timeout=10), data.public_key))
+        assert (notify.list_id, notify.serial) == ("national", 1)
+
+        cli("add", "--dir", data.path, "--list", "national", "more.example", "block")
+        cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+        assert node.bodies.empty()
+        again = cli("notify", "--dir", data.path, "--list", "national", status=1)
+        assert "FAILED: fpt" in again.stdout
+        notify = parse_notify(open_envelope(node.bodies.get(timeout=10), data.public_key))
+        assert notify.serial == 2
+
+
+def test_cli_errors_are_one_line_with_the_documented_status(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    cli("keygen", "--dir", data.path, status=2)
+    cli("status", "--dir", tmp_path / "missing", status=2)
+    cli("publish", "--dir", data.path, "--list", "national", status=2)
+    cli("init", "--dir", data.path, "--list", "Bad_Id", status=2)
+    cli("init", "--dir", data.path, "--list", "national")
+    cli("add", "--dir", data.path, "--list", "national", "casino.example", "forbid", status=2)
+    cli("add", "--dir", data.path, "--list", "national", "not a name", "block", status=2)
+    cli("remove", "--dir", data.path, "--list", "national", "casino.example", status=2)
+    cli("import", "--dir", data.path, "--list", "national", tmp_path / "absent.txt", status=2)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    cli("import", "--dir", data.path, "--list", "national", empty, status=2)
+    cli("operator", "add", "--dir", data.path, "--id", "x", "--notify", "ftp://x", status=2)
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+
+    manifest = data.path / "lists/national/manifest.json"
+    verified = cli("verify", "--public-key", data.path / "authority.pub", manifest)
+    assert "verified: filterd-manifest" in verified.stdout
+    text = (data.path / "authority.pub").read_text().strip()
+    assert '"serial": 1' in cli("verify", "--public-key", text, manifest).stdout
+    other = make_data(tmp_path / "other")
+    wrong_key = cli("verify", "--public-key", other.path / "authority.pub", manifest, status=1)
+    assert "does not verify (key)" in wrong_key.stderr
+    envelope = json.loads(manifest.read_bytes())
+    envelope["payload"] = envelope["payload"][:-8] + "AAAAAAA="
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(envelope))
+    cli("verify", "--public-key", text, tampered, status=1)
+    cli("verify", "--public-key", "not-a-key", manifest, status=2)
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        refused = cli("serve", "--dir", data.path, "--listen", f"127.0.0.1:{port}", status=1)
+        assert "cannot listen" in refused.stderr
+    cli("serve", "--dir", data.path, "--listen", "127.0.0.1:0", "--tls-cert", manifest, status=2)
+    short = tmp_path / "short.token"
+    short.write_text("abc\n")
+    cli(
+        "serve",
+        "--dir",
+        data.path,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        short,
+        status=2,
+    )
+
+
+def test_a_real_filterd_node_pulls_enforces_acknowledges_and_is_notified(
+    tmp_path: Path,
+    start_server: ServerFactory,
+    make_daemon: DaemonFactory,
+    upstream: FakeUpstream,
+) -> None:
+    """Both ends for real: ``filterd run`` syncing from ``filterd authority serve``."""
+    data = make_data(tmp_path)
+    cli("init", "--dir", data.path, "--list", "national")
+    cli("add", "--dir", data.path, "--list", "national", "casino.example", "block", "gambling")
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    server = start_server(data, "--admin-token-file", str(data.admin_token_file))
+    key = (data.path / "authority.pub").read_text().strip()
+    daemon = make_daemon(
+        f"""
+server: {{listen: ["{{dns}}"]}}
+access: {{allow: ["127.0.0.1/32"]}}
+upstream: {{servers: ["{upstream.endpoint}"], timeout: 0.5, deadline: 1.5}}
+lists:
+  - {{name: national, sync: national, mandatory: true}}
+sync:
+  url: "{server.url}/v1/"
+  token_file: token
+  public_key: "{key}"
+  operator: vnpt-hanoi
+  node: resolver-01
+  interval: 3600
+  timeout: 5
+admin: {{listen: "{{admin}}"}}
+state_dir: state
+""",
+        lists=False,
+    )
+    token = data.add_operator("vnpt-hanoi", f"http://{daemon.admin}")
+    (daemon.directory / "token").write_text(token + "\n")
+    daemon.start()
+    assert daemon.query("www.casino.example").rcode() == dns.rcode.NXDOMAIN
+    assert daemon.query("games.example").rcode() == dns.rcode.NOERROR
+
+    cli("add", "--dir", data.path, "--list", "national", "games.example", "block-exact", "games")
+    published = cli("publish", "--dir", data.path, "--list", "national").stdout
+    assert f"accepted: vnpt-hanoi http://{daemon.admin}/v1/notify" in published
+    # The node's interval is an hour: only the notification makes it pull now.
+    wait_until(lambda: daemon.query("games.example").rcode() == dns.rcode.NXDOMAIN)
+
+    def row() -> dict[str, Any]:
+        status, _, body = server.request("GET", "/v1/compliance", token=data.admin_token)
+        assert status == 200
+        nodes = [n for n in json.loads(body)["nodes"] if n["node"] == "resolver-01"]
+        return nodes[0] if nodes else {}
+
+    wait_until(lambda: row().get("enforced_serial") == 2)
+    current = row()
+    assert current["operator"] == "vnpt-hanoi" and current["serials_behind"] == 0
+    assert current["sha256_matches"] is True and current["lag_seconds"] >= 0
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met in {timeout}s")
