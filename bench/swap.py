@@ -25,9 +25,8 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -36,14 +35,12 @@ import dns.exception
 import dns.message
 import dns.query
 
-from bench import data as bdata
+from bench import runs
 from bench.measure import Load, _latencies, parse_summary, percentiles, run_dnsperf
 from bench.targets import (
-    REPO,
     Filterd,
     Nsd,
     Proc,
-    die_with_parent,
     free_port,
     process_tree,
     spawn,
@@ -83,7 +80,7 @@ class SwapResult:
         return self.peak_serving_rss_mib / self.steady_rss_mib
 
 
-def _list_version(port: int, name: str) -> str:
+def list_version(port: int, name: str) -> str:
     """The list version in the EDE text of the blocked answer for ``name``.
 
     The swap is detected through DNS rather than by scraping /metrics: a
@@ -130,12 +127,7 @@ def _rewrite_list(path: Path) -> None:
 
 
 def run(size: int, duration: float, swap_at: float, fraction: float, work: Path) -> SwapResult:
-    shared = REPO.parent / "shared" / "data"
-    ds = bdata.prepare(
-        shared,
-        REPO / "bench" / "results" / "work" / "data",
-        bdata.DataParams(sizes=(100_000, 1_000_000)),
-    )
+    ds = runs.dataset()
     size_data = ds.sizes[size]
     work.mkdir(parents=True, exist_ok=True)
     list_copy = work / "list.domains"
@@ -158,7 +150,7 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
         closed = Load(clients=4, outstanding=200)
 
         def dnsperf(
-            datafile: Path, load: Load, seconds: float, name: str, runs: int | None = None
+            datafile: Path, load: Load, seconds: float, name: str, passes: int | None = None
         ) -> float:
             return run_dnsperf(
                 port,
@@ -170,10 +162,10 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
                 server_pid=server.pid,
                 upstream_pid=nsd_proc.pid,
                 output=work / name,
-                max_runs=runs,
+                max_runs=passes,
             ).qps
 
-        dnsperf(size_data.warm_path, Load(8, 1000), 120, "warm.out", runs=1)
+        dnsperf(size_data.warm_path, Load(8, 1000), 120, "warm.out", passes=1)
         capacity = dnsperf(size_data.hit_path, closed, 10, "capacity.out")
         rate = int(capacity * fraction)
         print(f"capacity {capacity:,.0f} qps; swap under {rate:,} qps", flush=True)
@@ -237,29 +229,18 @@ def _swap_under_load(
     samples: list[tuple[float, float, float]] = []
     started = time.monotonic()
     hup_at = done_at = 0.0
-    old_version = _list_version(port, probe)
-    with output.open("wb") as out:
-        dnsperf = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - the harness runs no threads
-        )
-        try:
-            while dnsperf.poll() is None and time.monotonic() - started < duration + 30:
-                now = time.monotonic() - started
-                samples.append((now, *_rss_mib(server.pid)))
-                if not hup_at and now >= swap_at:
-                    _rewrite_list(list_path)
-                    os.kill(server.pid, signal.SIGHUP)
-                    hup_at = now
-                elif hup_at and not done_at and _list_version(port, probe) != old_version:
-                    done_at = now
-                time.sleep(SAMPLE_EVERY)
-        finally:
-            if dnsperf.poll() is None:
-                dnsperf.kill()
-            dnsperf.wait()
+    old_version = list_version(port, probe)
+    with runs.background_load(cmd, output) as dnsperf:
+        while dnsperf.poll() is None and time.monotonic() - started < duration + 30:
+            now = time.monotonic() - started
+            samples.append((now, *_rss_mib(server.pid)))
+            if not hup_at and now >= swap_at:
+                _rewrite_list(list_path)
+                os.kill(server.pid, signal.SIGHUP)
+                hup_at = now
+            elif hup_at and not done_at and list_version(port, probe) != old_version:
+                done_at = now
+            time.sleep(SAMPLE_EVERY)
     (work / "memory.json").write_text(json.dumps(samples))
     (work / "swap_window.json").write_text(json.dumps([hup_at, done_at]))
     text = output.read_text(errors="replace")
@@ -294,8 +275,8 @@ def main() -> None:
     parser.add_argument("--swap-at", type=float, default=8.0)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of capacity to load")
     args = parser.parse_args()
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    work = REPO / "bench" / "results" / "work" / f"swap-{stamp}"
+    stamp = runs.timestamp()
+    work = runs.RESULTS / "work" / f"swap-{stamp}"
     size = 1_000_000 if args.size == "1m" else 100_000
     result = run(size, args.duration, args.swap_at, args.fraction, work)
     lines = [
@@ -319,10 +300,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    out = REPO / "bench" / "results"
-    (out / f"swap-{stamp}.md").write_text(table + "\n")
-    (out / f"swap-{stamp}.json").write_text(json.dumps(asdict(result), indent=2))
-    print(f"results: {out / f'swap-{stamp}.md'}")
+    runs.save("swap", stamp, table, result)
 
 
 if __name__ == "__main__":

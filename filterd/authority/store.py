@@ -44,7 +44,7 @@ import json
 import os
 import re
 import secrets
-import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +54,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from filterd.errors import FilterdError
+from filterd.files import fsync_directory, write_atomically
 from filterd.lists.parsers import NATIVE_HEADER
 from filterd.sync.model import (
     Delta,
@@ -65,10 +66,12 @@ from filterd.sync.model import (
     apply_delta,
     check_snapshot,
     diff,
+    diff_at,
     format_time,
     load_private_key,
     load_public_key,
     open_envelope,
+    parse_delta,
     parse_manifest,
     parse_receipt,
     parse_time,
@@ -99,22 +102,6 @@ class AuthorityError(FilterdError):
 # ------------------------------------------------------------------ files
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def append_line(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync. A line torn by an earlier crash is
     closed first, so it costs one unreadable line, never the new record."""
@@ -130,15 +117,7 @@ def append_line(path: Path, record: dict[str, Any]) -> None:
     finally:
         os.close(fd)
     if created:
-        _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(path.parent)
 
 
 def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -265,9 +244,9 @@ class Store:
                     "(use --force to replace it anyway)"
                 )
             private = Ed25519PrivateKey.generate()
-            write_atomically(self.key_path, private_key_pem(private), mode=0o600)
+            write_atomically(self.key_path, private_key_pem(private))
             public = private.public_key()
-            write_atomically(self.public_path, public_key_text(public).encode() + b"\n")
+            write_atomically(self.public_path, public_key_text(public).encode() + b"\n", mode=0o644)
             return public
 
     def private_key(self) -> Ed25519PrivateKey:
@@ -476,10 +455,12 @@ class Store:
             write_atomically(self.snapshot_path(list_id, serial), _gzip(snapshot))
             recent = {p.serial for p in history[max(0, len(history) - keep) :]}
             deltas = []
+            latest: Delta | None = None
             for base in sorted(recent, reverse=True):
-                ref = self._write_delta(list_id, base, serial, snapshot)
-                if ref is not None:
-                    deltas.append(ref)
+                written = self._write_delta(list_id, base, serial, snapshot, latest)
+                if written is not None:
+                    deltas.append(written[0])
+                    latest = latest or written[1]
             entries = snapshot_entries(snapshot)
             manifest = Manifest(
                 list_id=list_id,
@@ -515,29 +496,47 @@ class Store:
                 return served[1].serial
         return 0
 
-    def _write_delta(self, list_id: str, base: int, target: int, snapshot: bytes) -> FileRef | None:
+    def _write_delta(
+        self, list_id: str, base: int, target: int, snapshot: bytes, latest: Delta | None
+    ) -> tuple[FileRef, Delta] | None:
         """Write the delta from ``base`` (if its snapshot is still kept) to ``snapshot``.
 
-        Only the lines that differ are turned into entries before ``diff``:
-        on a million-entry list the set difference of lines is what costs,
-        not a million ``Entry`` objects per kept serial. The result is
-        checked by applying it, so a published delta always applies."""
+        The first (newest) base is compared line by line: only the lines that
+        differ become entries, since on a million-entry list the set
+        difference is what costs. An older base whose delta to that newest
+        base (``latest.base``) is still stored is rebased instead: only the
+        names the two deltas touch can differ, and they are looked up, so
+        each further kept serial costs a decompression, not a comparison of
+        the whole list. Every result is checked by applying it, so a
+        published delta always applies."""
         try:
             old = gzip.decompress(self.snapshot_path(list_id, base).read_bytes())
         except FileNotFoundError:
             return None
-        old_lines = set(old.split(b"\n")[1:-1])
-        new_lines = set(snapshot.split(b"\n")[1:-1])
-        delta = diff(
-            _by_name(old_lines - new_lines), _by_name(new_lines - old_lines), (base, target)
-        )
+        earlier = self._stored_delta(list_id, base, latest.base) if latest else None
+        if latest is not None and earlier is not None:
+            touched = (*earlier.removes, *(e.name for e in earlier.adds))
+            touched += (*latest.removes, *(e.name for e in latest.adds))
+            delta = diff_at(old, snapshot, touched, (base, target))
+        else:
+            old_lines = set(old.split(b"\n")[1:-1])
+            new_lines = set(snapshot.split(b"\n")[1:-1])
+            delta = diff(
+                _by_name(old_lines - new_lines), _by_name(new_lines - old_lines), (base, target)
+            )
         if apply_delta(old, delta) != snapshot:
             raise FilterdError(f"delta {base}-{target} of {list_id!r} does not reproduce the list")
         text = delta.serialize()
         write_atomically(self.delta_path(list_id, base, target), _gzip(text))
-        return FileRef(
-            f"lists/{list_id}/deltas/{base}-{target}.gz", sha256_hex(text), len(text), base
-        )
+        path = f"lists/{list_id}/deltas/{base}-{target}.gz"
+        return FileRef(path, sha256_hex(text), len(text), base), delta
+
+    def _stored_delta(self, list_id: str, base: int, target: int) -> Delta | None:
+        try:
+            text = gzip.decompress(self.delta_path(list_id, base, target).read_bytes())
+            return parse_delta(text, base, target)
+        except (OSError, EOFError, zlib.error, SyncError):
+            return None  # not kept, or damaged: compared line by line instead
 
     def _prune(self, list_id: str, kept: set[int]) -> int:
         """Remove snapshots outside ``kept``, deltas not between two kept serials,

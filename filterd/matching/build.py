@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import array
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
+from filterd.files import write_atomically_with
 from filterd.matching.index import MAGIC, SECTIONS
 from filterd.matching.rules import Rule
 
@@ -172,20 +171,16 @@ def _write_atomically(
             break
     else:
         raise RuntimeError("index header length did not settle")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(MAGIC + len(header_bytes).to_bytes(4, "little") + header_bytes)
-            parts: list[memoryview | bytes] = [*sections, blob]
-            for name, part in zip((*SECTIONS, "blob"), parts, strict=True):
-                out.write(b"\0" * (layout[name][0] - out.tell()))
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    prefix = MAGIC + len(header_bytes).to_bytes(4, "little") + header_bytes
+
+    def write(out: BinaryIO) -> None:
+        out.write(prefix)
+        parts: list[memoryview | bytes] = [*sections, blob]
+        for name, part in zip((*SECTIONS, "blob"), parts, strict=True):
+            out.write(b"\0" * (layout[name][0] - out.tell()))
+            out.write(part)
+
+    write_atomically_with(path, write)
 
 
 def _align(offset: int) -> int:

@@ -468,6 +468,27 @@ def diff(base: dict[bytes, Entry], target: dict[bytes, Entry], serials: tuple[in
     return Delta(serials[0], serials[1], removes, adds)
 
 
+def diff_at(base: bytes, target: bytes, names: Iterable[bytes], serials: tuple[int, int]) -> Delta:
+    """The delta from snapshot ``base`` to snapshot ``target`` when only
+    ``names`` can differ (e.g. the names two consecutive deltas touch): each
+    is looked up by binary search, so the cost does not grow with the list."""
+    removes: list[bytes] = []
+    adds: list[Entry] = []
+    for name in sorted(set(names)):
+        before, after = entry_in(base, name), entry_in(target, name)
+        if after is None and before is not None:
+            removes.append(name)
+        elif after is not None and after != before:
+            adds.append(after)
+    return Delta(serials[0], serials[1], tuple(removes), tuple(adds))
+
+
+def entry_in(snapshot: bytes, name: bytes) -> Entry | None:
+    """The entry for ``name`` in a canonical snapshot, or None."""
+    start, end, found = _locate(snapshot, snapshot.index(b"\n") + 1, name)
+    return parse_entry(snapshot[start : end - 1]) if found else None
+
+
 def parse_delta(text: bytes, base: int, target: int) -> Delta:
     header, _, body = text.partition(b"\n")
     expected = DELTA_HEADER + f" from={base} to={target}".encode()

@@ -12,12 +12,12 @@ old or the new version, never a mix: the snapshot is written first and
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from filterd.files import write_atomically
 
 LIST_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 """An authority list id (docs/sync-protocol.md, "Lists")."""
@@ -40,25 +40,6 @@ class SyncedState:
     sha256: str
     entries: int
     receipt_sent: bool = False
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def load_state(state_dir: Path, list_id: str) -> SyncedState | None:
@@ -86,6 +67,7 @@ def save(
 ) -> None:
     """Persist a new serial (snapshot and manifest first, state last)."""
     directory = list_dir(state_dir, list_id)
+    directory.mkdir(parents=True, exist_ok=True)
     if snapshot is not None:
         write_atomically(directory / "snapshot.list", snapshot)
     if envelope is not None:

@@ -20,12 +20,15 @@ import pytest
 
 from filterd.authority.store import AuthorityError, Store, hash_token
 from filterd.sync.model import (
+    Entry,
     Receipt,
     apply_delta,
     check_snapshot,
+    diff,
     make_entry,
     open_envelope,
     parse_delta,
+    parse_entry,
     parse_manifest,
     serialize_snapshot,
     sha256_hex,
@@ -65,6 +68,13 @@ def check_published(store: Store, list_id: str, snapshots: dict[int, bytes]) -> 
         assert (sha256_hex(text), len(text)) == (ref.sha256, ref.size)
         delta = parse_delta(text, ref.base, manifest.serial)
         assert apply_delta(snapshots[ref.base], delta) == snapshot
+        # Minimal, whether computed line by line or rebased on the newest delta.
+        serials = (ref.base, manifest.serial)
+        assert delta == diff(entries(snapshots[ref.base]), entries(snapshot), serials)
+
+
+def entries(snapshot: bytes) -> dict[bytes, Entry]:
+    return {e.name: e for e in map(parse_entry, snapshot.split(b"\n")[1:-1])}
 
 
 def test_key_files_and_refusal_to_overwrite(tmp_path: Path) -> None:
