@@ -404,6 +404,8 @@ class Supervisor:
         self.config = config
         self._index_path = report.index_path
         self.state.generation = generation
+        if self._sync is not None:
+            self.state.sync_limits = (config.sync.stale_after, config.sync.lag_sla)
         self.state.index_names = report.distinct_names
         self.state.compile_seconds = report.seconds
         self.state.sources = [asdict(source) for source in report.sources]

@@ -160,6 +160,8 @@ class SyncConfig:
     max_delta_bytes: int = 16 * 1024 * 1024
     max_entries: int = 5_000_000
     on_missing: str = "not-ready"
+    stale_after: float = 3600.0
+    lag_sla: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +644,8 @@ def _sync(r: _Reader, base: Path) -> SyncConfig:
         max_delta_bytes=r.get("max_delta_bytes", d.max_delta_bytes, _int_in(1024, 1 << 32)),
         max_entries=r.get("max_entries", d.max_entries, _int_in(1, 100_000_000)),
         on_missing=r.get("on_missing", d.on_missing, _choice("not-ready", "local-only")),
+        stale_after=r.get("stale_after", d.stale_after, _seconds(0, 30 * 86400)),
+        lag_sla=r.get("lag_sla", d.lag_sla, _seconds(0, 30 * 86400)),
     )
     if cfg.url is not None:
         for key, value in (

@@ -42,6 +42,7 @@ class SupervisorState:
     compile_seconds: float = 0.0
     sources: list[dict[str, Any]] = field(default_factory=list)
     notifies_refused: int = 0
+    sync_limits: tuple[float, float] | None = None  # sync.stale_after, sync.lag_sla
 
 
 def merge_stats(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -284,6 +285,8 @@ class SyncCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = {
             "serial": ("filterd_sync_serial", "Serial of the authority list enforced."),
+            "authority_serial": ("filterd_sync_authority_serial",
+                                 "Newest serial seen in a verified manifest of the authority."),
             "entries": ("filterd_sync_entries", "Entries of the authority list enforced."),
             "published_at": ("filterd_sync_published_timestamp_seconds",
                              "Publication time of the serial enforced."),
@@ -318,6 +321,18 @@ class SyncCollector(Collector):
                 receipts.add_metric([status.list_id, result], count)
             notifies.add_metric([status.list_id], status.notifies)
         yield from (failures, receipts, notifies)
+        if self._state.sync_limits is not None:
+            stale_after, lag_sla = self._state.sync_limits
+            yield _gauge(
+                "filterd_sync_stale_after_seconds",
+                "Configured seconds without a successful sync before a list counts as stale.",
+                stale_after,
+            )
+            yield _gauge(
+                "filterd_sync_lag_sla_seconds",
+                "Configured enforcement lag agreed with the authority.",
+                lag_sla,
+            )
         yield _counter(
             "filterd_sync_notifies_refused",
             "Push notifications refused (bad signature, unknown list, malformed).",

@@ -67,6 +67,7 @@ class ListStatus:
 
     list_id: str
     serial: int = 0
+    authority_serial: int = 0
     entries: int = 0
     published_at: float = 0.0
     applied_at: float = 0.0
@@ -209,6 +210,7 @@ class SyncClient:
                 f"manifest serial {manifest.serial} is older than "
                 f"the enforced {status.serial} (rollback or replay)",
             )
+        status.authority_serial = max(status.authority_serial, manifest.serial)
         if manifest.serial == status.serial:
             status.last_success = time.time()
             return False
@@ -378,6 +380,7 @@ class SyncClient:
     def _restore(self, list_id: str, persisted: store.SyncedState) -> None:
         status = self.status[list_id]
         status.serial = persisted.serial
+        status.authority_serial = max(status.authority_serial, persisted.serial)
         status.entries = persisted.entries
         status.published_at = _epoch(persisted.published_at)
         status.applied_at = _epoch(persisted.applied_at)

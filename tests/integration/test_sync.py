@@ -134,7 +134,10 @@ def test_enforces_the_published_list_and_sends_a_receipt(
     assert receipt["sha256"] == sha256_hex(publication.snapshot)
     metrics = daemon.metrics()
     assert metrics['filterd_sync_serial{list="national"}'] == 1
+    assert metrics['filterd_sync_authority_serial{list="national"}'] == 1
     assert metrics['filterd_sync_entries{list="national"}'] == 2
+    assert metrics["filterd_sync_stale_after_seconds"] == 3600
+    assert metrics["filterd_sync_lag_sla_seconds"] == 3600
     assert metrics['filterd_sync_lag_seconds{list="national"}'] >= 0
     assert metrics['filterd_sync_receipts_total{list="national",result="sent"}'] == 1
     assert (daemon.directory / "state" / "sync" / "national" / "snapshot.list").read_bytes() == (
@@ -391,7 +394,12 @@ def test_tampered_updates_are_refused_and_the_last_good_list_kept(
     reason = TAMPERING[case](authority)
     wait_for(lambda: failures(daemon, reason) >= 1, timeout=20)
     # The same serial, still enforced, nothing partially applied.
-    assert daemon.metrics()['filterd_sync_serial{list="national"}'] == enforced
+    metrics = daemon.metrics()
+    assert metrics['filterd_sync_serial{list="national"}'] == enforced
+    if case in ("hash mismatch", "truncated body"):
+        # A verified manifest names a newer serial that could not be enforced:
+        # the "serial behind the authority" alert sees it.
+        assert metrics['filterd_sync_authority_serial{list="national"}'] > enforced
     assert f"version={enforced}" in ede_text(daemon, "casino.example")
     assert str(daemon.query("extra.example").answer[0][0]) == "192.0.2.5"
     assert str(daemon.query("zzz.example").answer[0][0]) == "192.0.2.6"
