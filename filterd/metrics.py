@@ -14,15 +14,22 @@ address is never a label. The full list is in docs/metrics.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from filterd import __version__
+from filterd.histogram import LATENCY_BOUNDS
 from filterd.sync.client import ListStatus
 from filterd.sync.model import REASONS
 
@@ -67,12 +74,14 @@ def _merge_into(target: dict[str, Any], report: dict[str, Any]) -> None:
         elif key == "upstreams":
             rows = target.setdefault(key, {})
             for row in value:
-                merged = rows.setdefault(row["name"], {"up": True, "errors": {}})
+                merged = rows.setdefault(row["name"], {"up": True})
                 merged["up"] = merged["up"] and row["up"]
-                for name in ("queries", "answers", "rtt_sum"):
-                    merged[name] = merged.get(name, 0) + row[name]
-                for reason, count in row["errors"].items():
-                    merged["errors"][reason] = merged["errors"].get(reason, 0) + count
+                _merge_into(merged, {k: v for k, v in row.items() if k not in ("name", "up")})
+        elif key == "counts":  # histogram buckets
+            previous = target.get(key)
+            target[key] = (
+                [a + b for a, b in zip(previous, value, strict=True)] if previous else value
+            )
         elif isinstance(value, int | float) and not isinstance(value, bool):
             target[key] = target.get(key, 0) + value
         else:
@@ -98,13 +107,24 @@ class FilterdCollector(Collector):
     def _queries(self, stats: dict[str, Any]) -> Iterator[Metric]:
         queries = CounterMetricFamily(
             "filterd_queries",
-            "DNS queries answered, by transport and outcome.",
-            labels=["protocol", "outcome"],
+            "DNS queries, by transport, query type and outcome.",
+            labels=["protocol", "qtype", "outcome"],
         )
-        for protocol, outcomes in sorted(stats.get("queries", {}).items()):
-            for outcome, count in sorted(outcomes.items()):
-                queries.add_metric([protocol, outcome], count)
+        for protocol, qtypes in sorted(stats.get("queries", {}).items()):
+            for qtype, outcomes in sorted(qtypes.items()):
+                for outcome, count in sorted(outcomes.items()):
+                    queries.add_metric([protocol, qtype, outcome], count)
         yield queries
+        duration = HistogramMetricFamily(
+            "filterd_query_duration_seconds",
+            "Time from reading a query to handing its answer to the kernel, by transport "
+            "and path (fast: cache hit, block or error; upstream: after an upstream exchange).",
+            labels=["protocol", "path"],
+        )
+        for protocol, paths in sorted(stats.get("latency", {}).items()):
+            for path, histogram in sorted(paths.items()):
+                _add_histogram(duration, [protocol, path], histogram)
+        yield duration
         blocked = CounterMetricFamily(
             "filterd_blocked",
             "Blocked answers, by deciding list, category and action.",
@@ -181,9 +201,9 @@ class FilterdCollector(Collector):
         answers = CounterMetricFamily(
             "filterd_upstream_answers", "Usable upstream answers.", labels=["upstream"]
         )
-        rtt = CounterMetricFamily(
+        rtt = HistogramMetricFamily(
             "filterd_upstream_rtt_seconds",
-            "Sum of round-trip times of usable answers.",
+            "Round-trip time of usable upstream answers.",
             labels=["upstream"],
         )
         errors = CounterMetricFamily(
@@ -195,7 +215,7 @@ class FilterdCollector(Collector):
             up.add_metric([name], 1 if row["up"] else 0)
             queries.add_metric([name], row["queries"])
             answers.add_metric([name], row["answers"])
-            rtt.add_metric([name], row["rtt_sum"])
+            _add_histogram(rtt, [name], row["rtt"])
             for reason, count in sorted(row["errors"].items()):
                 errors.add_metric([name, reason], count)
         yield from (up, queries, answers, rtt, errors)
@@ -265,6 +285,18 @@ class FilterdCollector(Collector):
             "Unix time of the last successful load of configuration and lists.",
             state.last_reload_success,
         )
+
+
+def _add_histogram(
+    family: HistogramMetricFamily, labels: list[str], histogram: dict[str, Any]
+) -> None:
+    """Add one series from ``Histogram.as_dict`` (per-bucket counts) as cumulative buckets."""
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*LATENCY_BOUNDS, math.inf), histogram["counts"], strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
+    family.add_metric(labels, buckets, histogram["sum"])
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

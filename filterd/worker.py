@@ -248,10 +248,7 @@ class Worker:
         forwarder = pipeline.forwarder
         return {
             "generation": self._generation,
-            "queries": {
-                "udp": pipeline.counters.udp.as_dict(),
-                "tcp": pipeline.counters.tcp.as_dict(),
-            },
+            **pipeline.counters.as_dict(),
             "block_counts": [asdict(counter) for counter in self._block_counters.values()],
             "cache": {
                 "entries": len(cache),
@@ -271,7 +268,7 @@ class Worker:
                     "up": u.up,
                     "queries": u.queries,
                     "answers": u.answers,
-                    "rtt_sum": u.rtt_sum,
+                    "rtt": u.rtt.as_dict(),
                     "errors": dict(u.errors),
                 }
                 for u in forwarder.pool.upstreams

@@ -33,11 +33,12 @@ class TcpLimits:
 
 
 class TcpReply:
-    __slots__ = ("_connection",)
+    __slots__ = ("_connection", "received")
     udp = False
 
-    def __init__(self, connection: TcpConnection) -> None:
+    def __init__(self, connection: TcpConnection, received: float) -> None:
         self._connection = connection
+        self.received = received
 
     def send(self, answer: bytes) -> None:
         self._connection.answered(answer)
@@ -84,8 +85,10 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         buffer = self._buffer
-        handle = self._server.pipeline.handle
+        pipeline = self._server.pipeline
+        handle = pipeline.handle
         now = time.monotonic()
+        answered = 0
         while len(buffer) >= 2 and not self._closed:
             length = buffer[0] << 8 | buffer[1]
             if len(buffer) < 2 + length:
@@ -94,7 +97,10 @@ class TcpConnection(asyncio.Protocol):
             del buffer[: 2 + length]
             answer = handle(message, self._address, False, self, None, now)
             if answer is not None:
+                answered += 1
                 self._write(answer)
+        if answered:
+            pipeline.counters.tcp_fast.observe(time.monotonic() - now, answered)
         self._arm_idle()
         self._update_reading()
 
@@ -108,10 +114,10 @@ class TcpConnection(asyncio.Protocol):
 
     # -------------------------------------------------------------- replies
 
-    def reply(self, client: object) -> Reply:
+    def reply(self, client: object, received: float) -> Reply:
         """The pipeline sends this query upstream: count it in flight."""
         self._inflight += 1
-        return TcpReply(self)
+        return TcpReply(self, received)
 
     def answered(self, answer: bytes) -> None:
         self._inflight -= 1

@@ -32,12 +32,13 @@ SEND_SIZE: Final = 4096  # server.max_udp_size is at most 4096: every UDP answer
 class UdpReply:
     """A later answer for one UDP client (its raw sockaddr, kept from the batch)."""
 
-    __slots__ = ("_listener", "_sockaddr")
+    __slots__ = ("_listener", "_sockaddr", "received")
     udp = True
 
-    def __init__(self, listener: UdpListener, sockaddr: bytes) -> None:
+    def __init__(self, listener: UdpListener, sockaddr: bytes, received: float) -> None:
         self._listener = listener
         self._sockaddr = sockaddr
+        self.received = received
 
     def send(self, answer: bytes) -> None:
         self._listener.send_later(answer, self._sockaddr)
@@ -77,10 +78,10 @@ class UdpListener:
         self._flush()
         self._sock.close()
 
-    def reply(self, client: object) -> Reply:
+    def reply(self, client: object, received: float) -> Reply:
         """For a cache miss: ``client`` is the datagram's index in the current batch."""
         assert isinstance(client, int)
-        return UdpReply(self, self._batch.sender(client))
+        return UdpReply(self, self._batch.sender(client), received)
 
     def send_later(self, answer: bytes, sockaddr: bytes) -> None:
         """Queue an answer that completed outside a read batch (an upstream
@@ -122,6 +123,7 @@ class UdpListener:
         add = batch.add
         offset = 0
         base = 0
+        answered = 0
         for index, length in enumerate(lengths):
             data = payloads[offset : offset + length].tobytes()
             address = names[base + first : base + last].tobytes()
@@ -129,8 +131,12 @@ class UdpListener:
             base += SOCKADDR_SIZE
             answer = handle(data, address, True, self, index, now)
             if answer is not None:
+                answered += 1
                 if batch.pending >= batch.size:
                     self._flush()  # late answers filled the buffer before this batch
                 if not add(index, answer):
                     self._send_alone(answer, batch.sender(index))
         self._flush()
+        if answered:
+            # The batch's answers are in the kernel: each took at most this long.
+            self.pipeline.counters.udp_fast.observe(monotonic() - now, answered)

@@ -28,6 +28,11 @@ class Reply(Protocol):
     @property
     def udp(self) -> bool: ...
 
+    @property
+    def received(self) -> float:
+        """Monotonic time the query was read (for the answer-latency histogram)."""
+        ...
+
     def send(self, answer: bytes) -> None: ...
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from filterd.config import Config
@@ -36,6 +35,7 @@ from filterd.pipeline.cache import Answer, ResponseCache
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.policy import CountedBlock, Policy
+from filterd.pipeline.tally import NO_QTYPE, OTHER_QTYPE, QTYPE_SLOT, Counters, Outcomes
 from filterd.upstream.exchange import UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.codes import (
@@ -57,38 +57,13 @@ from filterd.wire.synth import ede_option, error_response, query_error, truncate
 class ReplySource(Protocol):
     """A listener (UDP) or connection (TCP) that can make a ``Reply`` for a client."""
 
-    def reply(self, client: object) -> Reply: ...
+    def reply(self, client: object, received: float) -> Reply: ...
 
 
 _REFUSED_EDE: Final = ede_option(EDE_PROHIBITED, "client not allowed")
 _CLASS_EDE: Final = ede_option(EDE_PROHIBITED, "only class IN is served")
 _XFR_EDE: Final = ede_option(EDE_PROHIBITED, "zone transfers are not served")
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
-
-
-@dataclass(slots=True)
-class Outcomes:
-    """How queries of one transport ended; plain ints (hot-path increments)."""
-
-    cached: int = 0
-    blocked: int = 0
-    forwarded: int = 0
-    servfail: int = 0
-    refused: int = 0
-    formerr: int = 0
-    notimp: int = 0
-    badvers: int = 0
-    dropped: int = 0
-    truncated: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-@dataclass(slots=True)
-class Counters:
-    udp: Outcomes = field(default_factory=Outcomes)
-    tcp: Outcomes = field(default_factory=Outcomes)
 
 
 class Pipeline:
@@ -146,12 +121,13 @@ class Pipeline:
     ) -> bytes | None:
         """Run one query through the pipeline (see the module docstring).
 
-        ``source.reply(client)`` is called only on a cache miss, to get the
+        ``source.reply(client, now)`` is called only on a cache miss, to get the
         object that sends the later answer (so a hit allocates nothing for
         it). ``address`` is the client's packed IP address (4 or 16 bytes);
         ``now`` is the listener's monotonic clock reading for the batch.
         """
-        outcomes = self.counters.udp if udp else self.counters.tcp
+        table = self.counters.udp if udp else self.counters.tcp
+        outcomes = table[NO_QTYPE]
         # 1. guard
         if not self._guard.allows(address):
             return self._refuse(data, outcomes)
@@ -166,6 +142,7 @@ class Pipeline:
         if query is None:
             outcomes.dropped += 1
             return None
+        outcomes = table[QTYPE_SLOT.get(query.qtype, OTHER_QTYPE)]
         key = query.key
         # 3. policy (memoised per question, so keyed like the cache)
         policy = self.policy
@@ -197,7 +174,7 @@ class Pipeline:
         # 5. forward
         if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:
             return self._unserved(query, outcomes)
-        self._forwarder.forward(query, source.reply(client))
+        self._forwarder.forward(query, source.reply(client, now))
         return None
 
     # ---------------------------------------------------------------- helpers
@@ -265,7 +242,10 @@ class Pipeline:
     def resume(self, query: Query, reply: Reply, answer: Answer | None, reason: str) -> None:
         """Stage 5's way back: an upstream answer (or failure) for one waiting client."""
         udp = reply.udp
-        outcomes = self.counters.udp if udp else self.counters.tcp
+        counters = self.counters
+        outcomes = (counters.udp if udp else counters.tcp)[QTYPE_SLOT.get(query.qtype, OTHER_QTYPE)]
+        now = time.monotonic()
+        (counters.udp_upstream if udp else counters.tcp_upstream).observe(now - reply.received)
         if answer is None:
             # Upstream failure is SERVFAIL, never NXDOMAIN: a downstream cache
             # must not store a lie (RFC 2308 §7.1 leaves SERVFAIL uncached).
@@ -280,7 +260,7 @@ class Pipeline:
                     reply.send(self._fit(query, blocked, udp, outcomes))
                 return
         outcomes.forwarded += 1
-        reply.send(self._fit(query, answer.serve(query, time.monotonic()), udp, outcomes))
+        reply.send(self._fit(query, answer.serve(query, now), udp, outcomes))
 
 
 def build_pipeline(

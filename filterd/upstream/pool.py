@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from filterd.config import Endpoint, UpstreamConfig
+from filterd.histogram import Histogram
 
 
 @dataclass(slots=True)
@@ -31,7 +32,7 @@ class Upstream:
     queries: int = 0
     answers: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    rtt_sum: float = 0.0
+    rtt: Histogram = field(default_factory=Histogram)
 
     @property
     def name(self) -> str:
@@ -66,7 +67,7 @@ class UpstreamPool:
 
     def succeeded(self, upstream: Upstream, rtt: float) -> None:
         upstream.answers += 1
-        upstream.rtt_sum += rtt
+        upstream.rtt.observe(rtt)
         upstream.failures = 0
         if not upstream.up:
             upstream.up = True

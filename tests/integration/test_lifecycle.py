@@ -186,7 +186,9 @@ def test_two_workers_share_the_port(make_daemon: DaemonFactory, upstream: FakeUp
         assert daemon.query("gambling.example").rcode() == dns.rcode.NXDOMAIN
     metrics = daemon.metrics()
     assert metrics["filterd_workers"] == 2
-    assert metrics['filterd_queries_total{outcome="blocked",protocol="udp"}'] == 40
+    assert metrics['filterd_queries_total{outcome="blocked",protocol="udp",qtype="A"}'] == 40
+    # Histograms are summed bucket by bucket across workers.
+    assert metrics['filterd_query_duration_seconds_count{path="fast",protocol="udp"}'] == 40
 
 
 def test_a_second_instance_on_the_same_port_is_refused(

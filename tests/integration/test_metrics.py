@@ -32,14 +32,25 @@ def test_counters_match_the_traffic_sent(
 
     metrics = daemon.metrics()
     queries = {k: v for k, v in metrics.items() if k.startswith("filterd_queries_total") and v}
+    # The refused client and the malformed packet never had their question read.
     assert queries == {
-        'filterd_queries_total{outcome="forwarded",protocol="udp"}': 1,
-        'filterd_queries_total{outcome="cached",protocol="udp"}': 2,
-        'filterd_queries_total{outcome="cached",protocol="tcp"}': 1,
-        'filterd_queries_total{outcome="blocked",protocol="udp"}': 4,
-        'filterd_queries_total{outcome="refused",protocol="udp"}': 1,
-        'filterd_queries_total{outcome="formerr",protocol="udp"}': 1,
+        'filterd_queries_total{outcome="forwarded",protocol="udp",qtype="A"}': 1,
+        'filterd_queries_total{outcome="cached",protocol="udp",qtype="A"}': 2,
+        'filterd_queries_total{outcome="cached",protocol="tcp",qtype="A"}': 1,
+        'filterd_queries_total{outcome="blocked",protocol="udp",qtype="A"}': 4,
+        'filterd_queries_total{outcome="refused",protocol="udp",qtype="none"}': 1,
+        'filterd_queries_total{outcome="formerr",protocol="udp",qtype="none"}': 1,
     }
+    # Every answer is in the latency histogram once, under the path it took.
+    duration = "filterd_query_duration_seconds"
+    assert metrics[f'{duration}_count{{path="fast",protocol="udp"}}'] == 2 + 4 + 1 + 1
+    assert metrics[f'{duration}_count{{path="upstream",protocol="udp"}}'] == 1
+    assert metrics[f'{duration}_count{{path="fast",protocol="tcp"}}'] == 1
+    assert metrics[f'{duration}_count{{path="upstream",protocol="tcp"}}'] == 0
+    assert metrics[f'{duration}_bucket{{le="+Inf",path="fast",protocol="udp"}}'] == 8
+    assert 0 < metrics[f'{duration}_sum{{path="upstream",protocol="udp"}}'] < 5
+    rtt = f'filterd_upstream_rtt_seconds_count{{upstream="{upstream.endpoint}"}}'
+    assert metrics[rtt] == 1
     blocked = {k: v for k, v in metrics.items() if k.startswith("filterd_blocked_total")}
     assert blocked == {
         'filterd_blocked_total{action="nxdomain",category="gambling",list="national"}': 2,

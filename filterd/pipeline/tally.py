@@ -1,0 +1,83 @@
+"""Hot-path tallies: outcome counters per transport and qtype, latency histograms.
+
+Everything here is a plain integer increment or a ``bisect`` into a short
+tuple, so the query path pays a few tens of nanoseconds for its metrics;
+the supervisor sums the workers' tallies and renders Prometheus families
+only when /metrics is scraped (filterd/metrics.py).
+
+The qtype label is bounded: the types a resolver of subscribers actually
+sees are named, every other type counts as ``other``, and a packet refused
+or rejected before its question was read counts as ``none``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from filterd.histogram import Histogram
+
+QTYPE_NAMES: Final = (
+    "none", "other", "A", "AAAA", "HTTPS", "SVCB", "MX", "TXT",
+    "CNAME", "NS", "PTR", "SRV", "SOA", "ANY",
+)  # fmt: skip
+NO_QTYPE: Final = 0
+OTHER_QTYPE: Final = 1
+QTYPE_SLOT: Final = {
+    1: 2, 28: 3, 65: 4, 64: 5, 15: 6, 16: 7, 5: 8, 2: 9, 12: 10, 33: 11, 6: 12, 255: 13,
+}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """How queries of one transport and qtype ended; plain ints (hot-path increments)."""
+
+    cached: int = 0
+    blocked: int = 0
+    forwarded: int = 0
+    servfail: int = 0
+    refused: int = 0
+    formerr: int = 0
+    notimp: int = 0
+    badvers: int = 0
+    dropped: int = 0
+    truncated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _by_qtype() -> list[Outcomes]:
+    return [Outcomes() for _ in QTYPE_NAMES]
+
+
+@dataclass(slots=True)
+class Counters:
+    """One worker's tallies: ``udp[slot]`` / ``tcp[slot]`` by ``QTYPE_SLOT``, and
+    answer latency by transport and path (``fast``: answered inside the read
+    callback; ``upstream``: answered after an upstream exchange)."""
+
+    udp: list[Outcomes] = field(default_factory=_by_qtype)
+    tcp: list[Outcomes] = field(default_factory=_by_qtype)
+    udp_fast: Histogram = field(default_factory=Histogram)
+    udp_upstream: Histogram = field(default_factory=Histogram)
+    tcp_fast: Histogram = field(default_factory=Histogram)
+    tcp_upstream: Histogram = field(default_factory=Histogram)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``queries[protocol][qtype][outcome]`` and ``latency[protocol][path]``,
+        for the supervisor (qtypes never seen are left out)."""
+        queries: dict[str, dict[str, dict[str, int]]] = {}
+        for protocol, table in (("udp", self.udp), ("tcp", self.tcp)):
+            rows = queries[protocol] = {}
+            for name, outcomes in zip(QTYPE_NAMES, table, strict=True):
+                counts = outcomes.as_dict()
+                if any(counts.values()):
+                    rows[name] = counts
+        return {
+            "queries": queries,
+            "latency": {
+                "udp": {"fast": self.udp_fast.as_dict(), "upstream": self.udp_upstream.as_dict()},
+                "tcp": {"fast": self.tcp_fast.as_dict(), "upstream": self.tcp_upstream.as_dict()},
+            },
+        }

@@ -1,0 +1,54 @@
+"""Worker tallies are summed exactly and exposed as Prometheus histograms and counters."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from filterd.histogram import LATENCY_BOUNDS, Histogram
+from filterd.metrics import SupervisorState, build_registry, merge_stats
+from filterd.pipeline.tally import QTYPE_SLOT, Counters
+
+
+def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
+    histogram = Histogram()
+    histogram.observe(LATENCY_BOUNDS[0])  # exactly on a bound: that bucket (le)
+    histogram.observe(LATENCY_BOUNDS[0] * 1.01)
+    histogram.observe(60.0)  # beyond the last bound: +Inf
+    histogram.observe(0.001, times=5)
+    counts = histogram.counts
+    assert counts[0] == 1 and counts[1] == 1 and counts[-1] == 1
+    assert counts[LATENCY_BOUNDS.index(0.001)] == 5
+    assert sum(counts) == 8
+    assert abs(histogram.total - (LATENCY_BOUNDS[0] * 2.01 + 60.0 + 0.005)) < 1e-9
+
+
+def worker(answers: int, seconds: float, qtype: int) -> dict[str, object]:
+    counters = Counters()
+    counters.udp[QTYPE_SLOT[qtype]].cached += answers
+    counters.tcp[0].formerr += 1
+    counters.udp_fast.observe(seconds, answers)
+    return {"generation": 1, **counters.as_dict()}
+
+
+def test_reports_of_workers_are_summed_and_rendered() -> None:
+    stats = merge_stats([worker(3, 0.0002, 1), worker(4, 0.003, 28), worker(1, 0.0002, 1)])
+    assert stats["queries"]["udp"]["A"]["cached"] == 4
+    assert stats["queries"]["udp"]["AAAA"]["cached"] == 4
+    assert stats["queries"]["tcp"]["none"]["formerr"] == 3
+    assert "MX" not in stats["queries"]["udp"]  # types never seen are left out
+    registry = build_registry(SupervisorState(), lambda: stats, list)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    name = "filterd_query_duration_seconds"
+    fast = (("path", "fast"), ("protocol", "udp"))
+    assert samples[(f"{name}_count", fast)] == 8
+    assert samples[(f"{name}_bucket", (("le", "0.00025"), *fast))] == 4  # cumulative
+    assert samples[(f"{name}_bucket", (("le", "0.005"), *fast))] == 8
+    assert samples[(f"{name}_bucket", (("le", "+Inf"), *fast))] == 8
+    assert abs(samples[(f"{name}_sum", fast)] - (4 * 0.0002 + 4 * 0.003)) < 1e-9
+    key = (("outcome", "cached"), ("protocol", "udp"), ("qtype", "AAAA"))
+    assert samples[("filterd_queries_total", key)] == 4
