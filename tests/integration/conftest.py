@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.integration.daemon import Daemon
 from tests.peers.authoritative import FakeUpstream
+from tests.peers.reference_authority import Data, Server, ServerFactory
 
 NATIVE_LIST = """#filterd-list 1
 gambling.example      block        gambling   decision-001
@@ -86,3 +88,50 @@ def make_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     yield factory
     for daemon in started:
         daemon.__exit__(None, None, None)
+
+
+@pytest.fixture
+def start_server() -> Iterator[ServerFactory]:
+    """Start servers for one test; each is stopped by its PID when the test ends."""
+    started: list[Server] = []
+
+    def start(data: Data, *options: str, tls: ssl.SSLContext | None = None) -> Server:
+        server = Server(data, *options, tls=tls)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def synced_node(
+    make_daemon: DaemonFactory, data: Data, server: Server, upstream: FakeUpstream
+) -> Daemon:
+    """A (not yet started) ``filterd run`` that syncs ``national`` from a real
+    ``filterd authority serve``, registered there as vnpt-hanoi/resolver-01 with
+    its admin endpoint as the notification address."""
+    key = (data.path / "authority.pub").read_text().strip()
+    daemon = make_daemon(
+        f"""
+server: {{listen: ["{{dns}}"]}}
+access: {{allow: ["127.0.0.1/32"]}}
+upstream: {{servers: ["{upstream.endpoint}"], timeout: 0.5, deadline: 1.5}}
+lists:
+  - {{name: national, sync: national, mandatory: true}}
+sync:
+  url: "{server.url}/v1/"
+  token_file: token
+  public_key: "{key}"
+  operator: vnpt-hanoi
+  node: resolver-01
+  interval: 3600
+  timeout: 30
+admin: {{listen: "{{admin}}"}}
+state_dir: state
+""",
+        lists=False,
+    )
+    token = data.add_operator("vnpt-hanoi", f"http://{daemon.admin}")
+    (daemon.directory / "token").write_text(token + "\n")
+    return daemon
