@@ -42,6 +42,7 @@ from filterd.lists.sources import open_matcher
 from filterd.pipeline.cache import build_answer
 from filterd.pipeline.policy import Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline
+from filterd.pipeline.tally import Counters
 from filterd.wire.answer import inspect_response
 from filterd.wire.names import wire_to_text
 from filterd.wire.query import Query, parse_query, validate
@@ -95,7 +96,7 @@ def build(size: str, limit: int, state: Path) -> tuple[Pipeline, list[bytes], li
     matcher, sources = open_matcher(report.index_path)
     loop = asyncio.new_event_loop()
     policy = Policy(matcher, sources, config.blocking, 1232, {})
-    pipeline = build_pipeline(config, policy, loop)
+    pipeline = build_pipeline(config, policy, loop, Counters())
     wires = _queries(hit_path, limit)
     now = time.monotonic()
     queries = []

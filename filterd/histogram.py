@@ -34,3 +34,8 @@ class Histogram:
 
     def as_dict(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "sum": self.total}
+
+    def add(self, other: Histogram) -> None:
+        """Fold ``other``'s observations into this one."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total

@@ -37,6 +37,7 @@ from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.matching.matcher import Matcher
 from filterd.pipeline.policy import BlockCounter, Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline
+from filterd.pipeline.tally import Counters
 from filterd.upstream.exchange import Exchange
 
 log = logging.getLogger("filterd.worker")
@@ -61,6 +62,7 @@ class Worker:
         self._config: Config | None = None
         self._generation = 0
         self._block_counters: dict[tuple[str, str, str], BlockCounter] = {}
+        self._counters = Counters()
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
         self._probe_tasks: set[asyncio.Task[None]] = set()
@@ -158,7 +160,7 @@ class Worker:
 
     def _start_pipeline(self, config: Config, policy: Policy) -> None:
         loop = asyncio.get_running_loop()
-        pipeline = build_pipeline(config, policy, loop)
+        pipeline = build_pipeline(config, policy, loop, self._counters)
         if self._pipeline is None:
             self._udp = [UdpListener(loop, sock, pipeline) for sock in self._udp_socks]
             limits = TcpLimits(
@@ -181,6 +183,7 @@ class Worker:
             for tcp in self._tcp:
                 tcp.pipeline = pipeline
             old = self._pipeline
+            carry_counts(old, pipeline)
             loop.call_later(old.forwarder.deadline + 1.0, old.forwarder.close)
         self._pipeline = pipeline
 
@@ -284,6 +287,24 @@ class Worker:
                 "idle_closed": sum(t.idle_closed for t in self._tcp),
             },
         }
+
+
+def carry_counts(old: Pipeline, new: Pipeline) -> None:
+    """Start ``new``'s cache, forwarder and upstream counters where ``old``'s
+    stand, so that /metrics counters stay monotonic across a reload that
+    rebuilds the pipeline (answers the old forwarder completes afterwards are
+    not counted there; its query outcomes are, in the shared ``Counters``)."""
+    new.cache.continue_counts(old.cache)
+    new.forwarder.coalesced += old.forwarder.coalesced
+    new.forwarder.overloaded += old.forwarder.overloaded
+    previous = {u.name: u for u in old.forwarder.pool.upstreams}
+    for upstream in new.forwarder.pool.upstreams:
+        before = previous.get(upstream.name)
+        if before is not None:
+            upstream.queries += before.queries
+            upstream.answers += before.answers
+            upstream.errors.update(before.errors)
+            upstream.rtt.add(before.rtt)
 
 
 GC_YOUNG_THRESHOLD: Final = 50_000

@@ -193,6 +193,13 @@ class ResponseCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def continue_counts(self, previous: ResponseCache) -> None:
+        """Count on from ``previous`` (the cache this one replaces on a reload)."""
+        self.hits += previous.hits
+        self.misses += previous.misses
+        self.expired += previous.expired
+        self._entries.evictions += previous.evictions
+
 
 class ClockCache(Cache[bytes, Answer]):
     """cachetools ``Cache`` with second-chance ("CLOCK") eviction.

@@ -85,14 +85,17 @@ class Pipeline:
         forwarder_factory: Callable[[Pipeline], Forwarder],
         max_udp_size: int,
         deny_drop: bool,
+        counters: Counters,
     ) -> None:
+        """``counters`` outlives the pipeline: a reload that rebuilds the
+        pipeline must not reset the query counts."""
         self._guard = guard
         self.policy = policy
         self._cache = cache
         self._max_udp_size = max_udp_size
         self._deny_drop = deny_drop
         self._forwarder = forwarder_factory(self)
-        self.counters = Counters()
+        self.counters = counters
 
     @property
     def forwarder(self) -> Forwarder:
@@ -267,6 +270,7 @@ def build_pipeline(
     config: Config,
     policy: Policy,
     loop: asyncio.AbstractEventLoop,
+    counters: Counters,
 ) -> Pipeline:
     """The one place that assembles the stages (order explained in the module docstring)."""
     cache = ResponseCache(config.cache.max_entries)
@@ -290,4 +294,5 @@ def build_pipeline(
         forwarder,
         config.server.max_udp_size,
         config.access.deny_action == "drop",
+        counters,
     )

@@ -74,3 +74,23 @@ def test_counters_match_the_traffic_sent(
     text = daemon.http("/metrics")[1]
     for leak in ("example", "127.0.0.5", "gambling.example"):
         assert leak not in text.replace(upstream.endpoint, "")
+
+
+def test_counters_stay_monotonic_across_a_reload_that_rebuilds_the_pipeline(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    config = standard_config(upstream.endpoint)
+    daemon = make_daemon(config).start()
+    for _ in range(3):  # one miss, two hits
+        daemon.query("www.example.com")
+    # A new cache size builds a new pipeline (and an empty cache) in the worker.
+    daemon.write_config(config + "cache: {max_entries: 5000}\n")
+    assert daemon.reload()
+    daemon.query("www.example.com")  # a miss again: the new cache is empty
+    metrics = daemon.metrics()
+    assert metrics['filterd_queries_total{outcome="forwarded",protocol="udp",qtype="A"}'] == 2
+    assert metrics['filterd_queries_total{outcome="cached",protocol="udp",qtype="A"}'] == 2
+    assert metrics["filterd_cache_hits_total"] == 2
+    assert metrics["filterd_cache_misses_total"] == 2
+    assert metrics[f'filterd_upstream_answers_total{{upstream="{upstream.endpoint}"}}'] == 2
+    assert metrics[f'filterd_upstream_rtt_seconds_count{{upstream="{upstream.endpoint}"}}'] == 2
