@@ -10,6 +10,10 @@ It owns everything that is not the query path, in this start-up order:
 5. the admin HTTP server (health, readiness, metrics);
 6. readiness: ``READY=1`` to systemd once every worker serves the lists.
 
+Beside them, the audit trail (filterd/audit/): the supervisor records its
+start and stop, every list installation, reload and authority update, and
+the summed worker counters every ``audit.stats_interval`` and at stop.
+
 Signals: SIGHUP reloads configuration and lists (built off the serving
 path, swapped in one step per worker; anything invalid is rejected and the
 running state keeps serving); SIGTERM/SIGINT drain the workers (in-flight
@@ -34,6 +38,8 @@ from typing import Any, Final
 
 from filterd import control
 from filterd.admin.server import AdminServer
+from filterd.audit.events import lists_fields, next_boundary, start_fields, stats_fields
+from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, ListError, StartupError
 from filterd.lists.compile import CompileReport, remove_stale_indexes
@@ -264,9 +270,14 @@ class Supervisor:
         self._installed = False
         self._serving: Matcher | None = None
         self._sources: tuple[SourceInfo, ...] = ()
+        self.audit = AuditRecorder(config.audit, config.state_dir)
+        """The audit trail; its counters (``write_failures``...) are for the metrics."""
+        self._audit_stats: asyncio.Task[None] | None = None
         synced = [lst.sync for lst in config.lists if lst.sync]
         self._sync = (
-            SyncClient(config.sync, config.state_dir, synced, self._apply_sync)
+            SyncClient(
+                config.sync, config.state_dir, synced, self._apply_sync, on_event=self.audit.emit
+            )
             if synced and config.sync.url
             else None
         )
@@ -279,6 +290,10 @@ class Supervisor:
         self._log_listening(sockets)
         self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
         compiling: asyncio.Task[CompileReport] | None = None
+        config_path = self._config_path.resolve() if self._config_path is not None else None
+        self.audit.open()
+        self.audit.emit("start", start_fields(config_path, self.config.sync.node))
+        error: BaseException | None = None
         try:
             if self.config.admin.listen is not None:
                 await self._start_admin(self.config.admin.listen)
@@ -294,9 +309,10 @@ class Supervisor:
                 loop.add_signal_handler(signum, self._stopping.set)
             report = await self._unless_stopping(compiling)
             if report is not None:
-                await self._install_everywhere(self.config, report)
+                await self._install_everywhere(self.config, report, "start")
                 for worker in self._workers:
                     self._supervise(worker)
+                self._audit_stats = loop.create_task(self._record_stats_periodically())
                 loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
                 log.info(
                     "ready: generation %d, %d names enforced",
@@ -306,11 +322,14 @@ class Supervisor:
                 notify_systemd("READY=1")
                 await self._stopping.wait()
             notify_systemd("STOPPING=1")
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if compiling is not None and not compiling.done():
                 compiling.cancel()
             self._stopping.set()
-            await self._shutdown()
+            await self._shutdown(error)
         return 0
 
     async def _unless_stopping(self, task: asyncio.Task[CompileReport]) -> CompileReport | None:
@@ -355,9 +374,9 @@ class Supervisor:
         log.info("%d worker(s)", len(sockets))
 
     async def _start_admin(self, endpoint: Endpoint) -> None:
-        registry = build_registry(self.state, lambda: self._stats, self.sync_status)
+        registry = build_registry(self.state, lambda: self._stats, self.sync_status, self.audit)
         self._admin = AdminServer(
-            endpoint, registry, self.is_ready, self.refresh_stats, self.notify
+            endpoint, registry, self.is_ready, self.refresh_stats, self.notify, self.blocked_names
         )
         try:
             await self._admin.start()
@@ -394,7 +413,9 @@ class Supervisor:
 
     # -------------------------------------------------------------- install
 
-    async def _install_everywhere(self, config: Config, report: CompileReport) -> None:
+    async def _install_everywhere(self, config: Config, report: CompileReport, cause: str) -> None:
+        """Install a compiled index in every worker (``cause``, for the audit
+        trail: ``start``, ``reload`` or ``sync``)."""
         generation = self.state.generation + 1
         await self._send_install(control.Install(generation, config, str(report.index_path)))
         if self._serving is not None:
@@ -411,6 +432,7 @@ class Supervisor:
         self.state.sources = [asdict(source) for source in report.sources]
         self.state.last_reload_success = time.time()
         self._installed = True
+        self._record_lists(cause)
         remove_stale_indexes(config, {report.index_path})
 
     async def _send_install(self, message: control.Install) -> None:
@@ -469,6 +491,7 @@ class Supervisor:
         self.state.generation = generation
         self.state.sources = [asdict(source) for source in sources]
         self.state.last_reload_success = time.time()
+        self._record_lists("sync")
         log.info(
             "list %s: serial %d applied as an overlay (%d names changed; %d in the overlay)",
             list_id,
@@ -518,14 +541,17 @@ class Supervisor:
                         load(self._config_path, self._overrides)
                     )
                 report = await self._compile(config)
-                await self._install_everywhere(config, report)
+                await self._install_everywhere(config, report, "reload" if read_config else "sync")
             except ConfigError as exc:
                 for problem in exc.problems:
                     log.error("reload rejected: %s", problem)
+                error = "; ".join(exc.problems)
             except (ListError, StartupError) as exc:
                 log.error("reload rejected: %s", exc)
-            except Exception:
+                error = str(exc)
+            except Exception as exc:
                 log.exception("reload failed")
+                error = f"{type(exc).__name__}: {exc}"
             else:
                 self.state.reloads["success"] += 1
                 log.info(
@@ -533,13 +559,24 @@ class Supervisor:
                     self.state.generation,
                     self.state.index_names,
                 )
+                if read_config:
+                    self._record_reload("success", None)
                 return True
             self.state.reloads["failure"] += 1
             log.error("still serving generation %d", self.state.generation)
+            if read_config:
+                self._record_reload("failure", error)
             return False
 
+    def _record_reload(self, result: str, error: str | None) -> None:
+        fields = {"result": result, "generation": self.state.generation, "error": error}
+        self.audit.emit("reload", fields)
+
     def _keep_restart_only_settings(self, config: Config) -> Config:
-        """Listening sockets and the worker count only change on restart."""
+        """Listening sockets, the worker count and the audit trail only change on restart."""
+        if config.audit != self.config.audit:
+            log.warning("audit settings changed: take effect on restart")
+            config = replace(config, audit=self.config.audit)
         old = self.config.server
         new = config.server
         if (old.listen, old.udp, old.tcp, old.workers) != (
@@ -601,8 +638,19 @@ class Supervisor:
         """Ask every worker for its counters and merge them (once per scrape)."""
         reports = await asyncio.gather(*(self._worker_stats(w) for w in self._workers))
         self._stats = merge_stats([*self._retired, *reports])
+        # Each worker keeps its own top N; their sum is cut to N again.
+        top = self._stats.get("blocked_top", [])
+        self._stats["blocked_top"] = top[: self.config.statistics.blocked_names]
         self.state.workers_running = sum(w.running for w in self._workers)
         self.state.ready = self.is_ready()
+
+    async def blocked_names(self) -> list[dict[str, Any]] | None:
+        """The most blocked list entries now (``None``: not kept)."""
+        if not self.config.statistics.blocked_names:
+            return None
+        await self.refresh_stats()
+        rows: list[dict[str, Any]] = self._stats["blocked_top"]
+        return rows
 
     async def _worker_stats(self, worker: WorkerHandle) -> dict[str, Any]:
         request_id = next(self._request_ids)
@@ -614,11 +662,57 @@ class Supervisor:
             worker.last_stats = reply.stats
         return worker.last_stats
 
+    # ---------------------------------------------------------------- audit
+
+    def _record_lists(self, cause: str) -> None:
+        """A ``lists`` record: every source now enforced, with the full SHA-256
+        of each synced list whose persisted serial is the one installed."""
+        hashes = {}
+        for lst in self.config.lists:
+            state = load_state(self.config.state_dir, lst.sync) if lst.sync else None
+            if state is not None:
+                hashes[(lst.name, str(state.serial))] = state.sha256
+        sha256 = {
+            source.name: hashes[(source.name, source.version)]
+            for source in self._sources
+            if (source.name, source.version) in hashes
+        }
+        fields = lists_fields(self.state.generation, cause, self._sources, sha256)
+        self.audit.emit("lists", fields)
+
+    async def _record_stats_periodically(self) -> None:
+        """A ``stats`` record on every wall-clock multiple of ``audit.stats_interval``,
+        until stopping. Never cancelled in the middle of asking the workers (a
+        reply left unread on a control channel would be taken for the next one):
+        it ends at its next wait once ``_stopping`` is set."""
+        interval = self.config.audit.stats_interval
+        boundary = 0.0
+        while not self._stopping.is_set():
+            boundary = next_boundary(max(time.time(), boundary), interval)
+            try:
+                async with asyncio.timeout(max(0.0, boundary - time.time())):
+                    await self._stopping.wait()
+                return
+            except TimeoutError:
+                pass
+            await self.refresh_stats()
+            self.audit.emit("stats", stats_fields(self._stats, boundary))
+
+    async def _record_final_stats(self) -> None:
+        """Counters at stop, while the workers can still be asked: the last
+        record a report reconciles with ``/metrics`` against."""
+        if self._audit_stats is not None:
+            await asyncio.gather(self._audit_stats, return_exceptions=True)
+        if self._installed:
+            await self.refresh_stats()
+            self.audit.emit("stats", stats_fields(self._stats, None))
+
     # -------------------------------------------------------------- shutdown
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, error: BaseException | None = None) -> None:
         if self._sync is not None:
             await self._sync.close()
+        await self._record_final_stats()
         log.info("stopping: draining workers (up to %.1fs)", self.config.server.drain_timeout)
         timeout = self.config.server.drain_timeout
         await asyncio.gather(*(self._drain(worker, timeout) for worker in self._workers))
@@ -629,6 +723,8 @@ class Supervisor:
         for worker in self._workers:
             for sock in worker.sockets.udp + worker.sockets.tcp:
                 sock.close()
+        self.audit.emit("stop", _stop_fields(error))
+        await self.audit.close()
         log.info("stopped")
 
     async def _drain(self, worker: WorkerHandle, timeout: float) -> None:
@@ -645,6 +741,13 @@ class Supervisor:
             process.kill()
             await process.wait()
         worker.close_channel()
+
+
+def _stop_fields(error: BaseException | None) -> dict[str, Any]:
+    """``clean``: stopped by a signal (or never got going); else the error that ended it."""
+    if error is None or isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
+        return {"clean": error is None, "error": None if error is None else type(error).__name__}
+    return {"clean": False, "error": f"{type(error).__name__}: {error}"}
 
 
 def _sockname(sock: socket.socket) -> str:

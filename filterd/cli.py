@@ -1,4 +1,5 @@
-"""The ``filterd`` command: run, check-config, lookup.
+"""The ``filterd`` command: run, check-config, lookup (and the commands of
+the other rooms: ``authority``, ``audit verify``, ``report``, ``probe``).
 
 Exit statuses: 0 success; 1 operational failure (a port in use, a worker
 that cannot start); 2 invalid configuration or list, or bad usage. Every
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from filterd import __version__
 from filterd.app import Overrides, load, run_daemon
+from filterd.audit.cli import register as register_audit
 from filterd.authority.cli import register as register_authority
 from filterd.config import Endpoint, parse_endpoint
 from filterd.errors import ConfigError, FilterdError, ListError, StartupError
@@ -25,6 +27,7 @@ from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
 from filterd.pipeline.policy import Policy
+from filterd.probe.cli import register as register_probe
 from filterd.wire.names import InvalidName, normalise_text
 
 EXIT_FAILURE = 1
@@ -95,14 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("-c", "--config", type=Path)
     lookup.add_argument("--blocklist", action="append", default=[], type=Path, metavar="FILE")
     register_authority(commands)
+    register_audit(commands)
+    register_probe(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "authority":
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)  # the authority's commands report their own errors
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is not None:
+        return handler(args)  # the other rooms' commands report their own errors
     try:
         if args.command == "run":
             return _run(args)

@@ -174,6 +174,32 @@ class LoggingConfig:
     level: str = "info"
 
 
+@dataclass(frozen=True, slots=True)
+class StatisticsConfig:
+    """Optional aggregates beyond the metrics; off by default (privacy)."""
+
+    blocked_names: int = 0
+    """Keep the N most blocked list entries (with category and count); 0: off."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The audit trail (docs/audit.md). Every key takes effect on restart only:
+    a trail that moved or changed its rotation in mid-run would be harder to
+    walk than one that is what it was at start-up."""
+
+    enabled: bool = True
+    path: Path | None = None
+    """The trail file; None: ``<state_dir>/audit/audit.jsonl`` (see ``resolve``)."""
+    max_bytes: int = 64 * 1024 * 1024
+    keep: int = 12
+    stats_interval: float = 3600.0
+
+    def resolve(self, state_dir: Path) -> Path:
+        """Where the current trail file is."""
+        return self.path if self.path is not None else state_dir / "audit" / "audit.jsonl"
+
+
 def default_state_dir() -> Path:
     """systemd's ``$STATE_DIRECTORY`` when set, else ``~/.local/state/filterd``."""
     state = os.environ.get("STATE_DIRECTORY")
@@ -194,6 +220,8 @@ class Config:
     admin: AdminConfig = AdminConfig()
     state_dir: Path = field(default_factory=default_state_dir)
     logging: LoggingConfig = LoggingConfig()
+    statistics: StatisticsConfig = StatisticsConfig()
+    audit: AuditConfig = AuditConfig()
     source: Path | None = None
     """The file this configuration was read from (``None``: built from defaults)."""
 
@@ -686,6 +714,30 @@ def _logging(r: _Reader) -> LoggingConfig:
     return cfg
 
 
+def _statistics(r: _Reader) -> StatisticsConfig:
+    cfg = StatisticsConfig(blocked_names=r.get("blocked_names", 0, _int_in(0, 10_000)))
+    r.done()
+    return cfg
+
+
+def _audit(r: _Reader, base: Path) -> AuditConfig:
+    d = AuditConfig()
+    path = r.get("path", None, _name)
+    cfg = AuditConfig(
+        enabled=r.get("enabled", d.enabled, _bool),
+        path=(base / path).resolve() if path else None,
+        max_bytes=r.get("max_bytes", d.max_bytes, _int_in(4096, 1 << 40)),
+        keep=r.get("keep", d.keep, _int_in(0, 100_000)),
+        stats_interval=r.get("stats_interval", d.stats_interval, _seconds(0, 86400)),
+    )
+    if cfg.stats_interval < 1:
+        r.doc.problem(r.key("stats_interval"), "must be at least 1 second")
+    if cfg.path is not None and cfg.path.suffix == ".head":
+        r.doc.problem(r.key("path"), "must not end in .head (the name of the trail's head file)")
+    r.done()
+    return cfg
+
+
 def _check_actions(doc: _Document, cfg: Config) -> None:
     """A sinkhole action needs somewhere to point."""
     sink = cfg.blocking.sinkhole
@@ -715,6 +767,8 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         sync=_sync(top.section("sync"), base),
         admin=_admin(top.section("admin")),
         logging=_logging(top.section("logging")),
+        statistics=_statistics(top.section("statistics")),
+        audit=_audit(top.section("audit"), base),
         source=Path(source) if source != "<config>" else None,
     )
     if state_dir is not None:

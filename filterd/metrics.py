@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from filterd import __version__
+from filterd.audit.recorder import AuditRecorder
 from filterd.histogram import LATENCY_BOUNDS
 from filterd.sync.client import ListStatus
 from filterd.sync.model import REASONS
@@ -71,6 +72,16 @@ def _merge_into(target: dict[str, Any], report: dict[str, Any]) -> None:
             for row in value:
                 ident = (row["source"], row["category"], row["action"])
                 counts[ident] = counts.get(ident, 0) + row["count"]
+        elif key == "blocked_top":
+            tops = target.setdefault(key, [])
+            by_name = {(row["name"], row["category"]): row for row in tops}
+            for row in value:
+                merged = by_name.get((row["name"], row["category"]))
+                if merged is None:
+                    tops.append(dict(row))
+                else:
+                    merged["count"] += row["count"]
+            tops.sort(key=lambda row: (-row["count"], row["name"]))
         elif key == "upstreams":
             rows = target.setdefault(key, {})
             for row in value:
@@ -372,12 +383,38 @@ class SyncCollector(Collector):
         )
 
 
+class AuditCollector(Collector):
+    """The audit trail's writer: every failed write is an event missing from reports."""
+
+    def __init__(self, audit: AuditRecorder) -> None:
+        self._audit = audit
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter(
+            "filterd_audit_records",
+            "Records appended to the audit trail.",
+            self._audit.records_written,
+        )
+        yield _counter(
+            "filterd_audit_write_failures",
+            "Audit records that could not be written (disk full, permissions, lock).",
+            self._audit.write_failures,
+        )
+        yield _gauge(
+            "filterd_audit_last_write_timestamp_seconds",
+            "Unix time of the last record appended to the audit trail.",
+            self._audit.last_write,
+        )  # fmt: skip
+
+
 def build_registry(
     state: SupervisorState,
     stats: Callable[[], dict[str, Any]],
     sync: Callable[[], list[ListStatus]],
+    audit: AuditRecorder,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FilterdCollector(state, stats))
     registry.register(SyncCollector(state, sync))
+    registry.register(AuditCollector(audit))
     return registry

@@ -37,7 +37,7 @@ from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.matching.matcher import Matcher
 from filterd.pipeline.policy import BlockCounter, Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline
-from filterd.pipeline.tally import Counters
+from filterd.pipeline.tally import BlockedNames, Counters
 from filterd.upstream.exchange import Exchange
 
 log = logging.getLogger("filterd.worker")
@@ -63,6 +63,7 @@ class Worker:
         self._generation = 0
         self._block_counters: dict[tuple[str, str, str], BlockCounter] = {}
         self._counters = Counters()
+        self._blocked_names: BlockedNames | None = None
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
         self._probe_tasks: set[asyncio.Task[None]] = set()
@@ -126,10 +127,12 @@ class Worker:
         policy = Policy(
             matcher, sources, config.blocking, config.server.max_udp_size, self._block_counters
         )
+        self._keep_blocked_names(config.statistics.blocked_names)
         if self._pipeline is None or self._needs_rebuild(config):
             self._start_pipeline(config, policy)
         else:
             self._pipeline.swap_policy(policy)
+            self._pipeline.blocked_names = self._blocked_names
         self._policy = policy
         self._config = config
         self._generation = message.generation
@@ -158,9 +161,17 @@ class Worker:
             config.server,
         )
 
+    def _keep_blocked_names(self, top: int) -> None:
+        """``statistics.blocked_names``: counting survives reloads unless N changes."""
+        current = self._blocked_names
+        if top == 0:
+            self._blocked_names = None
+        elif current is None or current.top != top:
+            self._blocked_names = BlockedNames(top)
+
     def _start_pipeline(self, config: Config, policy: Policy) -> None:
         loop = asyncio.get_running_loop()
-        pipeline = build_pipeline(config, policy, loop, self._counters)
+        pipeline = build_pipeline(config, policy, loop, self._counters, self._blocked_names)
         if self._pipeline is None:
             self._udp = [UdpListener(loop, sock, pipeline) for sock in self._udp_socks]
             limits = TcpLimits(
@@ -253,6 +264,7 @@ class Worker:
             "generation": self._generation,
             **pipeline.counters.as_dict(),
             "block_counts": [asdict(counter) for counter in self._block_counters.values()],
+            "blocked_top": self._blocked_names.rows() if self._blocked_names else [],
             "cache": {
                 "entries": len(cache),
                 "hits": cache.hits,

@@ -5,6 +5,8 @@
   and lists, 503 otherwise (so a load balancer never sends traffic to an
   instance that would answer without its blocklist);
 - ``/metrics``: Prometheus text exposition (see docs/metrics.md);
+- ``/stats/blocked``: the most blocked list entries with category and
+  count (JSON), when ``statistics.blocked_names`` is set; 404 otherwise;
 - ``POST /v1/notify``: the authority's signed push notification
   (docs/sync-protocol.md): 202 once verified (the pull runs in the
   background), 403 if it does not verify, 413 if oversized.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -35,12 +37,14 @@ class AdminServer:
         is_ready: Callable[[], bool],
         refresh: Callable[[], Awaitable[None]],
         notify: Callable[[bytes], str],
+        blocked: Callable[[], Awaitable[list[dict[str, Any]] | None]],
     ) -> None:
         self._endpoint = endpoint
         self._registry = registry
         self._is_ready = is_ready
         self._refresh = refresh
         self._notify = notify
+        self._blocked = blocked
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -49,6 +53,7 @@ class AdminServer:
         app.router.add_post("/v1/notify", self._notify_handler)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/stats/blocked", self._blocked_handler)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._endpoint.host, self._endpoint.port)
@@ -82,3 +87,9 @@ class AdminServer:
         await self._refresh()
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _blocked_handler(self, request: web.Request) -> web.Response:
+        rows = await self._blocked()
+        if rows is None:
+            return web.Response(status=404, text="not kept: statistics.blocked_names is 0\n")
+        return web.json_response({"blocked": rows})

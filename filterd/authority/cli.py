@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import ssl
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -30,8 +28,8 @@ from filterd.authority.convert import import_list
 from filterd.authority.notify import Outcome, Target, notification, push
 from filterd.authority.server import AuthorityServer, check_manifests, serve
 from filterd.authority.store import AuthorityError, Store
+from filterd.commands import EXIT_FAILURE, error, guarded
 from filterd.config import Endpoint, parse_endpoint
-from filterd.errors import FilterdError
 from filterd.lists.parsers import Format
 from filterd.logs import configure_logging
 from filterd.sync.model import (
@@ -49,38 +47,17 @@ from filterd.sync.model import (
     utc_now,
 )
 
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
+PROG: Final = "filterd authority"
 MIN_ADMIN_TOKEN: Final = 16
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _guarded(handler: Handler) -> Handler:
-    """Turn every expected error into one line on stderr and an exit status."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except AuthorityError as exc:
-            _error(str(exc))
-            return EXIT_USAGE
-        except FilterdError as exc:
-            _error(str(exc))
-            return EXIT_FAILURE
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            _error(f"{where}{exc.strerror or exc}")
-            return EXIT_FAILURE
-        except KeyboardInterrupt:
-            return EXIT_FAILURE
-
-    return run
+_guarded = guarded(PROG, (AuthorityError,))
 
 
 def _error(message: str) -> None:
-    print(f"filterd authority: {message}", file=sys.stderr)
+    error(PROG, message)
 
 
 # ------------------------------------------------------------ commands

@@ -35,7 +35,14 @@ from filterd.pipeline.cache import Answer, ResponseCache
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.policy import CountedBlock, Policy
-from filterd.pipeline.tally import NO_QTYPE, OTHER_QTYPE, QTYPE_SLOT, Counters, Outcomes
+from filterd.pipeline.tally import (
+    NO_QTYPE,
+    OTHER_QTYPE,
+    QTYPE_SLOT,
+    BlockedNames,
+    Counters,
+    Outcomes,
+)
 from filterd.upstream.exchange import UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.codes import (
@@ -73,6 +80,7 @@ class Pipeline:
         "_forwarder",
         "_guard",
         "_max_udp_size",
+        "blocked_names",
         "counters",
         "policy",
     )
@@ -86,9 +94,10 @@ class Pipeline:
         max_udp_size: int,
         deny_drop: bool,
         counters: Counters,
+        blocked_names: BlockedNames | None,
     ) -> None:
-        """``counters`` outlives the pipeline: a reload that rebuilds the
-        pipeline must not reset the query counts."""
+        """``counters`` and ``blocked_names`` (``None``: not kept) outlive the
+        pipeline: a reload that rebuilds it must not reset the counts."""
         self._guard = guard
         self.policy = policy
         self._cache = cache
@@ -96,6 +105,7 @@ class Pipeline:
         self._deny_drop = deny_drop
         self._forwarder = forwarder_factory(self)
         self.counters = counters
+        self.blocked_names = blocked_names
 
     @property
     def forwarder(self) -> Forwarder:
@@ -193,6 +203,10 @@ class Pipeline:
         self, query: Query, block: CountedBlock, offset: int, udp: bool, outcomes: Outcomes
     ) -> bytes | None:
         block.counter.count += 1
+        if self.blocked_names is not None:
+            self.blocked_names.count_wire(
+                query.key[offset : query.name_end - 12], block.counter.category
+            )
         if block.action is Action.DROP:
             outcomes.dropped += 1
             return None
@@ -231,9 +245,11 @@ class Pipeline:
         """The blocked answer if a CNAME target in ``answer`` is blocked (``b""``:
         drop it), ``None`` if every target is allowed."""
         for target in answer.cname_targets:
-            block, _ = self.policy.check_text(target)
+            block, offset = self.policy.check_text(target)
             if block is not None:
                 block.counter.count += 1
+                if self.blocked_names is not None:
+                    self.blocked_names.count_text(target[offset:], block.counter.category)
                 if block.action is Action.DROP:
                     outcomes.dropped += 1
                     return b""
@@ -271,6 +287,7 @@ def build_pipeline(
     policy: Policy,
     loop: asyncio.AbstractEventLoop,
     counters: Counters,
+    blocked_names: BlockedNames | None = None,
 ) -> Pipeline:
     """The one place that assembles the stages (order explained in the module docstring)."""
     cache = ResponseCache(config.cache.max_entries)
@@ -295,4 +312,5 @@ def build_pipeline(
         config.server.max_udp_size,
         config.access.deny_action == "drop",
         counters,
+        blocked_names,
     )

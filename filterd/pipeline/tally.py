@@ -12,10 +12,12 @@ or rejected before its question was read counts as ``none``.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from filterd.histogram import Histogram
+from filterd.wire.names import wire_to_text
 
 QTYPE_NAMES: Final = (
     "none", "other", "A", "AAAA", "HTTPS", "SVCB", "MX", "TXT",
@@ -81,3 +83,56 @@ class Counters:
                 "tcp": {"fast": self.tcp_fast.as_dict(), "upstream": self.tcp_upstream.as_dict()},
             },
         }
+
+
+class BlockedNames:
+    """Blocked answers per list entry and category: the optional top-N statistics.
+
+    Counted by the *list entry* that matched (``casino.example`` for a query
+    of ``www.casino.example``), never by the queried name and never with a
+    client address: the names are already on a published list, so the
+    statistics say how often a listed site was asked for, not who asked for
+    what. On the hot path a count is one slice and one dict update; names
+    stay in wire form until ``rows`` is asked for. Memory is bounded: past
+    ``10 * top`` distinct names (at least 1,000) the least counted half is
+    dropped, so the counts of rarely blocked names are approximate (a name
+    dropped and blocked again starts from zero); the top of the table is
+    what survives.
+    """
+
+    __slots__ = ("_limit", "_text", "_wire", "top")
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self._limit = max(1000, 10 * top)
+        self._wire: dict[tuple[bytes, str], int] = {}
+        self._text: dict[tuple[bytes, str], int] = {}
+
+    def count_wire(self, name: bytes, category: str) -> None:
+        """One block of the lower-cased wire name ``name`` (the matched entry)."""
+        self._add(self._wire, (name, category))
+
+    def count_text(self, name: bytes, category: str) -> None:
+        """One block decided on a CNAME target (canonical text form)."""
+        self._add(self._text, (name, category))
+
+    def _add(self, counts: dict[tuple[bytes, str], int], key: tuple[bytes, str]) -> None:
+        counts[key] = counts.get(key, 0) + 1
+        if len(counts) > self._limit:
+            kept = heapq.nlargest(self._limit // 2, counts.items(), key=lambda item: item[1])
+            counts.clear()
+            counts.update(kept)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The ``top`` most blocked (name, category) pairs, most blocked first."""
+        merged: dict[tuple[str, str], int] = {}
+        for (wire, category), count in self._wire.items():
+            text = wire_to_text(wire)
+            if text is not None:
+                key = (text.decode("ascii", "replace"), category)
+                merged[key] = merged.get(key, 0) + count
+        for (text_name, category), count in self._text.items():
+            key = (text_name.decode("ascii", "replace"), category)
+            merged[key] = merged.get(key, 0) + count
+        top = heapq.nlargest(self.top, merged.items(), key=lambda item: (item[1], item[0]))
+        return [{"name": n, "category": c, "count": count} for (n, c), count in top]

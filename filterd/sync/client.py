@@ -10,6 +10,10 @@ enforced while reading, hash and syntax checks, then persistence and
 ``apply`` (the supervisor's compile-and-swap). Only after all of it succeeds
 is the receipt sent. Any failure leaves the enforced list as it was, is
 counted under a bounded reason and logged in one line, and backs off.
+
+Every applied serial and every refused update is also handed to
+``on_event`` (the supervisor passes the audit trail's), as plain fields:
+this room decides what happened, not where it is recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 
@@ -60,6 +64,13 @@ Apply = Callable[[str, Delta | None], Awaitable[bool]]
 """Swap in the persisted list ``ID``, which changed by the delta given (None:
 a whole new snapshot); True on success. The supervisor's."""
 
+EventSink = Callable[[str, dict[str, Any]], None]
+"""Receives ``(event, fields)``: ``sync_applied`` and ``sync_rejected`` (docs/audit.md)."""
+
+
+def _no_events(event: str, fields: dict[str, Any]) -> None:
+    pass
+
 
 @dataclass(slots=True)
 class ListStatus:
@@ -84,10 +95,18 @@ class ListStatus:
 
 
 class SyncClient:
-    def __init__(self, config: SyncConfig, state_dir: Path, list_ids: list[str], apply: Apply):
+    def __init__(
+        self,
+        config: SyncConfig,
+        state_dir: Path,
+        list_ids: list[str],
+        apply: Apply,
+        on_event: EventSink = _no_events,
+    ) -> None:
         self._config = config
         self._state_dir = state_dir
         self._apply = apply
+        self._on_event = on_event
         self._public_key = load_public_key(config.public_key)
         self._lists = list_ids
         self.status = {list_id: ListStatus(list_id) for list_id in list_ids}
@@ -174,6 +193,16 @@ class SyncClient:
                     exc,
                     status.serial,
                 )
+                self._on_event(
+                    "sync_rejected",
+                    {
+                        "list": list_id,
+                        "reason": exc.reason,
+                        "message": str(exc),
+                        "enforced_serial": status.serial,
+                        "authority_serial": status.authority_serial,
+                    },
+                )
             await self._sleep(list_id, failures)
 
     async def _sleep(self, list_id: str, failures: int) -> None:
@@ -234,6 +263,20 @@ class SyncClient:
         self._restore(list_id, state)
         status.last_success = time.time()
         self._first_success[list_id].set()
+        self._on_event(
+            "sync_applied",
+            {
+                "list": list_id,
+                "serial": manifest.serial,
+                "sha256": manifest.snapshot.sha256,
+                "entries": manifest.entries,
+                "published_at": state.published_at,
+                "applied_at": state.applied_at,
+                "lag_seconds": status.lag,
+                "lag_sla_seconds": self._config.lag_sla,
+                "via": "delta" if delta is not None else "snapshot",
+            },
+        )
         log.info(
             "sync %s: serial %d enforced (%d entries), %.1f s after publication",
             list_id,

@@ -155,6 +155,16 @@ class Daemon:
         except OSError:
             return 0, ""
 
+    def post_notify(self, body: bytes) -> int:
+        """POST an authority notification to the admin endpoint; the HTTP status."""
+        url = f"http://{self.admin}/v1/notify"
+        request = urllib.request.Request(url, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
     def metrics(self) -> dict[str, float]:
         """Every sample as ``name{label="v",...}`` (labels sorted) -> value."""
         status, text = self.http("/metrics")

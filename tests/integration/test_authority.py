@@ -55,6 +55,7 @@ from filterd.sync.model import (
 )
 from tests.integration.conftest import DaemonFactory, synced_node
 from tests.peers.authoritative import FakeUpstream
+from tests.peers.processes import wait_until
 from tests.peers.reference_authority import (
     START_TIMEOUT,
     STOP_TIMEOUT,
@@ -63,7 +64,6 @@ from tests.peers.reference_authority import (
     ServerFactory,
     cli,
     make_data,
-    wait_until,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import dns.message
@@ -68,9 +69,13 @@ def test_counters_match_the_traffic_sent(
     assert metrics["filterd_index_names"] == 4 + 2 + 2 + 4  # national, local, allow, canaries
     assert metrics["filterd_ready"] == 1 and metrics["filterd_workers"] == 1
     assert metrics['filterd_build_info{version="0.1.0"}'] == 1
+    # The audit trail holds "start" and "lists" (and a "stats" if an hour turned).
+    assert metrics["filterd_audit_records_total"] in (2, 3)
+    assert metrics["filterd_audit_write_failures_total"] == 0
     info = [k for k in metrics if k.startswith("filterd_list_info")]
     assert len(info) == 4 and any('list="national"' in k and 'mandatory="true"' in k for k in info)
     # Privacy: no queried name and no client address anywhere in the exposition.
+    assert daemon.http("/stats/blocked")[0] == 404  # statistics.blocked_names: 0 by default
     text = daemon.http("/metrics")[1]
     for leak in ("example", "127.0.0.5", "gambling.example"):
         assert leak not in text.replace(upstream.endpoint, "")
@@ -94,3 +99,27 @@ def test_counters_stay_monotonic_across_a_reload_that_rebuilds_the_pipeline(
     assert metrics["filterd_cache_misses_total"] == 2
     assert metrics[f'filterd_upstream_answers_total{{upstream="{upstream.endpoint}"}}'] == 2
     assert metrics[f'filterd_upstream_rtt_seconds_count{{upstream="{upstream.endpoint}"}}'] == 2
+
+
+def test_most_blocked_list_entries_are_counted_when_asked_for(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    config = standard_config(upstream.endpoint, extra="statistics: {blocked_names: 2}\n")
+    daemon = make_daemon(config).start()
+    for name, times in (
+        ("gambling.example", 2),
+        ("www.gambling.example", 3),  # counted under the entry: gambling.example
+        ("phishing.example.com", 2),
+        ("www.adult.example", 1),  # third: beyond the top 2
+    ):
+        for _ in range(times):
+            daemon.query(name)
+    status, body = daemon.http("/stats/blocked")
+    assert status == 200
+    assert json.loads(body) == {
+        "blocked": [
+            {"name": "gambling.example", "category": "gambling", "count": 5},
+            {"name": "phishing.example.com", "category": "malware", "count": 2},
+        ]
+    }
+    assert "www.gambling.example" not in body

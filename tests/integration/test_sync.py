@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import gzip
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dns.edns
@@ -34,6 +33,7 @@ from tests.integration.conftest import DaemonFactory
 from tests.integration.daemon import Daemon
 from tests.peers.authoritative import FakeUpstream
 from tests.peers.authority import TOKEN, Canned, FakeAuthority
+from tests.peers.processes import wait_until
 
 BASE = [
     make_entry("casino.example", "block", "gambling", "QD-1"),
@@ -93,24 +93,6 @@ def ede_text(daemon: Daemon, name: str) -> str:
     return ""
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def post_notify(daemon: Daemon, body: bytes) -> int:
-    request = urllib.request.Request(f"http://{daemon.admin}/v1/notify", data=body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def failures(daemon: Daemon, reason: str) -> float:
     return daemon.metrics()[f'filterd_sync_failures_total{{list="national",reason="{reason}"}}']
 
@@ -127,7 +109,7 @@ def test_enforces_the_published_list_and_sends_a_receipt(
     text = ede_text(daemon, "casino.example")
     assert text == "list=national version=1 category=gambling"
     assert daemon.query("local-block.example").rcode() == dns.rcode.NXDOMAIN
-    wait_for(lambda: bool(authority.seen.receipts))
+    wait_until(lambda: bool(authority.seen.receipts))
     receipt = authority.seen.receipts[0]
     assert receipt["serial"] == 1 and receipt["list"] == "national"
     assert receipt["operator"] == "vnpt-test" and receipt["node"] == "node-1"
@@ -154,8 +136,8 @@ def test_push_notification_pulls_a_delta_at_once(
     assert daemon.query("newly-banned.example").rcode() == dns.rcode.NOERROR
     authority.publish([*BASE, make_entry("newly-banned.example", "block", "fraud", "QD-3")])
     started = time.monotonic()
-    assert post_notify(daemon, authority.notify(2)) == 202
-    wait_for(lambda: daemon.query("newly-banned.example").rcode() == dns.rcode.NXDOMAIN)
+    assert daemon.post_notify(authority.notify(2)) == 202
+    wait_until(lambda: daemon.query("newly-banned.example").rcode() == dns.rcode.NXDOMAIN)
     elapsed = time.monotonic() - started
     assert "version=2" in ede_text(daemon, "newly-banned.example")
     assert "lists/national/deltas/1-2.gz" in authority.seen.requests
@@ -183,8 +165,8 @@ def test_a_delta_overlay_answers_like_a_full_recompile(
             make_entry("games.example", "block"),  # exact -> whole subtree
         ]
     )  # removes adult.example and the shared name, which the local list still blocks
-    assert post_notify(daemon, authority.notify(2)) == 202
-    wait_for(lambda: daemon.metrics()['filterd_sync_serial{list="national"}'] == 2)
+    assert daemon.post_notify(authority.notify(2)) == 202
+    wait_until(lambda: daemon.metrics()['filterd_sync_serial{list="national"}'] == 2)
     assert "applied as an overlay" in daemon.log
     names = [
         "casino.example",
@@ -231,8 +213,8 @@ def test_unsigned_or_foreign_notifications_are_refused(
 ) -> None:
     authority.publish(BASE)
     daemon = make(make_daemon, upstream, authority, interval=3600).start()
-    assert post_notify(daemon, b'{"type": "filterd-notify"}') == 403
-    assert post_notify(daemon, authority.notify(5, key=Ed25519PrivateKey.generate())) == 403
+    assert daemon.post_notify(b'{"type": "filterd-notify"}') == 403
+    assert daemon.post_notify(authority.notify(5, key=Ed25519PrivateKey.generate())) == 403
     assert daemon.metrics()["filterd_sync_notifies_refused_total"] == 2
 
 
@@ -247,7 +229,7 @@ def test_restart_with_the_authority_down_enforces_the_persisted_list(
     daemon.start()  # ready without the authority
     assert daemon.query("www.casino.example").rcode() == dns.rcode.NXDOMAIN
     assert "version=1" in ede_text(daemon, "casino.example")
-    wait_for(lambda: failures(daemon, "network") >= 1)
+    wait_until(lambda: failures(daemon, "network") >= 1)
 
 
 def test_no_list_yet_means_not_ready(
@@ -255,7 +237,7 @@ def test_no_list_yet_means_not_ready(
 ) -> None:
     daemon = make(make_daemon, upstream, authority)
     daemon.start(wait_ready=False)
-    wait_for(lambda: daemon.http("/healthz")[0] == 200)
+    wait_until(lambda: daemon.http("/healthz")[0] == 200)
     time.sleep(1.0)
     assert daemon.http("/readyz")[0] == 503
     with pytest.raises(dns.exception.Timeout):
@@ -273,7 +255,7 @@ def test_local_only_serves_without_the_authority_list(
     assert daemon.query("local-block.example").rcode() == dns.rcode.NXDOMAIN
     assert str(daemon.query("casino.example").answer[0][0]) == "192.0.2.66"
     authority.publish(BASE)
-    wait_for(lambda: daemon.query("casino.example").rcode() == dns.rcode.NXDOMAIN)
+    wait_until(lambda: daemon.query("casino.example").rcode() == dns.rcode.NXDOMAIN)
 
 
 # ----------------------------------------------------------------- tampering
@@ -392,7 +374,7 @@ def test_tampered_updates_are_refused_and_the_last_good_list_kept(
     daemon.start()
     assert f"version={enforced}" in ede_text(daemon, "casino.example")
     reason = TAMPERING[case](authority)
-    wait_for(lambda: failures(daemon, reason) >= 1, timeout=20)
+    wait_until(lambda: failures(daemon, reason) >= 1, timeout=20)
     # The same serial, still enforced, nothing partially applied.
     metrics = daemon.metrics()
     assert metrics['filterd_sync_serial{list="national"}'] == enforced

@@ -27,7 +27,8 @@ import dns.rcode
 from bench.data import load_blocklist
 from tests.integration.conftest import DaemonFactory, synced_node
 from tests.peers.authoritative import FakeUpstream
-from tests.peers.reference_authority import ServerFactory, cli, make_data, wait_until
+from tests.peers.processes import wait_until
+from tests.peers.reference_authority import ServerFactory, cli, make_data
 
 LIST_SIZE = 1_000_000
 CHANGES = 100

@@ -168,12 +168,3 @@ class Server:
 
 
 ServerFactory = Callable[..., Server]
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {timeout}s")

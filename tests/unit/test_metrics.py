@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from filterd.audit.recorder import AuditRecorder
+from filterd.config import AuditConfig
 from filterd.histogram import LATENCY_BOUNDS, Histogram
 from filterd.metrics import SupervisorState, build_registry, merge_stats
 from filterd.pipeline.tally import QTYPE_SLOT, Counters
@@ -31,13 +35,14 @@ def worker(answers: int, seconds: float, qtype: int) -> dict[str, object]:
     return {"generation": 1, **counters.as_dict()}
 
 
-def test_reports_of_workers_are_summed_and_rendered() -> None:
+def test_reports_of_workers_are_summed_and_rendered(tmp_path: Path) -> None:
     stats = merge_stats([worker(3, 0.0002, 1), worker(4, 0.003, 28), worker(1, 0.0002, 1)])
     assert stats["queries"]["udp"]["A"]["cached"] == 4
     assert stats["queries"]["udp"]["AAAA"]["cached"] == 4
     assert stats["queries"]["tcp"]["none"]["formerr"] == 3
     assert "MX" not in stats["queries"]["udp"]  # types never seen are left out
-    registry = build_registry(SupervisorState(), lambda: stats, list)
+    audit = AuditRecorder(AuditConfig(enabled=False), tmp_path)
+    registry = build_registry(SupervisorState(), lambda: stats, list, audit)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(generate_latest(registry).decode())

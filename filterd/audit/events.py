@@ -1,0 +1,98 @@
+"""The fields of the supervisor's events, built from what it holds.
+
+Pure code: the supervisor passes in its sources, merged worker counters and
+clock, and gets back the JSON-ready fields of one record. Nothing here ever
+takes a client address or a client's queried name: the counters it reads
+are aggregates by list, category, action and outcome (``blocked_top``, if
+present, holds names from the lists with counts, never who asked).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filterd import __version__
+from filterd.audit.chain import format_time
+from filterd.lists.sources import SourceInfo
+
+
+def start_fields(config_path: Path | None, node: str) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "config": str(config_path) if config_path is not None else None,
+        "node": node,
+        "pid": os.getpid(),
+    }
+
+
+def lists_fields(
+    generation: int, cause: str, sources: Iterable[SourceInfo], sha256: Mapping[str, str]
+) -> dict[str, Any]:
+    """Every source now enforced. ``version`` is what EDE text and metrics show
+    (the authority's serial for a synced list, else the first 12 hex digits
+    of the file's SHA-256); ``sha256`` is the full hash where known (synced
+    lists: the authority's canonical snapshot)."""
+    return {
+        "generation": generation,
+        "cause": cause,
+        "lists": [
+            {
+                "name": source.name,
+                "version": source.version,
+                "sha256": sha256.get(source.name),
+                "format": source.format,
+                "entries": source.entries,
+                "accepted": source.accepted,
+                "mandatory": source.mandatory,
+            }
+            for source in sources
+        ],
+    }
+
+
+def stats_fields(merged: Mapping[str, Any], boundary: float | None) -> dict[str, Any]:
+    """Counters since the daemon started, from the supervisor's merged worker
+    stats (the numbers behind ``filterd_queries_total`` and
+    ``filterd_blocked_total``). ``boundary``: the wall-clock multiple of
+    ``stats_interval`` this record was scheduled for (None at stop)."""
+    queries = _nested_counts(merged.get("queries", {}))
+    blocked = [
+        {"list": source, "category": category, "action": action, "count": int(count)}
+        for (source, category, action), count in sorted(merged.get("block_counts", {}).items())
+    ]
+    fields: dict[str, Any] = {
+        "boundary": format_time(datetime.fromtimestamp(boundary, UTC)) if boundary else None,
+        "queries": queries,
+        "blocked": blocked,
+    }
+    top = merged.get("blocked_top")
+    if isinstance(top, list) and top:  # statistics.blocked_names is set
+        fields["blocked_top"] = [
+            {"name": str(row["name"]), "category": str(row["category"]), "count": int(row["count"])}
+            for row in top
+            if isinstance(row, Mapping) and {"name", "category", "count"} <= row.keys()
+        ]
+    return fields
+
+
+def _nested_counts(value: Any) -> Any:
+    """The worker counters as they are nested (``protocol``, ``qtype``, ...,
+    ``outcome``: the labels of ``filterd_queries_total``, in that order), with
+    whole-number leaves: the report reads the first key as the protocol and
+    the last as the outcome, whatever lies between. Zeros are left out (an
+    absent counter is zero), which keeps an hourly record small."""
+    if isinstance(value, Mapping):
+        nested = {str(key): _nested_counts(item) for key, item in sorted(value.items())}
+        return {key: item for key, item in nested.items() if item}
+    return int(value)
+
+
+def next_boundary(now: float, interval: float) -> float:
+    """The next wall-clock multiple of ``interval`` strictly after ``now``: hourly
+    records land on the hour, so a report for whole days starts and ends on one."""
+    return (math.floor(now / interval) + 1) * interval

@@ -1,0 +1,423 @@
+"""The operator's periodic report, computed from the trail alone.
+
+``ReportBuilder`` takes the records in trail order (one pass, nothing kept
+but running sums) and gives the report for a window ``[start, end)``:
+
+- **runs**: each ``start`` to its ``stop``; a run without a ``stop`` (the
+  daemon crashed, was killed, or is still running) ends at its last record.
+  That under-claims rather than over-claims: enforcement is never counted
+  past the last moment the daemon wrote anything;
+- **lists**: from each ``lists`` record until the next one, or the end of
+  the run, the lists it names are enforced at the versions it names; hours
+  are summed per list and per version, clipped to the window;
+- **updates**: every ``sync_applied`` in the window with its lag against the
+  SLA (the record's ``lag_sla_seconds``, or ``--sla``), met when lag <= SLA;
+- **sync failures** (every ``sync_rejected``, by list and reason) and the
+  **rejected updates** among them (the reasons where the authority's answer
+  arrived and was refused, i.e. not ``network``, ``timeout`` or ``http``);
+- **reloads** (SIGHUP), with their result;
+- **queries** and **blocked answers** by list, category and action: the
+  increase of the ``stats`` counters over the window, the way Prometheus'
+  ``increase()`` sees a counter (counters restart from zero at each
+  ``start``; a value lower than the one before also counts as a restart).
+  A ``stats`` record accounts for the interval that ends at it, so it counts
+  in the window when its ``boundary`` (its scheduled wall-clock time, or its
+  time for the record written at stop) is in ``(start, end]``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
+
+from filterd import __version__
+from filterd.audit.chain import format_time, parse_time
+from filterd.audit.verify import Result
+
+TRANSPORT_REASONS: Final = frozenset({"network", "timeout", "http"})
+"""Sync failures where no answer of the authority's was judged (not a rejection)."""
+TOP_ROWS: Final = 100
+
+K = TypeVar("K", bound=Hashable)
+QueryKey = tuple[str, ...]  # protocol, (qtype,) outcome: the labels of filterd_queries_total
+BlockKey = tuple[str, str, str]  # list, category, action
+TopKey = tuple[str, str]  # name, category
+
+
+@dataclass(slots=True)
+class _Counters:
+    """One reading of the counters of a ``stats`` record (or their increase)."""
+
+    queries: dict[QueryKey, int] = field(default_factory=dict)
+    blocked: dict[BlockKey, int] = field(default_factory=dict)
+    top: dict[TopKey, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> _Counters:
+        queries = _summed(_paths(record.get("queries") or {}, ()))
+        blocked = _summed(
+            ((str(row["list"]), str(row["category"]), str(row["action"])), row["count"])
+            for row in record.get("blocked") or ()
+        )
+        top = _summed(
+            ((str(row["name"]), str(row["category"])), row["count"])
+            for row in record.get("blocked_top") or ()
+        )
+        return cls(queries, blocked, top)
+
+    def add_increase(self, before: _Counters, now: _Counters) -> None:
+        _increase(self.queries, before.queries, now.queries)
+        _increase(self.blocked, before.blocked, now.blocked)
+        _increase(self.top, before.top, now.top)
+
+
+def _paths(value: Any, prefix: QueryKey) -> Iterable[tuple[QueryKey, Any]]:
+    """Nested counters as (key path, count)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, str(key)))
+    else:
+        yield prefix, value
+
+
+def _increase(total: dict[K, int], before: Mapping[K, int], now: Mapping[K, int]) -> None:
+    """Prometheus' ``increase()``: a value below the one before means a restart."""
+    for key, value in now.items():
+        previous = before.get(key, 0)
+        total[key] = total.get(key, 0) + (value - previous if value >= previous else value)
+
+
+def _summed(rows: Iterable[tuple[K, Any]]) -> dict[K, int]:
+    out: dict[K, int] = {}
+    for key, count in rows:
+        out[key] = out.get(key, 0) + int(count)
+    return out
+
+
+@dataclass(slots=True)
+class _Interval:
+    version: str
+    sha256: str | None
+    mandatory: bool
+    since: datetime
+
+
+@dataclass(slots=True)
+class _Version:
+    list: str
+    version: str
+    sha256: str | None
+    mandatory: bool
+    first: datetime
+    last: datetime
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Run:
+    started: datetime
+    version: str
+    node: str
+    last: datetime
+    serving_from: datetime | None = None
+    enforced: dict[str, _Interval] = field(default_factory=dict)
+    baseline: _Counters = field(default_factory=_Counters)
+
+
+class ReportBuilder:
+    def __init__(self, start: datetime, end: datetime, sla: float | None = None) -> None:
+        self.start = start
+        self.end = end
+        self.sla = sla
+        self._run: _Run | None = None
+        self._runs: list[dict[str, Any]] = []
+        self._versions: dict[tuple[str, str], _Version] = {}
+        self._updates: list[dict[str, Any]] = []
+        self._failures: Counter[tuple[str, str]] = Counter()
+        self._rejected: list[dict[str, Any]] = []
+        self._reloads: list[dict[str, Any]] = []
+        self._trail_events: list[dict[str, Any]] = []
+        self._increase = _Counters()
+
+    # ------------------------------------------------------------- records
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        moment = parse_time(record["time"])
+        event = record["event"]
+        if event == "start":
+            self._end_run(None)
+            self._run = _Run(
+                moment, str(record.get("version")), str(record.get("node") or ""), moment
+            )
+            return
+        run = self._run
+        if run is None:  # records before the first start kept (pruned trail): a run of its own
+            run = self._run = _Run(moment, "", "", moment)
+        run.last = moment
+        if event == "stop":
+            self._end_run(record)
+        elif event == "lists":
+            self._lists(run, moment, record)
+        elif event == "stats":
+            self._stats(run, moment, record)
+        elif self._in_window(moment):
+            self._event(moment, record)
+
+    def _in_window(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    def _event(self, moment: datetime, record: Mapping[str, Any]) -> None:
+        event = record["event"]
+        when = format_time(moment)
+        if event == "sync_applied":
+            sla = self.sla if self.sla is not None else float(record.get("lag_sla_seconds", 0))
+            lag = float(record.get("lag_seconds", 0))
+            self._updates.append(
+                {
+                    "list": record.get("list"),
+                    "serial": record.get("serial"),
+                    "sha256": record.get("sha256"),
+                    "entries": record.get("entries"),
+                    "published_at": record.get("published_at"),
+                    "applied_at": record.get("applied_at"),
+                    "via": record.get("via"),
+                    "lag_seconds": round(lag, 3),
+                    "sla_seconds": sla,
+                    "sla_met": lag <= sla,
+                }
+            )
+        elif event == "sync_rejected":
+            reason = str(record.get("reason"))
+            self._failures[(str(record.get("list")), reason)] += 1
+            if reason not in TRANSPORT_REASONS:
+                self._rejected.append(
+                    {
+                        "time": when,
+                        "list": record.get("list"),
+                        "reason": reason,
+                        "message": record.get("message"),
+                        "enforced_serial": record.get("enforced_serial"),
+                    }
+                )
+        elif event == "reload":
+            self._reloads.append(
+                {
+                    "time": when,
+                    "result": record.get("result"),
+                    "generation": record.get("generation"),
+                    "error": record.get("error"),
+                }
+            )
+        elif event in ("recover", "rotate"):
+            fields = {k: v for k, v in record.items() if k not in ("time", "prev")}
+            self._trail_events.append({"time": when, **fields})
+
+    # ---------------------------------------------------------- enforcement
+
+    def _lists(self, run: _Run, moment: datetime, record: Mapping[str, Any]) -> None:
+        if run.serving_from is None:
+            run.serving_from = moment
+        now: dict[str, _Interval] = {}
+        for row in record.get("lists") or ():
+            name, version = str(row["name"]), str(row["version"])
+            current = run.enforced.get(name)
+            if current is not None and current.version == version:
+                now[name] = current
+            else:
+                now[name] = _Interval(version, row.get("sha256"), bool(row["mandatory"]), moment)
+        for name, interval in run.enforced.items():
+            if now.get(name) is not interval:
+                self._close(name, interval, moment)
+        run.enforced = now
+
+    def _close(self, name: str, interval: _Interval, until: datetime) -> None:
+        first, last = max(interval.since, self.start), min(until, self.end)
+        if last <= first:
+            return  # not enforced within the window
+        key = (name, interval.version)
+        seen = self._versions.get(key)
+        if seen is None:
+            seen = self._versions[key] = _Version(
+                name, interval.version, interval.sha256, interval.mandatory, first, last
+            )
+        seen.first, seen.last = min(seen.first, first), max(seen.last, last)
+        seen.seconds += (last - first).total_seconds()
+
+    def _end_run(self, stop: Mapping[str, Any] | None) -> None:
+        run = self._run
+        if run is None:
+            return
+        self._run = None
+        for name, interval in run.enforced.items():
+            self._close(name, interval, run.last)
+        ending = "open" if stop is None else ("stop" if stop.get("clean") else "error")
+        serving = 0.0
+        if run.serving_from is not None:
+            serving = _overlap(run.serving_from, run.last, self.start, self.end)
+        if _overlap(run.started, run.last, self.start, self.end) or self._in_window(run.started):
+            self._runs.append(
+                {
+                    "started": format_time(run.started),
+                    "ended": format_time(run.last),
+                    "end": ending,
+                    "error": stop.get("error") if stop is not None else None,
+                    "version": run.version,
+                    "node": run.node,
+                    "serving_seconds": round(serving, 3),
+                    "serving_hours": round(serving / 3600, 3),
+                }
+            )
+
+    # ---------------------------------------------------------------- stats
+
+    def _stats(self, run: _Run, moment: datetime, record: Mapping[str, Any]) -> None:
+        boundary = record.get("boundary")
+        at = parse_time(boundary) if isinstance(boundary, str) else moment
+        now = _Counters.of(record)
+        if self.start < at <= self.end:
+            self._increase.add_increase(run.baseline, now)
+        run.baseline = now
+
+    # --------------------------------------------------------------- result
+
+    def build(self, trail: Result) -> dict[str, Any]:
+        self._end_run(None)
+        queries = self._increase.queries
+        blocked = self._increase.blocked
+        by_outcome: Counter[str] = Counter()
+        by_protocol: Counter[str] = Counter()
+        by_qtype: Counter[str] = Counter()
+        truncated = 0
+        for path, count in queries.items():
+            if path[-1] == "truncated":  # also counted under its outcome
+                truncated += count
+                continue
+            by_outcome[path[-1]] += count
+            by_protocol[path[0]] += count
+            if len(path) == 3:
+                by_qtype[path[1]] += count
+        by_category: Counter[str] = Counter()
+        by_list: Counter[str] = Counter()
+        for (source, category, _), count in blocked.items():
+            by_category[category] += count
+            by_list[source] += count
+        updates = sorted(self._updates, key=lambda u: (str(u["applied_at"]), str(u["list"])))
+        missed = [u for u in updates if not u["sla_met"]]
+        report: dict[str, Any] = {
+            "report": {
+                "from": format_time(self.start),
+                "to": format_time(self.end),
+                "hours": round((self.end - self.start).total_seconds() / 3600, 3),
+                "generated_at": format_time(datetime.now(UTC)),
+                "software": f"filterd {__version__}",
+                "sla_seconds": self.sla,
+            },
+            "trail": {
+                "ok": trail.ok,
+                "records": trail.records,
+                "first_seq": trail.first_seq,
+                "last_seq": trail.last_seq,
+                "head": trail.head,
+                "problem": trail.problem or None,
+                "notes": trail.notes,
+            },
+            "runs": self._runs,
+            "lists": self._lists_report(),
+            "updates": updates,
+            "sla": {
+                "updates": len(updates),
+                "met": len(updates) - len(missed),
+                "missed": len(missed),
+                "max_lag_seconds": max((u["lag_seconds"] for u in updates), default=None),
+            },
+            "sync_failures": [
+                {"list": name, "reason": reason, "count": count}
+                for (name, reason), count in sorted(self._failures.items())
+            ],
+            "rejected_updates": self._rejected,
+            "reloads": {
+                "success": sum(r["result"] == "success" for r in self._reloads),
+                "failure": sum(r["result"] == "failure" for r in self._reloads),
+                "events": self._reloads,
+            },
+            "queries": {
+                "total": sum(by_outcome.values()),
+                "by_outcome": {k: n for k, n in sorted(by_outcome.items()) if n},
+                "by_protocol": {k: n for k, n in sorted(by_protocol.items()) if n},
+                "by_qtype": {k: n for k, n in sorted(by_qtype.items()) if n},
+                "truncated": truncated,
+            },
+            "blocked": {
+                "total": sum(blocked.values()),
+                "by_category": _rows("category", by_category),
+                "by_list": _rows("list", by_list),
+                "by_list_category_action": [
+                    {"list": s, "category": c, "action": a, "count": n}
+                    for (s, c, a), n in sorted(blocked.items())
+                    if n
+                ],
+            },
+            "trail_events": self._trail_events,
+        }
+        top = sorted(self._increase.top.items(), key=lambda row: (-row[1], row[0]))
+        if top:
+            report["blocked_top"] = [
+                {"name": name, "category": category, "count": count}
+                for (name, category), count in top[:TOP_ROWS]
+                if count
+            ]
+        return report
+
+    def _lists_report(self) -> list[dict[str, Any]]:
+        lists: dict[str, dict[str, Any]] = {}
+        for version in sorted(self._versions.values(), key=lambda v: (v.list, v.first)):
+            entry = lists.setdefault(
+                version.list,
+                {"list": version.list, "mandatory": version.mandatory, "seconds_enforced": 0.0,
+                 "hours_enforced": 0.0, "versions": []},
+            )  # fmt: skip
+            entry["seconds_enforced"] += version.seconds
+            entry["versions"].append(
+                {
+                    "version": version.version,
+                    "sha256": version.sha256,
+                    "from": format_time(version.first),
+                    "to": format_time(version.last),
+                    "seconds": round(version.seconds, 3),
+                    "hours": round(version.seconds / 3600, 3),
+                }
+            )
+        for entry in lists.values():
+            entry["hours_enforced"] = round(entry["seconds_enforced"] / 3600, 3)
+            entry["seconds_enforced"] = round(entry["seconds_enforced"], 3)
+        return list(lists.values())
+
+
+def _rows(name: str, counts: Counter[str]) -> list[dict[str, Any]]:
+    return [{name: key, "count": count} for key, count in sorted(counts.items()) if count]
+
+
+def _overlap(first: datetime, last: datetime, start: datetime, end: datetime) -> float:
+    return max(0.0, (min(last, end) - max(first, start)).total_seconds())
+
+
+# ------------------------------------------------------------------ dates
+
+
+def parse_date(text: str, *, end: bool = False) -> datetime:
+    """``YYYY-MM-DD`` (UTC midnight; for the end of a window, the end of that
+    day, so ``--from 2026-11-01 --to 2026-11-30`` is all of November) or a
+    full RFC 3339 time, which is taken as it is."""
+    if len(text) == 10 and text[4] == "-" and text[7] == "-":
+        try:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        return day + timedelta(days=1) if end else day
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from None

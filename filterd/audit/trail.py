@@ -1,0 +1,325 @@
+"""Writing the trail: append, fsync, rotate, prune, keep the head.
+
+``TrailWriter`` is plain blocking code (the supervisor runs it on a thread
+of its own, see recorder.py). There is one writer: it holds an exclusive
+``flock`` on the trail's directory, so a second daemon pointed at the same
+state directory fails to write (and counts it) instead of interleaving
+records and breaking the chain. Each
+``append`` writes one whole line with one ``write``, fsyncs it, then
+replaces the head file atomically; events are rare (a list update, a
+reload, an hourly statistics record), so a few fsyncs each cost nothing.
+
+Opening is where crashes are repaired and surprises are written down:
+
+- a last line without its LF (a crash in the middle of a write, before the
+  record was acknowledged) is cut off, and a ``recover`` record says how
+  many bytes were dropped;
+- a head one record behind the file (a crash between the record's fsync
+  and the head's rename) is simply brought forward;
+- anything else (the head names a later record than the file ends with, or
+  another hash, or is missing while the file is not) means records were
+  lost or altered while the daemon was down. The writer cannot undo that;
+  it writes a ``recover`` record saying what it found (``lost``: how many
+  records, or null when it cannot tell) and continues the sequence numbers
+  after the head's, so a number is never reused. ``filterd audit verify``
+  reports such a record as a failure: the trail admits a loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+from filterd.audit.chain import (
+    GENESIS,
+    FormatError,
+    Head,
+    decode_record,
+    encode_record,
+    head_path,
+    line_hash,
+    read_head,
+    rotated_files,
+    rotated_name,
+)
+from filterd.files import fsync_directory, write_atomically
+
+log = logging.getLogger("filterd.audit")
+
+TAIL_CHUNK: Final = 64 * 1024
+
+
+class TrailWriter:
+    """The one writer of a trail (current file ``path`` and its rotated files)."""
+
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._file: BinaryIO | None = None
+        self._lock: int | None = None
+        self._size = 0
+        self._first_seq = 0
+        """Seq of the current file's first record; 0 while it is empty."""
+        self._seq = 0
+        self._prev = GENESIS
+
+    @property
+    def head(self) -> Head:
+        return Head(self._seq, self._prev)
+
+    # ------------------------------------------------------------------ open
+
+    def open(self, moment: datetime) -> None:
+        """Find where the trail ends, repair or record what is wrong, open for append."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._take_lock()
+        dropped = _drop_partial_line(self.path)
+        last_line = _last_line(self.path)
+        first_seq = 0
+        if last_line is not None:
+            first_line = _first_line(self.path)
+            first_seq = _seq_of(first_line) if first_line is not None else 0
+        else:
+            rotated = rotated_files(self.path)
+            if rotated:
+                last_line = _last_line(rotated[-1][1])
+        seq, prev = 0, GENESIS
+        readable = True
+        if last_line is not None:
+            prev = line_hash(last_line)
+            seq = _seq_of(last_line)
+            readable = seq > 0
+        try:
+            head = read_head(self.path)
+        except FormatError:
+            head = None
+            readable = False
+        problem, lost = _compare(head, seq, prev, last_line, readable)
+        if head is not None and problem:
+            seq = max(seq, head.seq)  # a seq is never reused, even after a loss
+            if last_line is None:
+                prev = head.hash
+        if dropped:
+            log.warning(
+                "audit trail %s: dropped %d bytes of a partial last line", self.path, dropped
+            )
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "ab")
+        self._size = self._file.tell()
+        self._first_seq = first_seq if self._size else 0
+        self._seq, self._prev = seq, prev
+        if problem or dropped:
+            if problem:
+                log.error("audit trail %s: %s", self.path, problem)
+            fields = {
+                "problem": problem or "partial last line dropped (a crash during a write)",
+                "dropped_bytes": dropped,
+                "head_seq": head.seq if head is not None else None,
+                "trail_seq": _seq_of(last_line) if last_line is not None else 0,
+                "lost": lost,
+            }
+            self._append("recover", fields, moment)
+        elif head is None or head.seq != seq:
+            self._write_head(moment)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            message = f"{self.path.parent}: another process writes this audit trail"
+            raise OSError(message) from None
+        self._lock = fd
+
+    # ---------------------------------------------------------------- append
+
+    def append(self, event: str, fields: Mapping[str, Any], moment: datetime) -> Head:
+        """Write one record (rotating first if it would overflow ``max_bytes``)."""
+        if self._file is None:
+            self.open(moment)
+        line = encode_record(self._seq + 1, moment, event, fields, self._prev)
+        if self._size > 0 and self._size + len(line) + 1 > self.max_bytes:
+            self._rotate(moment)
+        return self._append(event, fields, moment)
+
+    def _append(self, event: str, fields: Mapping[str, Any], moment: datetime) -> Head:
+        assert self._file is not None
+        seq = self._seq + 1
+        line = encode_record(seq, moment, event, fields, self._prev)
+        try:
+            self._file.write(line + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            self._abandon()
+            raise
+        self._size += len(line) + 1
+        self._seq, self._prev = seq, line_hash(line)
+        if not self._first_seq:
+            self._first_seq = seq
+        self._write_head(moment)
+        return self.head
+
+    def _abandon(self) -> None:
+        """After a failed write: cut what may have been written, reopen on next use."""
+        file = self._file
+        self._file = None
+        if file is None:
+            return
+        with contextlib.suppress(OSError):  # else open() drops the partial line
+            file.truncate(self._size)
+        with contextlib.suppress(OSError):
+            file.close()
+
+    def _write_head(self, moment: datetime) -> None:
+        write_atomically(head_path(self.path), self.head.encode(moment))
+
+    # --------------------------------------------------------------- rotate
+
+    def _rotate(self, moment: datetime) -> None:
+        """Rename the full file, prune old ones, start the new file with a
+        ``rotate`` record chained to the renamed file's last record."""
+        assert self._file is not None
+        first, last = self._first_seq, self._seq
+        self._file.close()
+        self._file = None
+        target = rotated_name(self.path, first)
+        os.rename(self.path, target)
+        fsync_directory(self.path.parent)
+        pruned = self._prune()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "ab")
+        self._size = 0
+        self._first_seq = 0
+        fsync_directory(self.path.parent)
+        log.info("audit trail rotated to %s (seq %d..%d)", target.name, first, last)
+        fields = {"file": target.name, "first_seq": first, "last_seq": last, "pruned": pruned}
+        self._append("rotate", fields, moment)
+
+    def _prune(self) -> list[str]:
+        if self.keep <= 0:
+            return []
+        rotated = rotated_files(self.path)
+        pruned = []
+        for _, path in rotated[: max(0, len(rotated) - self.keep)]:
+            path.unlink(missing_ok=True)
+            pruned.append(path.name)
+        if pruned:
+            fsync_directory(self.path.parent)
+        return pruned
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _compare(
+    head: Head | None, seq: int, prev: str, last_line: bytes | None, readable: bool
+) -> tuple[str, int | None]:
+    """What is wrong between the head and the end of the trail: (problem, lost records)."""
+    if not readable:
+        return "the last record or the head is unreadable", None
+    if head is None:
+        return ("", 0) if last_line is None else ("head file missing", None)
+    if last_line is None:
+        if head.seq == 0:
+            return "", 0
+        return f"trail files missing: the head names seq {head.seq}", head.seq
+    if head.seq == seq and head.hash == prev:
+        return "", 0
+    if head.seq == seq - 1 and _prev_of(last_line) == head.hash:
+        return "", 0  # a crash between the record's fsync and the head's update
+    if head.seq > seq:
+        return (
+            f"trail ends at seq {seq} but the head names seq {head.seq}: "
+            f"records {seq + 1}..{head.seq} lost (truncated)",
+            head.seq - seq,
+        )
+    return f"trail (seq {seq}) does not match its head (seq {head.seq}, another hash)", None
+
+
+def _seq_of(line: bytes) -> int:
+    try:
+        return int(decode_record(line)["seq"])
+    except FormatError:
+        return 0
+
+
+def _prev_of(line: bytes) -> str:
+    try:
+        return str(decode_record(line)["prev"])
+    except FormatError:
+        return ""
+
+
+def _drop_partial_line(path: Path) -> int:
+    """Cut a last line that has no LF; the number of bytes cut."""
+    try:
+        with path.open("r+b") as file:
+            end = file.seek(0, os.SEEK_END)
+            if end == 0:
+                return 0
+            file.seek(end - 1)
+            if file.read(1) == b"\n":
+                return 0
+            keep = _last_newline_before(file, end) + 1
+            file.truncate(keep)
+            file.flush()
+            os.fsync(file.fileno())
+            return end - keep
+    except FileNotFoundError:
+        return 0
+
+
+def _last_newline_before(file: BinaryIO, end: int) -> int:
+    """Offset of the last LF before ``end``, or -1."""
+    position = end
+    while position > 0:
+        start = max(0, position - TAIL_CHUNK)
+        file.seek(start)
+        chunk = file.read(position - start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found
+        position = start
+    return -1
+
+
+def _last_line(path: Path) -> bytes | None:
+    """The last complete line of ``path`` (without its LF), None if there is none."""
+    try:
+        with path.open("rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            if end == 0:
+                return None
+            begin = _last_newline_before(file, end - 1) + 1
+            file.seek(begin)
+            return file.read(end - 1 - begin)
+    except FileNotFoundError:
+        return None
+
+
+def _first_line(path: Path) -> bytes | None:
+    try:
+        with path.open("rb") as file:
+            line = file.readline()
+    except FileNotFoundError:
+        return None
+    return line.rstrip(b"\n") if line.endswith(b"\n") else None
