@@ -105,12 +105,22 @@ def start_server() -> Iterator[ServerFactory]:
         server.stop()
 
 
+NATIONAL_SYNCED = "  - {name: national, sync: national, mandatory: true}\n"
+
+
 def synced_node(
-    make_daemon: DaemonFactory, data: Data, server: Server, upstream: FakeUpstream
+    make_daemon: DaemonFactory,
+    data: Data,
+    server: Server,
+    upstream: FakeUpstream,
+    *,
+    lists: str = NATIONAL_SYNCED,
+    extra: str = "",
 ) -> Daemon:
-    """A (not yet started) ``filterd run`` that syncs ``national`` from a real
-    ``filterd authority serve``, registered there as vnpt-hanoi/resolver-01 with
-    its admin endpoint as the notification address."""
+    """A (not yet started) ``filterd run`` that syncs ``lists`` (by default
+    ``national``) from a real ``filterd authority serve``, registered there as
+    vnpt-hanoi/resolver-01 with its admin endpoint as the notification
+    address; ``extra`` adds top-level sections."""
     key = (data.path / "authority.pub").read_text().strip()
     daemon = make_daemon(
         f"""
@@ -118,8 +128,7 @@ server: {{listen: ["{{dns}}"]}}
 access: {{allow: ["127.0.0.1/32"]}}
 upstream: {{servers: ["{upstream.endpoint}"], timeout: 0.5, deadline: 1.5}}
 lists:
-  - {{name: national, sync: national, mandatory: true}}
-sync:
+{lists}sync:
   url: "{server.url}/v1/"
   token_file: token
   public_key: "{key}"
@@ -129,7 +138,7 @@ sync:
   timeout: 30
 admin: {{listen: "{{admin}}"}}
 state_dir: state
-""",
+{extra}""",
         lists=False,
     )
     token = data.add_operator("vnpt-hanoi", f"http://{daemon.admin}")

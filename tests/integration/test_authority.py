@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import dns.edns
+import dns.message
 import dns.rcode
 import pytest
 from aiohttp import web
@@ -605,3 +607,77 @@ def test_a_real_filterd_node_pulls_enforces_acknowledges_and_is_notified(
     current = row()
     assert current["operator"] == "vnpt-hanoi" and current["serials_behind"] == 0
     assert current["sha256_matches"] is True and current["lag_seconds"] >= 0
+
+
+def ede(answer: dns.message.Message) -> tuple[int, str]:
+    """The Extended DNS Error (RFC 8914) of an answer: (code, extra text)."""
+    options = [o for o in answer.options if isinstance(o, dns.edns.EDEOption)]
+    assert len(options) == 1, answer
+    return int(options[0].code), options[0].text or ""
+
+
+def test_national_provincial_and_local_lists_are_merged_with_their_own_actions(
+    tmp_path: Path,
+    start_server: ServerFactory,
+    make_daemon: DaemonFactory,
+    upstream: FakeUpstream,
+) -> None:
+    """Two authority lists synced from one authority, a local list and an
+    allowlist, enforced together: each rule keeps its source and category,
+    actions follow the category, then the list."""
+    data = make_data(tmp_path)
+    for list_id, entries in (
+        ("national", [("casino.example", "gambling"), ("csam-site.example", "csam")]),
+        ("province-hn", [("games-hn.example", "games")]),
+    ):
+        cli("init", "--dir", data.path, "--list", list_id)
+        for name, category in entries:
+            cli("add", "--dir", data.path, "--list", list_id, name, "block", category)
+        cli("publish", "--dir", data.path, "--list", list_id, "--no-notify")
+    server = start_server(data, "--admin-token-file", str(data.admin_token_file))
+    lists = """\
+  - {name: national, sync: national, mandatory: true}
+  - {name: province-hn, sync: province-hn, mandatory: true, action: refused}
+  - {name: local, path: local.txt, format: domains, category: ads}
+  - {name: exceptions, path: allow.txt, format: domains, kind: allow}
+"""
+    extra = "blocking: {sinkhole: {ipv4: 192.0.2.80}, category_actions: {gambling: sinkhole}}\n"
+    daemon = synced_node(make_daemon, data, server, upstream, lists=lists, extra=extra)
+    (daemon.directory / "local.txt").write_text("local-ads.example\n")
+    # The operator's allowlist lifts its own block, not the authority's.
+    (daemon.directory / "allow.txt").write_text("ok.local-ads.example\ncsam-site.example\n")
+    upstream.add("ok.local-ads.example", "A", "192.0.2.7")
+    upstream.add("csam-site.example", "A", "192.0.2.8")
+    daemon.start()
+
+    casino = daemon.query("www.casino.example")  # category action: sinkhole
+    assert [str(rr) for rr in casino.answer[0]] == ["192.0.2.80"]
+    assert ede(casino) == (16, "list=national version=1 category=gambling")
+    csam = daemon.query("csam-site.example")  # mandatory: the allowlist cannot lift it
+    assert csam.rcode() == dns.rcode.NXDOMAIN
+    assert ede(csam) == (16, "list=national version=1 category=csam")
+    games = daemon.query("games-hn.example")  # the province list's action
+    assert games.rcode() == dns.rcode.REFUSED
+    assert ede(games) == (16, "list=province-hn version=1 category=games")
+    local = daemon.query("local-ads.example")  # the operator's own list: EDE 15
+    assert local.rcode() == dns.rcode.NXDOMAIN
+    assert ede(local)[0] == 15 and "list=local" in ede(local)[1]
+    assert "category=ads" in ede(local)[1]
+    assert str(daemon.query("ok.local-ads.example").answer[0][0]) == "192.0.2.7"
+
+    metrics = daemon.metrics()
+    blocked = {k: v for k, v in metrics.items() if k.startswith("filterd_blocked_total") and v}
+    assert blocked == {
+        'filterd_blocked_total{action="sinkhole",category="gambling",list="national"}': 1,
+        'filterd_blocked_total{action="nxdomain",category="csam",list="national"}': 1,
+        'filterd_blocked_total{action="refused",category="games",list="province-hn"}': 1,
+        'filterd_blocked_total{action="nxdomain",category="ads",list="local"}': 1,
+    }
+    for list_id in ("national", "province-hn"):
+        assert metrics[f'filterd_sync_serial{{list="{list_id}"}}'] == 1
+    wait_until(
+        lambda: all(
+            daemon.metrics()[f'filterd_sync_receipts_total{{list="{list_id}",result="sent"}}'] == 1
+            for list_id in ("national", "province-hn")
+        )
+    )
