@@ -31,6 +31,7 @@ from tests.integration.conftest import DaemonFactory
 from tests.integration.daemon import FILTERD, Daemon
 from tests.peers.authoritative import FakeUpstream
 from tests.peers.authority import TOKEN, Canned, FakeAuthority
+from tests.peers.browser import rendered_dom
 from tests.peers.processes import wait_until
 
 BASE = [
@@ -129,7 +130,7 @@ def records(trail: Path) -> list[dict[str, Any]]:
 
 
 def test_the_trail_verifies_and_the_report_matches_the_metrics(
-    make_daemon: DaemonFactory, upstream: FakeUpstream, authority: FakeAuthority
+    make_daemon: DaemonFactory, upstream: FakeUpstream, authority: FakeAuthority, tmp_path: Path
 ) -> None:
     upstream.add("newly-banned.example", "A", "192.0.2.77")
     authority.publish(BASE)
@@ -237,6 +238,12 @@ def test_the_trail_verifies_and_the_report_matches_the_metrics(
     assert {"Lists enforced", "Authority updates and enforcement lag", "Sync failures",
             "Blocked answers by category", "Configuration reloads"} <= set(titles)  # fmt: skip
     assert len(list(root.iter("table"))) == len(titles)
+    # ... and a browser shows it: the tables and the counted categories.
+    html = tmp_path / "report.html"
+    html.write_text(page.stdout)
+    dom = rendered_dom(html.as_uri(), tmp_path / "chromium")
+    assert dom.count("<table") == len(titles) and "Blocked answers by category" in dom
+    assert all(f"<td>{row['category']}</td>" in dom for row in want["by_category"]), dom
 
     # --- tampering with a past record is caught, naming the line
     lines = trail.read_text().splitlines(keepends=True)
