@@ -273,14 +273,26 @@ class Supervisor:
         self.audit = AuditRecorder(config.audit, config.state_dir)
         """The audit trail; its counters (``write_failures``...) are for the metrics."""
         self._audit_stats: asyncio.Task[None] | None = None
-        synced = [lst.sync for lst in config.lists if lst.sync]
-        self._sync = (
-            SyncClient(
-                config.sync, config.state_dir, synced, self._apply_sync, on_event=self.audit.emit
+        # One client per authority that publishes a list enforced here; a
+        # list id belongs to exactly one (config validation).
+        by_authority: dict[str, list[str]] = {}
+        for lst in config.lists:
+            if lst.sync:
+                by_authority.setdefault(lst.authority, []).append(lst.sync)
+        self._syncs = {
+            name: SyncClient(
+                config.authority(name),
+                config.state_dir,
+                list_ids,
+                self._apply_sync,
+                on_event=self.audit.emit,
             )
-            if synced and config.sync.url
-            else None
-        )
+            for name, list_ids in by_authority.items()
+            if config.authority(name).url
+        }
+        self._sync_of = {
+            list_id: client for client in self._syncs.values() for list_id in client.status
+        }
 
     # -------------------------------------------------------------- start-up
 
@@ -297,8 +309,8 @@ class Supervisor:
         try:
             if self.config.admin.listen is not None:
                 await self._start_admin(self.config.admin.listen)
-            if self._sync is not None:
-                self._sync.start()
+            for client in self._syncs.values():
+                client.start()
             # The compile (the slow part of start-up) runs while workers start;
             # nothing is served before the lists are installed.
             compiling = loop.create_task(self._compile_when_lists_ready())
@@ -344,26 +356,29 @@ class Supervisor:
 
     async def _compile_when_lists_ready(self) -> CompileReport:
         """Compile once every synced list is available, or per ``sync.on_missing``."""
-        sync = self._sync
-        if sync is not None and self.config.sync.on_missing == "not-ready":
+        if self.config.sync.on_missing == "not-ready":
             for lst in self.config.lists:
-                if lst.sync and not sync.has_snapshot(lst.sync):
+                if lst.sync and self._not_obtained(lst.sync):
                     log.warning(
                         "list %s: no snapshot of authority list %r yet; not ready "
                         "until the first sync succeeds",
                         lst.name,
                         lst.sync,
                     )
-                    await sync.wait_first(lst.sync)
+                    await self._sync_of[lst.sync].wait_first(lst.sync)
         return await self._compile(self.config)
 
     def effective(self, config: Config) -> Config:
         """``config`` without the synced lists never obtained (``on_missing: local-only``)."""
-        sync = self._sync
-        if sync is None:
-            return config
-        lists = tuple(lst for lst in config.lists if not lst.sync or sync.has_snapshot(lst.sync))
+        lists = tuple(
+            lst for lst in config.lists if not lst.sync or not self._not_obtained(lst.sync)
+        )
         return replace(config, lists=lists)
+
+    def _not_obtained(self, list_id: str) -> bool:
+        """A synced list whose authority is configured but that has no snapshot yet."""
+        client = self._sync_of.get(list_id)
+        return client is not None and not client.has_snapshot(list_id)
 
     def _log_listening(self, sockets: list[WorkerSockets]) -> None:
         first = sockets[0]
@@ -425,7 +440,7 @@ class Supervisor:
         self.config = config
         self._index_path = report.index_path
         self.state.generation = generation
-        if self._sync is not None:
+        if self._syncs:
             self.state.sync_limits = (config.sync.stale_after, config.sync.lag_sla)
         self.state.index_names = report.distinct_names
         self.state.compile_seconds = report.seconds
@@ -501,17 +516,26 @@ class Supervisor:
         )
 
     def notify(self, raw: bytes) -> str:
-        """A push notification from the authority (admin HTTP); see SyncClient.notify."""
+        """A push notification from an authority (admin HTTP); see SyncClient.notify.
+
+        Each authority's client tries it with that authority's key; a client
+        whose key did not sign it passes (``key``) to the next."""
         try:
-            if self._sync is None:
-                raise SyncError("manifest", "no list is synced from an authority")
-            return self._sync.notify(raw)
+            refusal = SyncError("manifest", "no list is synced from an authority")
+            for client in self._syncs.values():
+                try:
+                    return client.notify(raw)
+                except SyncError as exc:
+                    if exc.reason != "key":
+                        raise
+                    refusal = exc
+            raise refusal
         except SyncError:
             self.state.notifies_refused += 1
             raise
 
     def sync_status(self) -> list[ListStatus]:
-        return list(self._sync.status.values()) if self._sync is not None else []
+        return [status for client in self._syncs.values() for status in client.status.values()]
 
     def is_ready(self) -> bool:
         return self._installed and all(
@@ -710,8 +734,8 @@ class Supervisor:
     # -------------------------------------------------------------- shutdown
 
     async def _shutdown(self, error: BaseException | None = None) -> None:
-        if self._sync is not None:
-            await self._sync.close()
+        for client in self._syncs.values():
+            await client.close()
         await self._record_final_stats()
         log.info("stopping: draining workers (up to %.1fs)", self.config.server.drain_timeout)
         timeout = self.config.server.drain_timeout

@@ -132,7 +132,9 @@ class ListConfig:
     ede: int | None = None
     allow_tld: bool = False
     sync: str | None = None
-    """The authority's list id when the list comes from ``sync`` (no ``path``)."""
+    """The authority's list id when the list comes from an authority (no ``path``)."""
+    authority: str = ""
+    """Which authority publishes it: a name under ``authorities``; "" is ``sync``."""
 
     @property
     def ede_code(self) -> int:
@@ -151,6 +153,9 @@ class SyncConfig:
     token_file: Path | None = None
     public_key: str = ""
     ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    """Mutual TLS: the node's certificate chain and key (PEM), if the authority asks."""
     operator: str = ""
     node: str = field(default_factory=socket.gethostname)
     interval: float = 300.0
@@ -222,6 +227,13 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     statistics: StatisticsConfig = StatisticsConfig()
     audit: AuditConfig = AuditConfig()
+    authorities: tuple[tuple[str, SyncConfig], ...] = ()
+    """Further authorities by name (``sync`` is the default one)."""
+
+    def authority(self, name: str) -> SyncConfig:
+        """The authority a list's ``authority`` names ("" is ``sync``)."""
+        return dict(self.authorities)[name] if name else self.sync
+
     source: Path | None = None
     """The file this configuration was read from (``None``: built from defaults)."""
 
@@ -624,7 +636,10 @@ def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
             ede=r.get("ede", None, _ede),
             allow_tld=r.get("allow_tld", False, _bool),
             sync=sync,
+            authority=r.get("authority", "", _label),
         )
+        if cfg.authority and not sync:
+            doc.problem(r.key("authority"), "only for a list with sync (an authority list)")
         r.done()
         out.append(cfg)
     return tuple(out)
@@ -652,15 +667,33 @@ def _public_key(value: Any) -> str:
     return value.strip()
 
 
-def _sync(r: _Reader, base: Path) -> SyncConfig:
-    d = SyncConfig()
+SHARED_SYNC_KEYS: Final = ("node", "on_missing", "stale_after", "lag_sla")
+"""Keys of ``sync`` that hold for every authority (one node, one readiness
+rule, one alerting threshold)."""
+
+
+def _sync(r: _Reader, base: Path, shared: SyncConfig | None = None) -> SyncConfig:
+    """``sync``, or (``shared`` given) one entry of ``authorities``, which takes
+    ``SHARED_SYNC_KEYS`` from ``shared`` and needs a ``url``."""
+    if shared is not None:
+        for key in SHARED_SYNC_KEYS:
+            if key in r.raw:
+                r.seen.add(key)
+                r.doc.problem(r.key(key), "set it in sync: it holds for every authority")
+    d = shared or SyncConfig()
     token = r.get("token_file", None, _name)
     ca_file = r.get("ca_file", None, _name)
+    client_cert = r.get("client_cert", None, _name)
+    client_key = r.get("client_key", None, _name)
+    if (client_cert is None) != (client_key is None):
+        r.doc.problem(r.key("client_cert"), "client_cert and client_key go together")
     cfg = SyncConfig(
         url=r.get("url", None, _url),
         token_file=(base / token).resolve() if token else None,
         public_key=r.get("public_key", "", _public_key),
         ca_file=(base / ca_file).resolve() if ca_file else None,
+        client_cert=(base / client_cert).resolve() if client_cert else None,
+        client_key=(base / client_key).resolve() if client_key else None,
         operator=r.get("operator", "", _name),
         node=r.get("node", d.node, _name),
         interval=r.get("interval", d.interval, _seconds(0, 86400)),
@@ -675,6 +708,8 @@ def _sync(r: _Reader, base: Path) -> SyncConfig:
         stale_after=r.get("stale_after", d.stale_after, _seconds(0, 30 * 86400)),
         lag_sla=r.get("lag_sla", d.lag_sla, _seconds(0, 30 * 86400)),
     )
+    if shared is not None and cfg.url is None:
+        r.doc.problem(r.key("url"), "required")
     if cfg.url is not None:
         for key, value in (
             ("token_file", cfg.token_file),
@@ -682,7 +717,7 @@ def _sync(r: _Reader, base: Path) -> SyncConfig:
             ("operator", cfg.operator),
         ):
             if not value:
-                r.doc.problem(r.key(key), "required when sync.url is set")
+                r.doc.problem(r.key(key), f"required when {r.key('url')} is set")
     r.done()
     return cfg
 
@@ -738,6 +773,37 @@ def _audit(r: _Reader, base: Path) -> AuditConfig:
     return cfg
 
 
+def _authorities(r: _Reader, base: Path, shared: SyncConfig) -> tuple[tuple[str, SyncConfig], ...]:
+    out = []
+    for name in r.raw:
+        try:
+            label = _label(name)
+        except (ValueError, TypeError, AttributeError):
+            r.seen.add(str(name))
+            r.doc.problem(r.key(str(name)), "an authority name holds letters, digits, - and _")
+            continue
+        out.append((label, _sync(r.section(str(name)), base, shared)))
+    r.done()
+    return tuple(out)
+
+
+def _check_sync(doc: _Document, cfg: Config) -> None:
+    """Every synced list names a configured authority, and one list id is
+    synced once (its snapshot lives in ``state_dir/sync/ID``)."""
+    known = dict(cfg.authorities)
+    ids: set[str] = set()
+    for i, lst in enumerate(cfg.lists):
+        if not lst.sync:
+            continue
+        if lst.sync in ids:
+            doc.problem(f"lists[{i}].sync", f"list {lst.sync!r} is already synced by another entry")
+        ids.add(lst.sync)
+        if lst.authority and lst.authority not in known:
+            doc.problem(f"lists[{i}].authority", f"no authority {lst.authority!r} in authorities")
+        elif not lst.authority and cfg.sync.url is None:
+            doc.problem("sync.url", "required: a list is synced from the authority")
+
+
 def _check_actions(doc: _Document, cfg: Config) -> None:
     """A sinkhole action needs somewhere to point."""
     sink = cfg.blocking.sinkhole
@@ -757,6 +823,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     base = base or Path.cwd()
     top = _Reader(doc, doc.data, "")
     state_dir = top.get("state_dir", None, _name)
+    sync = _sync(top.section("sync"), base)
     cfg = Config(
         server=_server(top.section("server")),
         access=_access(top.section("access")),
@@ -764,11 +831,12 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         cache=_cache(top.section("cache")),
         blocking=_blocking(top.section("blocking")),
         lists=_lists(doc, top.get("lists", None, lambda v: v), base),
-        sync=_sync(top.section("sync"), base),
+        sync=sync,
         admin=_admin(top.section("admin")),
         logging=_logging(top.section("logging")),
         statistics=_statistics(top.section("statistics")),
         audit=_audit(top.section("audit"), base),
+        authorities=_authorities(top.section("authorities"), base, sync),
         source=Path(source) if source != "<config>" else None,
     )
     if state_dir is not None:
@@ -777,8 +845,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         replace(lst, path=snapshot_path(cfg.state_dir, lst.sync)) if lst.sync else lst
         for lst in cfg.lists
     ))  # fmt: skip
-    if any(lst.sync for lst in cfg.lists) and cfg.sync.url is None:
-        doc.problem("sync.url", "required: a list is synced from the authority")
+    _check_sync(doc, cfg)
     top.done()
     _check_actions(doc, cfg)
     if doc.problems:

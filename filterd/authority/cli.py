@@ -213,13 +213,18 @@ def _serve(args: argparse.Namespace) -> int:
         raise AuthorityError(f"{args.dir}: no such data directory")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise AuthorityError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise AuthorityError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = None
     if args.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
+            if args.tls_client_ca is not None:  # mutual TLS: nodes must show a certificate
+                tls.load_verify_locations(cafile=args.tls_client_ca)
+                tls.verify_mode = ssl.CERT_REQUIRED
         except (OSError, ssl.SSLError) as exc:
-            raise AuthorityError(f"TLS certificate or key: {exc}") from None
+            raise AuthorityError(f"TLS certificate, key or client CA: {exc}") from None
     admin_token = _admin_token(args.admin_token_file)
     store.operators()  # a damaged operators.json stops start-up, not every request
     configure_logging("info", "authority")
@@ -446,6 +451,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve_parser.add_argument("--listen", type=_endpoint, required=True, metavar="ADDR:PORT")
     serve_parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain")
     serve_parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
+    serve_parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="require node certificates signed by these CAs (mutual TLS)",
+    )
     serve_parser.add_argument(
         "--admin-token-file",
         type=Path,

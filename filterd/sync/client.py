@@ -34,6 +34,7 @@ import aiohttp
 
 from filterd import __version__
 from filterd.config import SyncConfig
+from filterd.errors import StartupError
 from filterd.sync import store
 from filterd.sync.model import (
     Delta,
@@ -133,8 +134,16 @@ class SyncClient:
     def start(self) -> None:
         token = self._config.token_file.read_text().strip() if self._config.token_file else ""
         context: ssl.SSLContext | bool = True
-        if self._config.ca_file is not None:
-            context = ssl.create_default_context(cafile=str(self._config.ca_file))
+        config = self._config
+        if config.ca_file is not None or config.client_cert is not None:
+            context = ssl.create_default_context(
+                cafile=str(config.ca_file) if config.ca_file else None
+            )
+            try:
+                if config.client_cert is not None:  # mutual TLS
+                    context.load_cert_chain(str(config.client_cert), str(config.client_key))
+            except (OSError, ssl.SSLError) as exc:
+                raise StartupError(f"sync: client certificate or key: {exc}") from None
         # Files are gzip by themselves (never Content-Encoding): ask proxies not
         # to add an encoding, and never inflate before the size limits are checked.
         self._session = aiohttp.ClientSession(

@@ -116,11 +116,12 @@ def synced_node(
     *,
     lists: str = NATIONAL_SYNCED,
     extra: str = "",
+    sync_extra: str = "",
 ) -> Daemon:
     """A (not yet started) ``filterd run`` that syncs ``lists`` (by default
     ``national``) from a real ``filterd authority serve``, registered there as
     vnpt-hanoi/resolver-01 with its admin endpoint as the notification
-    address; ``extra`` adds top-level sections."""
+    address; ``extra`` adds top-level sections, ``sync_extra`` keys of ``sync``."""
     key = (data.path / "authority.pub").read_text().strip()
     daemon = make_daemon(
         f"""
@@ -136,7 +137,7 @@ lists:
   node: resolver-01
   interval: 3600
   timeout: 30
-admin: {{listen: "{{admin}}"}}
+{sync_extra}admin: {{listen: "{{admin}}"}}
 state_dir: state
 {extra}""",
         lists=False,

@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from filterd.authority.notify import notification
+from filterd.authority.store import Store
 from filterd.sync.model import (
     Receipt,
     apply_delta,
@@ -653,3 +655,99 @@ def test_national_provincial_and_local_lists_are_merged_with_their_own_actions(
             for list_id in ("national", "province-hn")
         )
     )
+
+
+def test_lists_from_two_authorities_each_verified_with_its_own_key(
+    tmp_path: Path,
+    start_server: ServerFactory,
+    make_daemon: DaemonFactory,
+    upstream: FakeUpstream,
+) -> None:
+    """The ministry publishes the national list and a provincial Department its
+    own, each with its own key and server: one node enforces both, takes each
+    one's notifications, and refuses a Department's notification for a list
+    the ministry publishes."""
+    ministry, department = make_data(tmp_path / "ministry"), make_data(tmp_path / "hanoi")
+    for data, list_id, name in (
+        (ministry, "national", "casino.example"),
+        (department, "province-hn", "games-hn.example"),
+    ):
+        cli("init", "--dir", data.path, "--list", list_id)
+        cli("add", "--dir", data.path, "--list", list_id, name, "block", "gambling")
+        cli("publish", "--dir", data.path, "--list", list_id, "--no-notify")
+    ministry_server, department_server = start_server(ministry), start_server(department)
+    department_key = (department.path / "authority.pub").read_text().strip()
+    lists = """\
+  - {name: national, sync: national, mandatory: true}
+  - {name: province-hn, sync: province-hn, mandatory: true, authority: so-tttt-hn}
+"""
+    extra = f"""authorities:
+  so-tttt-hn:
+    url: "{department_server.url}/v1/"
+    token_file: hanoi.token
+    public_key: "{department_key}"
+    operator: vnpt-hanoi
+    timeout: 5
+"""
+    daemon = synced_node(make_daemon, ministry, ministry_server, upstream, lists=lists, extra=extra)
+    token = department.add_operator("vnpt-hanoi", f"http://{daemon.admin}")
+    (daemon.directory / "hanoi.token").write_text(token + "\n")
+    upstream.add("new-hn.example", "A", "192.0.2.9")
+    daemon.start()
+    assert ede(daemon.query("casino.example")) == (16, "list=national version=1 category=gambling")
+    games = daemon.query("games-hn.example")
+    assert ede(games) == (16, "list=province-hn version=1 category=gambling")
+
+    hanoi = ("--dir", department.path, "--list", "province-hn")
+    cli("add", *hanoi, "new-hn.example", "block", "games")
+    published = cli("publish", *hanoi).stdout
+    assert f"accepted: vnpt-hanoi http://{daemon.admin}/v1/notify" in published
+    wait_until(lambda: daemon.query("new-hn.example").rcode() == dns.rcode.NXDOMAIN)
+
+    # Signed by the Department, but for the ministry's list: refused.
+    forged = notification("national", 9, Store(department.path).private_key())
+    assert daemon.post_notify(forged) == 403
+    metrics = daemon.metrics()
+    assert metrics['filterd_sync_serial{list="national"}'] == 1
+    assert metrics['filterd_sync_serial{list="province-hn"}'] == 2
+    assert metrics["filterd_sync_notifies_refused_total"] == 1
+    assert metrics['filterd_sync_notifies_total{list="province-hn"}'] == 1
+
+
+def test_mutual_tls_admits_only_nodes_with_a_certificate(
+    tmp_path: Path,
+    start_server: ServerFactory,
+    make_daemon: DaemonFactory,
+    upstream: FakeUpstream,
+) -> None:
+    """``serve --tls-client-ca``: a node needs the authority's CA (``sync.ca_file``)
+    and a certificate of its own (``sync.client_cert``/``client_key``)."""
+    data = make_data(tmp_path)
+    cli("init", "--dir", data.path, "--list", "national")
+    cli("add", "--dir", data.path, "--list", "national", "casino.example", "block", "gambling")
+    cli("publish", "--dir", data.path, "--list", "national", "--no-notify")
+    (tmp_path / "server").mkdir()
+    (tmp_path / "node").mkdir()
+    cert, key = self_signed(tmp_path / "server")
+    node_cert, node_key = self_signed(tmp_path / "node")
+    client = ssl.create_default_context(cafile=str(cert))
+    client.load_cert_chain(str(node_cert), str(node_key))
+    options = ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(node_cert))
+    server = start_server(data, *options, tls=client)
+    tls = f"  ca_file: {cert}\n"
+    mutual = tls + f"  client_cert: {node_cert}\n  client_key: {node_key}\n"
+    daemon = synced_node(make_daemon, data, server, upstream, sync_extra=tls)
+
+    def failures() -> float:
+        if daemon.http("/healthz")[0] != 200:
+            return 0  # the admin endpoint is not up yet
+        metrics = daemon.metrics()
+        return sum(v for k, v in metrics.items() if k.startswith("filterd_sync_failures_total"))
+
+    daemon.start(wait_ready=False)  # no certificate: refused, no list, not ready
+    wait_until(lambda: failures() >= 1)
+    assert daemon.http("/readyz")[0] == 503
+    daemon.stop()
+    daemon.write_config(daemon.config_path.read_text().replace(tls, mutual))
+    daemon.start()
+    assert daemon.query("casino.example").rcode() == dns.rcode.NXDOMAIN

@@ -121,3 +121,40 @@ def test_system_resolvers(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # 32 bytes: the form of a public key
+
+
+def test_lists_from_further_authorities() -> None:
+    config = parse_config(
+        "sync: {url: 'https://mic.example/v1/', token_file: t, public_key: "
+        f"'{KEY}', operator: vnpt, lag_sla: 600}}\n"
+        "authorities:\n"
+        "  so-tttt-hn: {url: 'https://hn.example/v1/', token_file: u, "
+        f"public_key: '{KEY}', operator: vnpt-hn}}\n"
+        "lists:\n"
+        "  - {name: national, sync: national}\n"
+        "  - {name: province-hn, sync: province-hn, authority: so-tttt-hn}\n"
+    )
+    national, province = config.lists
+    assert config.authority(national.authority) is config.sync
+    hanoi = config.authority(province.authority)
+    assert hanoi.url == "https://hn.example/v1/" and hanoi.operator == "vnpt-hn"
+    assert hanoi.lag_sla == 600 and hanoi.node == config.sync.node  # shared keys
+
+
+def test_authority_problems() -> None:
+    found = problems(
+        "authorities:\n"
+        f"  hn: {{token_file: u, public_key: '{KEY}', operator: o, node: n2}}\n"
+        "lists:\n"
+        "  - {name: a, sync: national, authority: nowhere}\n"
+        "  - {name: b, sync: national, authority: hn}\n"
+        "  - {name: c, path: c.txt, authority: hn}\n"
+    )
+    assert "f.yaml:2: authorities.hn.node: set it in sync: it holds for every authority" in found
+    assert "f.yaml:2: authorities.hn.url: required" in found
+    assert "f.yaml:4: lists[0].authority: no authority 'nowhere' in authorities" in found
+    assert "f.yaml:5: lists[1].sync: list 'national' is already synced by another entry" in found
+    assert "f.yaml:6: lists[2].authority: only for a list with sync (an authority list)" in found
