@@ -102,6 +102,9 @@ class CacheConfig:
     min_ttl: int = 0
     max_ttl: int = 86400
     negative_max_ttl: int = 3600
+    serve_stale: int = 0
+    """Seconds past expiry an answer may still be served when every upstream
+    fails (RFC 8767); 0: never."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +573,7 @@ def _cache(r: _Reader) -> CacheConfig:
         min_ttl=r.get("min_ttl", d.min_ttl, _int_in(0, 86400)),
         max_ttl=r.get("max_ttl", d.max_ttl, _int_in(0, 7 * 86400)),
         negative_max_ttl=r.get("negative_max_ttl", d.negative_max_ttl, _int_in(0, 86400)),
+        serve_stale=r.get("serve_stale", d.serve_stale, _int_in(0, 7 * 86400)),
     )
     if cfg.min_ttl > cfg.max_ttl:
         r.doc.problem(r.key("min_ttl"), "must not exceed cache.max_ttl")

@@ -27,6 +27,9 @@ from filterd.wire.query import Query
 from filterd.wire.synth import opt_record
 
 _TTL: Final = struct.Struct("!I")
+STALE_TTL: Final = 30
+"""TTL of a stale answer (RFC 8767 §4: 30 seconds is recommended)."""
+_PLAIN_OPT_SIZE: Final = len(opt_record(0, False))
 
 
 class Answer:
@@ -81,6 +84,21 @@ class Answer:
         self.rendered = bytes(out)
         self.full = self.head + self.question + self.rendered
         self.rendered_age = age
+
+    def serve_stale(self, query: Query, ede: bytes) -> bytes:
+        """This answer past its expiry (RFC 8767): every TTL ``STALE_TTL``, and
+        for an EDNS client the ``ede`` option (RFC 8914 code 3, Stale Answer)
+        in filterd's OPT record, which is the last record of an EDNS variant."""
+        out = bytearray(self.records)
+        for offset in self.ttl_offsets:
+            _TTL.pack_into(out, offset, STALE_TTL)
+        if query.has_edns:
+            udp_size = int.from_bytes(out[-_PLAIN_OPT_SIZE + 3 : -_PLAIN_OPT_SIZE + 5], "big")
+            out[-_PLAIN_OPT_SIZE:] = opt_record(udp_size, query.do, 0, ede)
+        head = self.head
+        if not query.data[2] & 0x01:
+            head = bytes((head[0] & 0xFE,)) + head[1:]
+        return query.data[:2] + head + query.data[12 : query.qend] + bytes(out)
 
     def serve(self, query: Query, now: float) -> bytes:
         """This answer for ``query``: client's ID, question and RD bit, TTLs aged.
@@ -155,12 +173,14 @@ def build_answer(
 class ResponseCache:
     """Bounded map from cache key to ``Answer``; expiry checked on read."""
 
-    __slots__ = ("_enabled", "_entries", "expired", "hits", "misses")
+    __slots__ = ("_enabled", "_entries", "_stale_for", "expired", "hits", "misses")
 
-    def __init__(self, max_entries: int) -> None:
-        """``max_entries`` 0 disables caching (every query goes upstream)."""
+    def __init__(self, max_entries: int, stale_for: float = 0.0) -> None:
+        """``max_entries`` 0 disables caching (every query goes upstream);
+        ``stale_for``: seconds an expired entry is kept for ``stale_answer``."""
         self._enabled = max_entries > 0
         self._entries = ClockCache(max(1, max_entries))
+        self._stale_for = stale_for
         self.hits = 0
         self.misses = 0
         self.expired = 0
@@ -178,12 +198,21 @@ class ResponseCache:
             self.misses += 1
             return None
         if now >= answer.expires_at:
-            del self._entries[key]
+            if now >= answer.expires_at + self._stale_for:
+                del self._entries[key]  # else kept: a stale answer if upstreams fail
             self.expired += 1
             self.misses += 1
             return None
         answer.used = True
         self.hits += 1
+        return answer
+
+    def stale_answer(self, key: bytes, now: float) -> Answer | None:
+        """An expired answer still within ``stale_for`` (RFC 8767), for when
+        every upstream failed; ``None`` if there is none."""
+        answer = self._entries.get(key)
+        if answer is None or now >= answer.expires_at + self._stale_for:
+            return None
         return answer
 
     def put(self, key: bytes, answer: Answer) -> None:

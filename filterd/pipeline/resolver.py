@@ -50,6 +50,7 @@ from filterd.wire.codes import (
     CLASSIC_UDP_SIZE,
     EDE_NO_REACHABLE_AUTHORITY,
     EDE_PROHIBITED,
+    EDE_STALE_ANSWER,
     FORMERR,
     REFUSED,
     SERVFAIL,
@@ -70,6 +71,7 @@ class ReplySource(Protocol):
 _REFUSED_EDE: Final = ede_option(EDE_PROHIBITED, "client not allowed")
 _CLASS_EDE: Final = ede_option(EDE_PROHIBITED, "only class IN is served")
 _XFR_EDE: Final = ede_option(EDE_PROHIBITED, "zone transfers are not served")
+_STALE_EDE: Final = ede_option(EDE_STALE_ANSWER, "upstream resolvers unreachable")
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
 
 
@@ -266,6 +268,13 @@ class Pipeline:
         now = time.monotonic()
         (counters.udp_upstream if udp else counters.tcp_upstream).observe(now - reply.received)
         if answer is None:
+            stale = self._cache.stale_answer(query.key, now)
+            if stale is not None:
+                # RFC 8767: an expired answer beats no answer while upstreams
+                # are down; the client is told (TTL 30 s, EDE 3 Stale Answer).
+                outcomes.stale += 1
+                reply.send(self._fit(query, stale.serve_stale(query, _STALE_EDE), udp, outcomes))
+                return
             # Upstream failure is SERVFAIL, never NXDOMAIN: a downstream cache
             # must not store a lie (RFC 2308 §7.1 leaves SERVFAIL uncached).
             outcomes.servfail += 1
@@ -290,7 +299,7 @@ def build_pipeline(
     blocked_names: BlockedNames | None = None,
 ) -> Pipeline:
     """The one place that assembles the stages (order explained in the module docstring)."""
-    cache = ResponseCache(config.cache.max_entries)
+    cache = ResponseCache(config.cache.max_entries, config.cache.serve_stale)
 
     def forwarder(pipeline: Pipeline) -> Forwarder:
         return Forwarder(

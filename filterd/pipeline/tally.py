@@ -44,6 +44,7 @@ class Outcomes:
     badvers: int = 0
     dropped: int = 0
     truncated: int = 0
+    stale: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -116,3 +116,32 @@ def test_identical_questions_in_flight_are_coalesced(
     assert all(str(a.answer[0][0]) == "192.0.2.50" for a in answers)
     assert len(upstream.queries_for("slow.example.com")) == 1
     assert daemon.metrics()["filterd_forward_coalesced_total"] == 7
+
+
+def test_expired_answers_are_served_stale_while_upstreams_fail(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """RFC 8767 with cache.serve_stale: an expired answer, TTL 30 and EDE 3,
+    instead of SERVFAIL; without it (``other.example``, never cached) SERVFAIL."""
+    upstream.add("short.example", "A", "192.0.2.44", ttl=1)
+    config = standard_config(upstream.endpoint, extra="cache: {serve_stale: 3600}\n")
+    daemon = make_daemon(config).start()
+    fresh = daemon.query("short.example")
+    assert str(fresh.answer[0][0]) == "192.0.2.44" and fresh.answer[0].ttl <= 1
+    daemon.query("short.example", edns=False)  # the non-EDNS variant is cached apart
+    upstream.behave("*", drop=True)
+    time.sleep(1.2)  # expired
+    stale = daemon.query("short.example", timeout=10)
+    assert stale.rcode() == dns.rcode.NOERROR
+    assert str(stale.answer[0][0]) == "192.0.2.44" and stale.answer[0].ttl == 30
+    (option,) = stale.options
+    assert isinstance(option, dns.edns.EDEOption) and option.code == 3
+    plain = daemon.query("short.example", edns=False, timeout=10)  # no OPT for a non-EDNS client
+    assert str(plain.answer[0][0]) == "192.0.2.44" and plain.edns < 0
+    assert daemon.query("other.example", timeout=10).rcode() == dns.rcode.SERVFAIL
+    metrics = daemon.metrics()
+    assert metrics['filterd_queries_total{outcome="stale",protocol="udp",qtype="A"}'] == 2
+    assert metrics['filterd_queries_total{outcome="servfail",protocol="udp",qtype="A"}'] == 1
+    # Upstreams back: fresh answers again.
+    upstream.clear_behaviours()
+    assert daemon.query("short.example").answer[0].ttl <= 1

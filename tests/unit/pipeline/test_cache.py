@@ -126,3 +126,29 @@ def test_clock_order_stays_bounded_when_entries_expire() -> None:
     cache.put(q.key, store(q, CacheConfig(), now=0.0)[0])
     assert len(cache._entries._order) <= 2 * 10 + 1
     assert len(cache) == 1
+
+
+def test_expired_answers_are_kept_for_serve_stale_and_rendered_with_ttl_30() -> None:
+    cache = ResponseCache(10, stale_for=100.0)
+    q = query(case="WWW.example.COM")
+    answer, _ = store(q, CacheConfig(), now=0.0)  # lifetime 60
+    cache.put(q.key, answer)
+    assert cache.get(q.key, 61.0) is None  # expired: a miss, but kept
+    stale = cache.stale_answer(q.key, 61.0)
+    assert stale is not None and cache.stale_answer(q.key, 160.0) is None  # past the window
+    ede = b"\x00\x0f\x00\x02\x00\x03"  # EDE option, code 3
+    reply = dns.message.from_wire(stale.serve_stale(q, ede))
+    assert reply.id == dns.message.from_wire(q.data).id
+    assert str(reply.question[0].name) == "WWW.example.COM."
+    assert [rrset.ttl for rrset in reply.answer] == [30, 30]
+    assert reply.edns == 0 and reply.payload == 1232
+    assert [(option.otype, option.code) for option in reply.options] == [(15, 3)]
+    assert cache.get(q.key, 161.0) is None and len(cache) == 0  # gone once past the window
+
+
+def test_without_serve_stale_expired_answers_are_dropped() -> None:
+    cache = ResponseCache(10)
+    q = query()
+    cache.put(q.key, store(q, CacheConfig(), now=0.0)[0])
+    assert cache.get(q.key, 61.0) is None and len(cache) == 0
+    assert cache.stale_answer(q.key, 61.0) is None
