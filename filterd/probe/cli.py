@@ -1,8 +1,7 @@
 """``filterd probe``: does a resolver enforce a list? (docs/probe.md)
 
-``register_probe`` adds the ``probe`` command to the ``filterd`` parser with
-``handler=run_probe``; ``python -m filterd.probe probe ...`` builds a parser
-of its own around it, for use without the main command.
+``register`` adds the ``probe`` command to the ``filterd`` parser with
+``handler=run_probe``.
 
 Exit statuses: 0 the resolver passed (compliance at least
 ``--min-compliance`` and every control resolved); 1 it did not, or the run
