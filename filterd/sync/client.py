@@ -143,7 +143,10 @@ class SyncClient:
                 if config.client_cert is not None:  # mutual TLS
                     context.load_cert_chain(str(config.client_cert), str(config.client_key))
             except (OSError, ssl.SSLError) as exc:
-                raise StartupError(f"sync: client certificate or key: {exc}") from None
+                raise StartupError(
+                    f"sync: client certificate {config.client_cert} or key "
+                    f"{config.client_key}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
         # Files are gzip by themselves (never Content-Encoding): ask proxies not
         # to add an encoding, and never inflate before the size limits are checked.
         self._session = aiohttp.ClientSession(

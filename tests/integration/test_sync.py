@@ -388,3 +388,15 @@ def test_tampered_updates_are_refused_and_the_last_good_list_kept(
     assert f"sync national failed ({reason})" in daemon.log
     assert f"still enforcing serial {enforced}" in daemon.log
     assert "Traceback" not in daemon.log
+
+
+def test_an_unreadable_client_certificate_stops_start_up_with_one_line(
+    make_daemon: DaemonFactory, upstream: FakeUpstream, authority: FakeAuthority
+) -> None:
+    extra = "  client_cert: node.pem\n  client_key: node.key\n"
+    daemon = make(make_daemon, upstream, authority, extra=extra).start(wait_ready=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(30) == 1
+    errors = [line for line in daemon.log.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "node.pem" in errors[0], daemon.log
+    assert "No such file or directory" in errors[0] and "Traceback" not in daemon.log
