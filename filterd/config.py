@@ -720,7 +720,7 @@ def _sync(r: _Reader, base: Path, shared: SyncConfig | None = None) -> SyncConfi
             ("public_key", cfg.public_key),
             ("operator", cfg.operator),
         ):
-            if not value:
+            if not value and key not in r.raw:  # a bad value was reported already
                 r.doc.problem(r.key(key), f"required when {r.key('url')} is set")
     r.done()
     return cfg

@@ -158,3 +158,10 @@ def test_authority_problems() -> None:
     assert "f.yaml:4: lists[0].authority: no authority 'nowhere' in authorities" in found
     assert "f.yaml:5: lists[1].sync: list 'national' is already synced by another entry" in found
     assert "f.yaml:6: lists[2].authority: only for a list with sync (an authority list)" in found
+
+
+def test_a_bad_value_is_one_problem_not_two() -> None:
+    found = problems(
+        "sync: {url: 'https://a/v1/', token_file: t, public_key: 'short', operator: o}\n"
+    )
+    assert found == ["f.yaml:1: sync.public_key: not a base64 Ed25519 public key (32 bytes)"]
