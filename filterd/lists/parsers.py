@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from filterd.lists.names import Names
 from filterd.matching.rules import Action, Scope
 from filterd.wire.names import InvalidName, normalise
 
@@ -111,7 +112,7 @@ class ParsedList:
     """The outcome of parsing one list."""
 
     format: Format
-    groups: dict[EntryKind, list[bytes]] = field(default_factory=dict)
+    groups: dict[EntryKind, Names] = field(default_factory=dict)
     accepted: int = 0
     invalid: int = 0
     ignored: int = 0
@@ -129,9 +130,16 @@ class ParsedList:
         """Names produced (a hosts line may name several)."""
         return sum(map(len, self.groups.values()))
 
+    def group(self, kind: EntryKind) -> Names:
+        """The names of ``kind`` so far (created empty on first use)."""
+        names = self.groups.get(kind)
+        if names is None:
+            names = self.groups[kind] = Names()
+        return names
+
     def add(self, kind: EntryKind, name: bytes) -> None:
         """Accept one data line that produced ``name``."""
-        self.groups.setdefault(kind, []).append(name)
+        self.group(kind).append(name)
         self.accepted += 1
 
     def reject(self, line: int, reason: str, text: bytes, *, ignored: bool = False) -> None:
@@ -224,7 +232,7 @@ def _bulk(
     for text in _chunks(data):
         names: list[bytes] = shape.good.findall(text)
         if names:
-            result.groups.setdefault(fast_kind, []).extend(names)
+            result.group(fast_kind).extend(names)
             result.accepted += len(names)
         newlines = text.count(b"\n")
         lines = newlines + (1 if text and not text.endswith(b"\n") else 0)
@@ -352,7 +360,7 @@ def parse_hosts(data: bytes, options: ParseOptions) -> ParsedList:
             names.append(_name(token, options))
         # Accounting is per line: extra names on the line join the same group.
         result.add(plain, names[0])
-        result.groups[plain].extend(names[1:])
+        result.group(plain).extend(names[1:])
 
     return _bulk(data, Format.HOSTS, _HOSTS_LINE, plain, slow)
 
@@ -427,23 +435,29 @@ def parse_native(data: bytes, options: ParseOptions) -> ParsedList:
     text = data[body_start:]
     if b"\r" in text:
         text = text.replace(b"\r\n", b"\n")
-    groups: dict[tuple[bytes, bytes, bytes], list[bytes]] = {}
-    for name, kind, category, ref in _NATIVE_LINE.good.findall(text):
-        groups.setdefault((kind, category, ref), []).append(name)
-    kinds = {}
-    for (kind, category, ref), names in groups.items():
-        try:
-            reference = "" if ref in (b"", b"-") else ref.decode("utf-8")
-        except UnicodeDecodeError:
-            return _parse_native_lines(data, options)  # rare: let each line be judged
-        scope, allow = NATIVE_KINDS[kind]
-        entry_kind = EntryKind(
-            scope, allow, None if category == b"-" else category.decode(), None, reference
-        )
-        kinds[entry_kind] = names
-    for entry_kind, names in kinds.items():
-        result.groups.setdefault(entry_kind, []).extend(names)
-        result.accepted += len(names)
+    kinds: dict[tuple[bytes, bytes, bytes], EntryKind] = {}
+    start = 0
+    while start < len(text):
+        # A chunk at a time, so that only one chunk's names exist as objects.
+        cut = text.find(b"\n", min(start + CHUNK_BYTES, len(text)) - 1)
+        end = len(text) if cut < 0 else cut + 1
+        groups: dict[tuple[bytes, bytes, bytes], list[bytes]] = {}
+        for name, kind, category, ref in _NATIVE_LINE.good.findall(text[start:end]):
+            groups.setdefault((kind, category, ref), []).append(name)
+        start = end
+        for key, names in groups.items():
+            entry_kind = kinds.get(key)
+            if entry_kind is None:
+                kind, category, ref = key
+                try:
+                    reference = "" if ref in (b"", b"-") else ref.decode("utf-8")
+                except UnicodeDecodeError:
+                    return _parse_native_lines(data, options)  # rare: let each line be judged
+                scope, allow = NATIVE_KINDS[kind]
+                category_text = None if category == b"-" else category.decode()
+                entry_kind = kinds[key] = EntryKind(scope, allow, category_text, None, reference)
+            result.group(entry_kind).extend(names)
+            result.accepted += len(names)
     lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
     if result.accepted != lines:
         _slow_lines(
