@@ -39,6 +39,13 @@ class Names(Sequence[bytes]):
         del self._ends[-len(names) - 1]  # ``initial`` repeats the previous end
         self.blob += b"".join(names)
 
+    def take_blob(self) -> bytearray:
+        """Hand over the blob and become empty (the index builder adopts the
+        text of a list it is given instead of copying it)."""
+        blob, self.blob = self.blob, bytearray()
+        del self._ends[:]
+        return blob
+
     def lengths(self) -> array[int]:
         """Length of every name, in order."""
         ends = self._ends

@@ -49,17 +49,24 @@ class IndexBuilder:
         return len(self._hashes)
 
     def add(self, names: Sequence[bytes], rule: Rule, ref: str = "") -> None:
-        """Add canonical ``names`` that all carry ``rule`` (and ``ref``)."""
+        """Add canonical ``names`` that all carry ``rule`` (and ``ref``).
+
+        The first ``Names`` added gives up its text to the builder (it is
+        left empty): a compile hands over each parsed list and drops it."""
         if not names:
             return
         packed = names if isinstance(names, Names) else Names(names)
+        count = len(packed)
         rule_id = self._rules.setdefault(rule, len(self._rules))
         ref_id = self._refs.setdefault(ref, len(self._refs))
         self._hashes.extend(map(zlib.crc32, packed))
         self._lengths.extend(packed.lengths())
-        self._blob += packed.blob
-        self._rule_of.extend(array.array("I", [rule_id]) * len(packed))
-        self._ref_of.extend(array.array("I", [ref_id]) * len(packed))
+        if self._blob:
+            self._blob += packed.blob
+        else:
+            self._blob = packed.take_blob()  # adopted, not copied
+        self._rule_of.extend(array.array("I", [rule_id]) * count)
+        self._ref_of.extend(array.array("I", [ref_id]) * count)
 
     def write(self, path: Path, meta: dict[str, Any]) -> int:
         """Write the index atomically to ``path``; return the number of distinct names."""
@@ -70,12 +77,17 @@ class IndexBuilder:
         np.cumsum(lengths[:-1], out=starts[1:])
         blob = memoryview(self._blob)
         input_starts, input_lengths = starts, lengths
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes, kind="stable").astype(np.uint32)
+        # Sorted copies; each input array is released as soon as it is copied
+        # (the memory peak of a compile is here, on top of the name blob).
         hashes = hashes[order]
+        self._hashes = array.array("I")
         starts = starts[order]
         lengths = lengths[order]
         rulesets = np.frombuffer(self._rule_of, dtype=np.uint32)[order]
+        self._rule_of = array.array("I")
         refs = np.frombuffer(self._ref_of, dtype=np.uint32)[order]
+        self._ref_of = array.array("I")
         # A lone rule's rule set has the rule's own number, so a name seen
         # once (the common case) needs no lookup; merged sets are appended.
         ruleset_ids: dict[tuple[int, ...], int] = {
@@ -103,8 +115,11 @@ class IndexBuilder:
                 keep,
                 ruleset_ids,
             )
-        hashes, starts, lengths = hashes[keep], starts[keep], lengths[keep]
-        rulesets, refs = rulesets[keep], refs[keep]
+        hashes = hashes[keep]
+        starts = starts[keep]
+        lengths = lengths[keep]
+        rulesets = rulesets[keep]
+        refs = refs[keep]
         count = len(hashes)
         bits = max(8, (count - 1).bit_length())
         # Start of bucket b = number of entries in buckets below b (hashes are sorted).
@@ -131,7 +146,7 @@ class IndexBuilder:
         input_lengths: npt.NDArray[np.uint32],
         start: int,
         end: int,
-        order: npt.NDArray[np.intp],
+        order: npt.NDArray[np.uint32],
         rulesets: npt.NDArray[np.uint32],
         refs: npt.NDArray[np.uint32],
         keep: npt.NDArray[np.bool_],

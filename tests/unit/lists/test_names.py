@@ -32,3 +32,9 @@ def test_out_of_range_is_an_index_error() -> None:
     with pytest.raises(IndexError):
         names[1]
     assert b"a.example" in names and not Names()  # membership; an empty one is falsy
+
+
+def test_take_blob_hands_over_the_text_and_empties() -> None:
+    names = Names([b"a.example", b"bc.example"])
+    assert names.take_blob() == bytearray(b"a.examplebc.example")
+    assert len(names) == 0 and list(names) == [] and names.blob == bytearray()
