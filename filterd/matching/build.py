@@ -95,8 +95,15 @@ class IndexBuilder:
         }
         keep = np.ones(n, dtype=bool)
         same = np.flatnonzero(hashes[1:] == hashes[:-1]) + 1
+        # Runs of exactly two equal hashes (a name listed twice, e.g. RPZ's
+        # "x CNAME ." with "*.x CNAME .") are merged with array operations;
+        # longer runs, rare, take the general path.
+        in_run = np.zeros(n + 1, dtype=bool)
+        in_run[same] = True
+        longer = in_run[same - 1] | in_run[same + 1]
+        self._merge_pairs(blob, same[~longer], starts, lengths, rulesets, refs, keep, ruleset_ids)
         position = 0
-        for candidate in same.tolist():
+        for candidate in same[longer].tolist():
             if candidate <= position:
                 continue
             start = candidate - 1
@@ -138,6 +145,42 @@ class IndexBuilder:
         sections = [buckets, hashes, starts, lengths, rulesets, refs]
         _write_atomically(path, header, [s.data.cast("B") for s in sections], blob)
         return count
+
+    def _merge_pairs(
+        self,
+        blob: memoryview,
+        second: npt.NDArray[np.intp],
+        starts: npt.NDArray[np.uint32],
+        lengths: npt.NDArray[np.uint32],
+        rulesets: npt.NDArray[np.uint32],
+        refs: npt.NDArray[np.uint32],
+        keep: npt.NDArray[np.bool_],
+        ruleset_ids: dict[tuple[int, ...], int],
+    ) -> None:
+        """Merge the pairs (``second - 1``, ``second``) of sorted positions
+        whose names are equal, as ``_merge_run`` would: the first keeps the
+        union of both rule sets and the larger reference number."""
+        first = second - 1
+        equal_length = lengths[first] == lengths[second]
+        first, second = first[equal_length], second[equal_length]
+        text = np.frombuffer(blob, dtype=np.uint8)
+        at_first = starts[first].astype(np.int64)
+        at_second = starts[second].astype(np.int64)
+        size = lengths[first]
+        equal = np.ones(len(first), dtype=bool)
+        for k in range(int(size.max()) if len(size) else 0):  # names are at most 253 bytes
+            live = np.flatnonzero(equal & (size > k))
+            equal[live] = text[at_first[live] + k] == text[at_second[live] + k]
+        first, second = first[equal], second[equal]
+        keep[second] = False
+        refs[first] = np.maximum(refs[first], refs[second])
+        low = np.minimum(rulesets[first], rulesets[second]).astype(np.int64)
+        high = np.maximum(rulesets[first], rulesets[second]).astype(np.int64)
+        combined = low << 32 | high
+        for pair in np.unique(combined).tolist():
+            a, b = pair >> 32, pair & 0xFFFFFFFF
+            key = (a,) if a == b else (a, b)
+            rulesets[first[combined == pair]] = ruleset_ids.setdefault(key, len(ruleset_ids))
 
     def _merge_run(
         self,

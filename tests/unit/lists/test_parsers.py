@@ -594,6 +594,23 @@ def test_rpz_owner_is_inherited_by_lines_starting_with_white_space() -> None:
     assert problems(parsed) == [(1, "local-data record")]
 
 
+def test_rpz_a_continuation_line_takes_the_owner_of_a_plain_policy_line() -> None:
+    # The first and third lines take the quick path for "name CNAME target";
+    # the continuation lines after them must still see their owners.
+    data = (
+        b"*.fast.example CNAME .\n  CNAME rpz-passthru.\nother.example 300 IN CNAME *.\n\tTXT x\n"
+    )
+    parsed = run(data, Format.RPZ)
+    assert pairs(parsed) == expect(
+        [
+            (b"fast.example", EntryKind(Scope.BELOW, action=Action.NXDOMAIN)),
+            (b"fast.example", EntryKind(Scope.BELOW, allow=True)),
+            (b"other.example", EntryKind(Scope.EXACT, action=Action.NODATA)),
+        ]
+    )
+    assert problems(parsed) == [(4, "local-data record")]
+
+
 def test_rpz_origin_and_absolute_owner_names() -> None:
     data = (
         b"$ORIGIN rpz.example.net.\n"
