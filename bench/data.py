@@ -98,17 +98,23 @@ def _read_gz_lines(path: Path) -> Iterator[str]:
             yield line.strip().rstrip(".").lower()
 
 
-def load_blocklist(shared: Path, count: int) -> list[str]:
-    """The first ``count`` valid, de-duplicated names of the scale union, in file order."""
+def _first_valid(path: Path, count: int) -> list[str]:
+    """The first ``count`` valid, de-duplicated names of a gzipped list, in file order."""
     seen: set[str] = set()
     out: list[str] = []
-    for name in _read_gz_lines(shared / UNION):
+    for name in _read_gz_lines(path):
         if name in seen or not is_valid_name(name):
             continue
         seen.add(name)
         out.append(name)
         if len(out) == count:
             break
+    return out
+
+
+def load_blocklist(shared: Path, count: int) -> list[str]:
+    """The first ``count`` valid, de-duplicated names of the scale union, in file order."""
+    out = _first_valid(shared / UNION, count)
     if len(out) < count:
         raise ValueError(f"{UNION} has only {len(out)} valid names, {count} requested")
     return out
@@ -116,16 +122,7 @@ def load_blocklist(shared: Path, count: int) -> list[str]:
 
 def load_ranking(shared: Path, top_n: int) -> list[str]:
     """The top ``top_n`` valid ranked names (rank = line number; invalid lines are skipped)."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for name in _read_gz_lines(shared / RANKING):
-        if name in seen or not is_valid_name(name):
-            continue
-        seen.add(name)
-        out.append(name)
-        if len(out) == top_n:
-            break
-    return out
+    return _first_valid(shared / RANKING, top_n)
 
 
 def is_blocked(name: str, blocked: set[str] | frozenset[str]) -> bool:
