@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.daemon import Daemon
 from tests.peers.authoritative import FakeUpstream
+from tests.peers.authority import FakeAuthority
 from tests.peers.reference_authority import Data, Server, ServerFactory
 
 NATIVE_LIST = """#filterd-list 1
@@ -40,6 +41,13 @@ def upstream() -> Iterator[FakeUpstream]:
     server.add_zone_text(UPSTREAM_ZONE)
     server.add_large_txt("large.example.com")
     with server:
+        yield server
+
+
+@pytest.fixture
+def authority() -> Iterator[FakeAuthority]:
+    """The fake authority (tests/peers/authority.py) on a loopback port."""
+    with FakeAuthority() as server:
         yield server
 
 

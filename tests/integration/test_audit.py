@@ -42,12 +42,6 @@ SAMPLE = re.compile(r"(\w+)\{(.*)\}")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-@pytest.fixture
-def authority() -> Iterator[FakeAuthority]:
-    with FakeAuthority() as server:
-        yield server
-
-
 def config(upstream: FakeUpstream, authority: FakeAuthority) -> str:
     return f"""
 server: {{listen: ["{{dns}}"]}}

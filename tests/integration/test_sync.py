@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import dns.edns
@@ -39,12 +38,6 @@ BASE = [
     make_entry("casino.example", "block", "gambling", "QD-1"),
     make_entry("adult.example", "block", "adult", "QD-2"),
 ]
-
-
-@pytest.fixture
-def authority() -> Iterator[FakeAuthority]:
-    with FakeAuthority() as server:
-        yield server
 
 
 def sync_config(
