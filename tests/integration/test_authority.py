@@ -16,7 +16,6 @@ CLI and the browser run under a timeout, and every wait is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import http.client
@@ -24,7 +23,6 @@ import json
 import queue
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
@@ -67,6 +65,7 @@ from tests.peers.reference_authority import (
     cli,
     make_data,
 )
+from tests.peers.web_thread import ThreadedApp
 
 NATIONAL = """#filterd-list 1
 casino.example.net   block        gambling  QĐ-123/2026 ngày 01/02/2026
@@ -420,15 +419,16 @@ class Receiver:
     def __init__(self) -> None:
         self.bodies: queue.Queue[bytes] = queue.Queue()
         self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.router.add_post("/v1/notify", self._notify)
+        self._server = ThreadedApp(app, "notify-receiver")
+
+    async def _notify(self, request: web.Request) -> web.Response:
+        self.bodies.put(await request.read())
+        return web.Response(status=202, text="pulling\n")
 
     def __enter__(self) -> Self:
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT):
-            raise AssertionError("notify receiver did not start")
+        self.url = f"http://127.0.0.1:{self._server.start(START_TIMEOUT)}"
         return self
 
     def __exit__(
@@ -437,31 +437,7 @@ class Receiver:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(STOP_TIMEOUT)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        self._loop.run_forever()
-        if self._runner is not None:
-            self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    async def _start(self) -> None:
-        async def notify(request: web.Request) -> web.Response:
-            self.bodies.put(await request.read())
-            return web.Response(status=202, text="pulling\n")
-
-        app = web.Application()
-        app.router.add_post("/v1/notify", notify)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._ready.set()
+        self._server.stop(STOP_TIMEOUT)
 
 
 def closed_port() -> int:

@@ -1,7 +1,7 @@
 """FakeAuthority: a scriptable authority sync endpoint on loopback, for tests.
 
-A real aiohttp server (its own event loop in a thread, real socket on
-127.0.0.1 port 0) that serves whatever the test publishes: correct
+A real aiohttp server (``tests.peers.web_thread``: its own event loop in a
+thread, a real socket on 127.0.0.1 port 0) that serves whatever the test publishes: correct
 publications built with the shared protocol model (``publish``), or
 deliberately broken answers (``serve_raw`` for any path: bad signatures,
 wrong hashes, truncated bodies, slow bodies, garbage). It records every
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,6 +34,7 @@ from filterd.sync.model import (
     sha256_hex,
     utc_now,
 )
+from tests.peers.web_thread import ThreadedApp
 
 TOKEN = "test-operator-token"
 
@@ -74,9 +74,7 @@ class FakeAuthority:
         self.canned: dict[str, Canned] = {}
         self.seen = Seen()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: ThreadedApp | None = None
         self.port = 0
 
     @property
@@ -163,36 +161,16 @@ class FakeAuthority:
         return response
 
     def start(self) -> Self:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            self._runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(self._runner.setup())
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-            site = web.SockSite(self._runner, sock)
-            loop.run_until_complete(site.start())
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-authority", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake authority did not start")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._server = ThreadedApp(app, "fake-authority")
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> Self:
         return self.start()
