@@ -21,8 +21,9 @@ from filterd import __version__
 from filterd.app import Overrides, load, run_daemon
 from filterd.audit.cli import register as register_audit
 from filterd.authority.cli import register as register_authority
+from filterd.commands import EXIT_FAILURE, UsageError, guarded
 from filterd.config import Endpoint, parse_endpoint
-from filterd.errors import ConfigError, FilterdError, ListError, StartupError
+from filterd.errors import ConfigError, ListError, StartupError
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
@@ -30,8 +31,9 @@ from filterd.pipeline.policy import Policy
 from filterd.probe.cli import register as register_probe
 from filterd.wire.names import InvalidName, normalise_text
 
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
+# Every command reports its own errors (filterd/commands.py): a list that
+# cannot be read is bad input, like a bad configuration.
+_guarded = guarded("filterd", (ListError,))
 
 
 def _endpoint_arg(default_port: int) -> Callable[[str], Endpoint]:
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.set_defaults(handler=_guarded(_run))
     run.add_argument("-c", "--config", type=Path, help="configuration file (YAML)")
     run.add_argument(
         "--listen",
@@ -92,9 +95,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate configuration and every list")
     check.add_argument("-c", "--config", type=Path, required=True)
+    check.set_defaults(handler=_guarded(_check))
 
     lookup = commands.add_parser("lookup", help="explain the decision for a name")
     lookup.add_argument("name")
+    lookup.set_defaults(handler=_guarded(_lookup))
     lookup.add_argument("-c", "--config", type=Path)
     lookup.add_argument("--blocklist", action="append", default=[], type=Path, metavar="FILE")
     register_authority(commands)
@@ -105,27 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if handler is not None:
-        return handler(args)  # the other rooms' commands report their own errors
-    try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "check-config":
-            return _check(args)
-        return _lookup(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"filterd: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ListError as exc:
-        print(f"filterd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except FilterdError as exc:
-        print(f"filterd: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return EXIT_FAILURE
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -163,8 +149,7 @@ def _lookup(args: argparse.Namespace) -> int:
     try:
         name = normalise_text(args.name)
     except InvalidName as exc:
-        print(f"filterd: {args.name!r}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise UsageError(f"{args.name!r}: {exc}") from None
     config = load(args.config, Overrides(blocklists=tuple(args.blocklist)), need_upstream=False)
     with tempfile.TemporaryDirectory(prefix="filterd-lookup-") as scratch:
         report = compile_lists(replace(config, state_dir=Path(scratch)), reuse=False)
