@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from filterd import __version__
 from filterd.audit.recorder import AuditRecorder
 from filterd.histogram import LATENCY_BOUNDS
+from filterd.pipeline.tally import blocked_rows
 from filterd.sync.client import ListStatus
 from filterd.sync.model import REASONS
 
@@ -75,7 +76,7 @@ def _merge_into(target: dict[str, Any], report: dict[str, Any]) -> None:
         elif key == "blocked_top":
             tops = target.setdefault(key, [])
             by_name = {(row["name"], row["category"]): row for row in tops}
-            for row in value:
+            for row in blocked_rows(value):
                 merged = by_name.get((row["name"], row["category"]))
                 if merged is None:
                     tops.append(dict(row))

@@ -264,7 +264,7 @@ class Worker:
             "generation": self._generation,
             **pipeline.counters.as_dict(),
             "block_counts": [asdict(counter) for counter in self._block_counters.values()],
-            "blocked_top": self._blocked_names.rows() if self._blocked_names else [],
+            "blocked_top": self._blocked_names.candidates() if self._blocked_names else [],
             "cache": {
                 "entries": len(cache),
                 "hits": cache.hits,

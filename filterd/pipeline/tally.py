@@ -13,7 +13,9 @@ or rejected before its question was read counts as ``none``.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 from filterd.histogram import Histogram
@@ -94,7 +96,7 @@ class BlockedNames:
     client address: the names are already on a published list, so the
     statistics say how often a listed site was asked for, not who asked for
     what. On the hot path a count is one slice and one dict update; names
-    stay in wire form until ``rows`` is asked for. Memory is bounded: past
+    stay in wire form until the supervisor decodes them (``blocked_rows``). Memory is bounded: past
     ``10 * top`` distinct names (at least 1,000) the least counted half is
     dropped, so the counts of rarely blocked names are approximate (a name
     dropped and blocked again starts from zero); the top of the table is
@@ -124,16 +126,32 @@ class BlockedNames:
             counts.clear()
             counts.update(kept)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The ``top`` most blocked (name, category) pairs, most blocked first."""
-        merged: dict[tuple[str, str], int] = {}
-        for (wire, category), count in self._wire.items():
-            text = wire_to_text(wire)
-            if text is not None:
-                key = (text.decode("ascii", "replace"), category)
-                merged[key] = merged.get(key, 0) + count
-        for (text_name, category), count in self._text.items():
-            key = (text_name.decode("ascii", "replace"), category)
+    def candidates(self) -> list[Candidate]:
+        """This process's ``top`` most blocked wire names and ``top`` most
+        blocked CNAME-target names, raw: the supervisor decodes and merges them
+        (``blocked_rows``), so a scrape costs the worker two ``nlargest`` and no
+        name conversion. Taking ``top`` of each form keeps every name that can
+        reach the merged top ``top``."""
+        by_count = itemgetter(1)
+        wire = heapq.nlargest(self.top, self._wire.items(), key=by_count)
+        text = heapq.nlargest(self.top, self._text.items(), key=by_count)
+        return [(name, True, category, count) for (name, category), count in wire] + [
+            (name, False, category, count) for (name, category), count in text
+        ]
+
+
+Candidate = tuple[bytes, bool, str, int]
+"""(name, name is in wire form, category, count): one raw ``BlockedNames`` entry."""
+
+
+def blocked_rows(candidates: Iterable[Candidate]) -> list[dict[str, Any]]:
+    """Candidates as rows ``{name, category, count}``, one per (name,
+    category) whatever form each count was kept in, most blocked first."""
+    merged: dict[tuple[str, str], int] = {}
+    for name, is_wire, category, count in candidates:
+        text = wire_to_text(name) if is_wire else name
+        if text is not None:
+            key = (text.decode("ascii", "replace"), category)
             merged[key] = merged.get(key, 0) + count
-        top = heapq.nlargest(self.top, merged.items(), key=lambda item: (item[1], item[0]))
-        return [{"name": n, "category": c, "count": count} for (n, c), count in top]
+    ordered = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
+    return [{"name": n, "category": c, "count": count} for (n, c), count in ordered]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from filterd.pipeline.tally import BlockedNames
+from filterd.pipeline.tally import BlockedNames, blocked_rows
 
 
 def wire(name: str) -> bytes:
@@ -17,7 +17,7 @@ def test_wire_and_cname_counts_of_one_entry_are_one_row() -> None:
     names.count_wire(wire("adult.example"), "adult")
     names.count_wire(wire("ads.example"), "ads")
     names.count_wire(wire("ads.example"), "ads")
-    assert names.rows() == [
+    assert blocked_rows(names.candidates()) == [
         {"name": "casino.example", "category": "gambling", "count": 4},
         {"name": "ads.example", "category": "ads", "count": 2},
     ]
@@ -31,5 +31,20 @@ def test_memory_is_bounded_and_the_most_blocked_survive() -> None:
     for i in range(5_000):  # a long tail of names blocked once
         names.count_wire(wire(f"tail{i}.example"), "c")
         assert len(names._wire) <= 1_000
-    assert [row["name"] for row in names.rows()] == [f"top{r}.example" for r in range(5)]
-    assert [row["count"] for row in names.rows()] == [100, 99, 98, 97, 96]
+    rows = blocked_rows(names.candidates())
+    assert [row["name"] for row in rows] == [f"top{r}.example" for r in range(5)]
+    assert [row["count"] for row in rows] == [100, 99, 98, 97, 96]
+
+
+def test_a_worker_hands_over_at_most_top_names_per_form_undecoded() -> None:
+    names = BlockedNames(top=2)
+    for rank, count in enumerate((5, 4, 3)):
+        for _ in range(count):
+            names.count_wire(wire(f"w{rank}.example"), "c")
+            names.count_text(f"t{rank}.example".encode(), "c")
+    assert names.candidates() == [
+        (wire("w0.example"), True, "c", 5),
+        (wire("w1.example"), True, "c", 4),
+        (b"t0.example", False, "c", 5),
+        (b"t1.example", False, "c", 4),
+    ]
