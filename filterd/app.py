@@ -42,8 +42,7 @@ from filterd.audit.events import lists_fields, next_boundary, start_fields, stat
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, ListError, StartupError
-from filterd.lists.compile import CompileReport, remove_stale_indexes
-from filterd.lists.compiler import compile_in_child
+from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_indexes
 from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
 from filterd.lists.sources import SourceInfo, open_matcher
 from filterd.matching.matcher import Matcher

@@ -15,8 +15,11 @@ complete (written to a temporary name, fsynced, renamed).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import pickle
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +69,38 @@ class CompileReport:
 
     def source_json(self) -> list[dict[str, Any]]:
         return [asdict(source) for source in self.sources]
+
+
+async def compile_in_child(config: Config) -> CompileReport:
+    """Run ``compile_lists(config)`` in a fresh ``filterd.lists.compiler``
+    process; raise ``ListError`` on failure.
+
+    The child gets its own process group, so a terminal's SIGINT meant for
+    the daemon does not reach it, but stays in the daemon's session: with
+    scheduler autogroups (``kernel.sched_autogroup_enabled``, on in most
+    distributions' kernels) every session is a group that gets an equal
+    share of a CPU, so a child in a new session took half of a worker's
+    core whatever its own priority, and queries waited (``bench/swap``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "filterd.lists.compiler",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        process_group=0,
+    )
+    try:
+        output, _ = await process.communicate(pickle.dumps(config))
+    except asyncio.CancelledError:
+        process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0 or not output:
+        raise ListError(f"list compiler exited with status {process.returncode}")
+    result = pickle.loads(output)
+    if isinstance(result, CompileReport):
+        return result
+    raise ListError(str(result))
 
 
 def _read(lst: ListConfig) -> bytes:
