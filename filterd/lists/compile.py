@@ -28,6 +28,7 @@ from typing import Any, Final
 from filterd.config import Config, ListConfig
 from filterd.errors import ListError
 from filterd.lists.parsers import (
+    FORMAT_HEAD,
     EntryKind,
     ParsedList,
     ParseOptions,
@@ -103,16 +104,6 @@ async def compile_in_child(config: Config) -> CompileReport:
     raise ListError(str(result))
 
 
-def _read(lst: ListConfig) -> bytes:
-    try:
-        size = lst.path.stat().st_size
-        if size > MAX_LIST_BYTES:
-            raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
-        return lst.path.read_bytes()
-    except OSError as exc:
-        raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
-
-
 def _hash_file(lst: ListConfig) -> str:
     """SHA-256 of a list file, read in chunks (the content is not kept)."""
     digest = hashlib.sha256()
@@ -164,7 +155,7 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
     sources = []
     for number, (lst, sha) in enumerate(zip(config.lists, hashes, strict=True)):
         # One list in memory at a time; the builder keeps only the names.
-        parsed = _parse_list(lst, _read(lst))
+        parsed = _parse_list(lst)
         sources.append(_source_info(lst, _version(config, lst, sha), parsed))
         for kind, names in parsed.groups.items():
             builder.add(names, _rule(number, lst, kind), kind.ref)
@@ -193,10 +184,21 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
     return CompileReport(path, digest, tuple(sources), distinct, time.monotonic() - started, False)
 
 
-def _parse_list(lst: ListConfig, data: bytes) -> ParsedList:
-    fmt = lst.format or detect_format(data)
+def _parse_list(lst: ListConfig) -> ParsedList:
+    """Parse a list file streamed a chunk at a time: a large list is never in
+    memory whole (20 MB of text for a million names), only its packed names."""
     options = ParseOptions(str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld)
-    return parse(data, fmt, options)
+    try:
+        if lst.path.stat().st_size > MAX_LIST_BYTES:
+            raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
+        with lst.path.open("rb") as handle:
+            fmt = lst.format
+            if fmt is None:
+                fmt = detect_format(handle.read(FORMAT_HEAD))
+                handle.seek(0)
+            return parse(handle, fmt, options)
+    except OSError as exc:
+        raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
 
 
 def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:

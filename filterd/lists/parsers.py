@@ -24,7 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from itertools import chain
+from typing import BinaryIO, Final
 
 from filterd.lists.names import Names
 from filterd.matching.rules import Action, Scope
@@ -54,6 +55,7 @@ class _LineClass:
 
 
 _DOMAIN_LINE: Final = _LineClass(_name_pattern(b""))
+_EVERY_LINE: Final = _LineClass(rb"(?!)")  # no line has this shape: all go per line
 _HOSTS_LINE: Final = _LineClass(
     # localhost.localdomain is preamble, not a block: it takes the per-line path.
     rb"(?:0\.0\.0\.0|127\.0\.0\.1)[ \t]+(?!localhost\.localdomain[ \t]*$)("
@@ -166,9 +168,13 @@ class _Skip(Exception):
 _ZONE_RECORD: Final = re.compile(rb"\s(?:soa|cname)\s")
 
 
+FORMAT_HEAD: Final = 65536
+
+
 def detect_format(data: bytes) -> Format:
-    """Guess a list's format from its first data lines (``format: auto``)."""
-    head = data[:65536]
+    """Guess a list's format from its first data lines (``format: auto``):
+    only the first ``FORMAT_HEAD`` bytes are looked at."""
+    head = data[:FORMAT_HEAD]
     if head.split(b"\n", 1)[0].strip() == NATIVE_HEADER:
         return Format.NATIVE
     lines = [line.strip() for line in head.lower().splitlines()]
@@ -199,7 +205,12 @@ def _is_ip(token: bytes) -> bool:
 # ---------------------------------------------------------------- dispatch
 
 
-def parse(data: bytes, fmt: Format, options: ParseOptions) -> ParsedList:
+ListInput = bytes | BinaryIO
+"""A whole list: its bytes, or a binary file read a chunk at a time (the
+compiler streams list files, so a large list is never in memory whole)."""
+
+
+def parse(data: ListInput, fmt: Format, options: ParseOptions) -> ParsedList:
     """Parse ``data`` (a whole list file) in format ``fmt``."""
     return _PARSERS[fmt](data, options)
 
@@ -216,7 +227,7 @@ def _name(raw: bytes, options: ParseOptions) -> bytes:
 
 
 def _bulk(
-    data: bytes,
+    data: ListInput,
     fmt: Format,
     shape: _LineClass,
     fast_kind: EntryKind,
@@ -245,20 +256,40 @@ def _bulk(
 CHUNK_BYTES: Final = 4 << 20
 
 
-def _chunks(data: bytes) -> Iterator[bytes]:
-    """``data`` lower-cased, with CRLF as LF, in pieces of about ``CHUNK_BYTES``
-    that end at a line end: a lower-cased copy of a whole large list would
-    double the compiler's memory peak for nothing."""
-    start = 0
-    size = len(data)
-    while start < size:
-        cut = data.find(b"\n", min(start + CHUNK_BYTES, size) - 1)
-        end = size if cut < 0 else cut + 1
-        text = data[start:end].lower()
+def _pieces(data: ListInput) -> Iterator[bytes]:
+    """``data`` as it is, in pieces of about ``CHUNK_BYTES`` that end at a line
+    end (the last one may not); a file is read one piece at a time."""
+    if isinstance(data, bytes):
+        start = 0
+        size = len(data)
+        while start < size:
+            cut = data.find(b"\n", min(start + CHUNK_BYTES, size) - 1)
+            end = size if cut < 0 else cut + 1
+            yield data[start:end]
+            start = end
+        return
+    rest = b""
+    while block := data.read(CHUNK_BYTES):
+        block = rest + block if rest else block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            rest = block  # a line longer than a piece: keep reading
+            continue
+        rest = block[cut + 1 :]
+        yield block[: cut + 1]
+    if rest:
+        yield rest
+
+
+def _chunks(data: ListInput) -> Iterator[bytes]:
+    """``data`` lower-cased, with CRLF as LF, a piece at a time: a lower-cased
+    copy of a whole large list would double the compiler's memory peak for
+    nothing."""
+    for piece in _pieces(data):
+        text = piece.lower()
         if b"\r" in text:
             text = text.replace(b"\r\n", b"\n")
         yield text
-        start = end
 
 
 def _slow_lines(
@@ -295,7 +326,7 @@ def _strip_comment(line: bytes) -> bytes:
 # ---------------------------------------------------------------- domains
 
 
-def parse_domains(data: bytes, options: ParseOptions) -> ParsedList:
+def parse_domains(data: ListInput, options: ParseOptions) -> ParsedList:
     """One name per line; ``*.name`` and ``.name`` mean the name and its subdomains."""
     plain = EntryKind(options.plain_scope)
     subtree = EntryKind(Scope.SUBTREE)
@@ -337,7 +368,7 @@ _HOSTS_PREAMBLE: Final = frozenset(
 )
 
 
-def parse_hosts(data: bytes, options: ParseOptions) -> ParsedList:
+def parse_hosts(data: ListInput, options: ParseOptions) -> ParsedList:
     """``ADDRESS name [name ...]``: every name is blocked, whatever the address.
 
     The usual ``/etc/hosts`` preamble (``localhost``, ``broadcasthost``,
@@ -370,7 +401,7 @@ def parse_hosts(data: bytes, options: ParseOptions) -> ParsedList:
 _ADBLOCK_RULE: Final = re.compile(rb"(@@)?\|\|([^\^$/:*|]+)\^?\|?(?:\$(.*))?")
 
 
-def parse_adblock(data: bytes, options: ParseOptions) -> ParsedList:
+def parse_adblock(data: ListInput, options: ParseOptions) -> ParsedList:
     """AdBlock/AdGuard DNS rules: ``||name^`` blocks, ``@@||name^`` allows (name and
     subdomains). Everything that needs more than a host name is ignored and
     reported: modifiers other than ``$important``, paths, ports, schemes,
@@ -420,50 +451,60 @@ def _adblock_unsupported(line: bytes) -> str:
 # ---------------------------------------------------------------- native
 
 
-def parse_native(data: bytes, options: ParseOptions) -> ParsedList:
+def parse_native(data: ListInput, options: ParseOptions) -> ParsedList:
     """filterd's own format: ``NAME KIND CATEGORY [REFERENCE]``, see docs/list-formats.md.
 
     Lines already in canonical form (what an authority publishes) are read
-    in bulk; anything else (comments, other case or spacing, errors) takes
-    the per-line path."""
+    in bulk a chunk at a time; anything else (comments, other case or
+    spacing, errors) takes the per-line path."""
     result = ParsedList(Format.NATIVE)
-    first = data.split(b"\n", 1)[0]
+    pieces = _pieces(data)
+    first, _, rest = next(pieces, b"").partition(b"\n")
     if first.strip() != NATIVE_HEADER:
         result.reject(1, f"missing '{NATIVE_HEADER.decode()}' header", first)
         return result
-    body_start = len(first) + 1
-    text = data[body_start:]
-    if b"\r" in text:
-        text = text.replace(b"\r\n", b"\n")
     kinds: dict[tuple[bytes, bytes, bytes], EntryKind] = {}
-    start = 0
-    while start < len(text):
-        # A chunk at a time, so that only one chunk's names exist as objects.
-        cut = text.find(b"\n", min(start + CHUNK_BYTES, len(text)) - 1)
-        end = len(text) if cut < 0 else cut + 1
+
+    def slow(line: bytes, out: ParsedList) -> None:
+        _native_slow(line, out, options)
+
+    line_number = 2
+    for piece in chain((rest,), pieces):
+        text = piece.replace(b"\r\n", b"\n") if b"\r" in piece else piece
         groups: dict[tuple[bytes, bytes, bytes], list[bytes]] = {}
-        for name, kind, category, ref in _NATIVE_LINE.good.findall(text[start:end]):
+        for name, kind, category, ref in _NATIVE_LINE.good.findall(text):
             groups.setdefault((kind, category, ref), []).append(name)
-        start = end
-        for key, names in groups.items():
-            entry_kind = kinds.get(key)
-            if entry_kind is None:
-                kind, category, ref = key
-                try:
-                    reference = "" if ref in (b"", b"-") else ref.decode("utf-8")
-                except UnicodeDecodeError:
-                    return _parse_native_lines(data, options)  # rare: let each line be judged
-                scope, allow = NATIVE_KINDS[kind]
-                category_text = None if category == b"-" else category.decode()
-                entry_kind = kinds[key] = EntryKind(scope, allow, category_text, None, reference)
-            result.group(entry_kind).extend(names)
-            result.accepted += len(names)
-    lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
-    if result.accepted != lines:
-        _slow_lines(
-            text, _NATIVE_LINE, 2, lambda line, out: _native_slow(line, out, options), result
-        )
+        try:
+            found = [(_native_kind(kinds, key), names) for key, names in groups.items()]
+        except UnicodeDecodeError:
+            # Rare: a reference that is not UTF-8. Every line of this chunk is
+            # judged on its own, so that one is rejected with its line number.
+            _slow_lines(text, _EVERY_LINE, line_number, slow, result)
+        else:
+            accepted = 0
+            for entry_kind, names in found:
+                result.group(entry_kind).extend(names)
+                accepted += len(names)
+            result.accepted += accepted
+            lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
+            if accepted != lines:
+                _slow_lines(text, _NATIVE_LINE, line_number, slow, result)
+        line_number += text.count(b"\n")
     return result
+
+
+def _native_kind(
+    kinds: dict[tuple[bytes, bytes, bytes], EntryKind], key: tuple[bytes, bytes, bytes]
+) -> EntryKind:
+    """The entry kind of a canonical line's (kind, category, reference), made once."""
+    entry_kind = kinds.get(key)
+    if entry_kind is None:
+        kind, category, ref = key
+        reference = "" if ref in (b"", b"-") else ref.decode("utf-8")
+        scope, allow = NATIVE_KINDS[kind]
+        category_text = None if category == b"-" else category.decode()
+        entry_kind = kinds[key] = EntryKind(scope, allow, category_text, None, reference)
+    return entry_kind
 
 
 def _native_slow(line: bytes, result: ParsedList, options: ParseOptions) -> None:
@@ -471,22 +512,6 @@ def _native_slow(line: bytes, result: ParsedList, options: ParseOptions) -> None
         return
     kind, name = _native_line(line, options)
     result.add(kind, name)
-
-
-def _parse_native_lines(data: bytes, options: ParseOptions) -> ParsedList:
-    """Every line on its own (used when bulk reading found an undecodable reference)."""
-    result = ParsedList(Format.NATIVE)
-    for index, raw in enumerate(data.splitlines()[1:], 2):
-        line = raw.strip()
-        if not line or line.startswith(b"#"):
-            continue
-        try:
-            kind, name = _native_line(line, options)
-        except _Skip as skip:
-            result.reject(index, skip.reason, raw, ignored=skip.ignored)
-            continue
-        result.add(kind, name)
-    return result
 
 
 NATIVE_KINDS: Final = {
@@ -529,6 +554,8 @@ def _native_line(line: bytes, options: ParseOptions) -> tuple[EntryKind, bytes]:
             ref = fields[3].decode("utf-8").strip()
         except UnicodeDecodeError:
             raise _Skip("reference is not valid UTF-8") from None
+        if ref == "-":
+            ref = ""  # as on the bulk path: "-" is no reference
         if len(ref.encode()) > MAX_REFERENCE_LENGTH:
             raise _Skip("reference longer than 200 bytes (UTF-8)")
     if raw_name.startswith(b"*"):
@@ -568,7 +595,7 @@ _RPZ_FAST_KINDS: Final = {
 }
 
 
-def parse_rpz(data: bytes, options: ParseOptions) -> ParsedList:
+def parse_rpz(data: ListInput, options: ParseOptions) -> ParsedList:
     """Response Policy Zone (draft-vixie-dnsop-dns-rpz) QNAME triggers.
 
     ``name CNAME .`` is NXDOMAIN, ``CNAME *.`` NODATA, ``CNAME rpz-passthru.``
@@ -722,7 +749,7 @@ def _rpz_record(
     return EntryKind(scope, allow, None, action), _name(trigger, options)
 
 
-def _rpz_records(data: bytes) -> Iterator[tuple[int, bytes, re.Match[bytes] | None]]:
+def _rpz_records(data: ListInput) -> Iterator[tuple[int, bytes, re.Match[bytes] | None]]:
     """Yield (first line number, record text, fast match) with comments removed
     and parenthesised continuations joined (RFC 1035 §5.1), lower-cased a
     chunk at a time. The fast match is set for a one-line record in the
@@ -770,7 +797,7 @@ def _strip_zone_comment(line: bytes) -> bytes:
     return line
 
 
-_PARSERS: Final[dict[Format, Callable[[bytes, ParseOptions], ParsedList]]] = {
+_PARSERS: Final[dict[Format, Callable[[ListInput, ParseOptions], ParsedList]]] = {
     Format.DOMAINS: parse_domains,
     Format.HOSTS: parse_hosts,
     Format.ADBLOCK: parse_adblock,
