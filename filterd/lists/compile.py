@@ -42,7 +42,7 @@ from filterd.matching.rules import Action, Rule, Scope
 from filterd.sync.store import load_state
 from filterd.wire.codes import EDE_BLOCKED
 
-COMPILER_VERSION: Final = "3"
+COMPILER_VERSION: Final = "4"
 MAX_LIST_BYTES: Final = 1 << 30
 CANARY_SOURCE: Final = "bypass-canaries"
 
@@ -187,7 +187,9 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
 def _parse_list(lst: ListConfig) -> ParsedList:
     """Parse a list file streamed a chunk at a time: a large list is never in
     memory whole (20 MB of text for a million names), only its packed names."""
-    options = ParseOptions(str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld)
+    options = ParseOptions(
+        str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld, join_rpz_pairs=True
+    )
     try:
         if lst.path.stat().st_size > MAX_LIST_BYTES:
             raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")

@@ -97,6 +97,10 @@ class ParseOptions:
     """What a bare name means in domains and hosts lists (``subtree`` or ``exact``)."""
     allow_tld: bool = False
     """Accept single-label entries, which block a whole top-level domain."""
+    join_rpz_pairs: bool = False
+    """Store ``x CNAME t`` next to ``*.x CNAME t`` as one subtree entry (the
+    compiler: half the entries, same meaning). Off where every record must
+    stay a rule of its own, as in ``filterd probe``, which probes each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,8 +593,8 @@ _RPZ_FAST: Final = re.compile(
     + rb")[ \t]*"
 )
 _RPZ_FAST_KINDS: Final = {
-    (star, target): EntryKind(Scope.BELOW if star else Scope.EXACT, allow, None, action)
-    for star in (False, True)
+    (scope, target): EntryKind(scope, allow, None, action)
+    for scope in (Scope.EXACT, Scope.BELOW, Scope.SUBTREE)
     for target, (action, allow) in _RPZ_ACTIONS.items()
 }
 
@@ -603,47 +607,69 @@ def parse_rpz(data: ListInput, options: ParseOptions) -> ParsedList:
     only. SOA/NS apex records are zone structure, not entries. IP, NSDNAME,
     NSIP and client-IP triggers and local-data records (A, AAAA, TXT, CNAME to
     another name) are ignored and reported.
+
+    With ``options.join_rpz_pairs``, ``x CNAME target`` and ``*.x CNAME
+    target`` on adjacent lines (how policy zones usually block a name with its
+    subdomains) become one entry for ``x`` and everything below it: the same
+    meaning, in half the entries.
     """
     result = ParsedList(Format.RPZ)
     zone = _ZoneNames()
     owner = b"@"
     unsupported = tuple(b"." + trigger for trigger in _RPZ_UNSUPPORTED_TRIGGERS)
-    # Fast lines are collected per (wildcard, target) and handed over in
-    # batches, always before a line of the general path, so names keep their
-    # file order.
-    batch: dict[tuple[bool, bytes], list[bytes]] = {}
+    # Quick records are collected per (scope, target) and handed over in
+    # batches, always before a record of the general path; ``batched``
+    # counts records (a joined pair is two records and one name).
+    batch: dict[tuple[Scope, bytes], list[bytes]] = {}
     batched = 0
-    last_fast: re.Match[bytes] | None = None
+    join_pairs = options.join_rpz_pairs
+    last_quick: _Quick | None = None
 
     def flush() -> None:
         nonlocal batched
         for key, names in batch.items():
-            result.group(_RPZ_FAST_KINDS[key]).extend(names)
-            result.accepted += len(names)
+            if names:
+                result.group(_RPZ_FAST_KINDS[key]).extend(names)
+        result.accepted += batched
         batch.clear()
         batched = 0
 
-    for number, text, fast in _rpz_records(data):
+    def add_quick(star: bool, name: bytes, target: bytes) -> None:
+        nonlocal batched, last_quick
+        scope = Scope.BELOW if star else Scope.EXACT
         if (
-            fast is not None
-            and zone.origin == (zone.apex or b"")  # a relative owner is its own trigger
-            and not fast[2].endswith(unsupported)
+            join_pairs
+            and last_quick is not None
+            and last_quick[0] is not star  # one record with "*.", one without
+            and last_quick[1] == name
+            and last_quick[2] == target
         ):
-            key = (fast[1] is not None, fast[3])
-            names = batch.get(key)
-            if names is None:
-                names = batch[key] = []
-            names.append(fast[2])
-            last_fast = fast
-            batched += 1
-            if batched >= 65536:
-                flush()
+            other = batch.get((Scope.EXACT if star else Scope.BELOW, target))
+            if other and other[-1] == name:
+                other.pop()
+                scope = Scope.SUBTREE
+        names = batch.get((scope, target))
+        if names is None:
+            names = batch[scope, target] = []
+        names.append(name)
+        last_quick = (star, name, target)
+        batched += 1
+        if batched >= 65536:
+            flush()
+
+    for number, text, quick in _rpz_records(data):
+        if (
+            quick is not None
+            and zone.origin == (zone.apex or b"")  # a relative owner is its own trigger
+            and not quick[1].endswith(unsupported)
+        ):
+            add_quick(*quick)
             continue
         if batched:
             flush()
-        if last_fast is not None:  # the owner a continuation line refers to
-            owner = (last_fast[1] or b"") + last_fast[2]
-            last_fast = None
+        if last_quick is not None:  # the owner a continuation line refers to
+            owner = (b"*." if last_quick[0] else b"") + last_quick[1]
+            last_quick = None
         if text.startswith(b"$"):
             directive = text.split()
             if directive[0] == b"$origin" and len(directive) == 2:
@@ -749,11 +775,16 @@ def _rpz_record(
     return EntryKind(scope, allow, None, action), _name(trigger, options)
 
 
-def _rpz_records(data: ListInput) -> Iterator[tuple[int, bytes, re.Match[bytes] | None]]:
-    """Yield (first line number, record text, fast match) with comments removed
-    and parenthesised continuations joined (RFC 1035 §5.1), lower-cased a
-    chunk at a time. The fast match is set for a one-line record in the
-    shape of ``_RPZ_FAST``."""
+_Quick = tuple[bool, bytes, bytes]
+"""A one-line QNAME policy in canonical form: (owner has "*.", name, target)."""
+_Record = tuple[int, bytes, _Quick | None]
+"""(first line number, record text, the quick form if the record has it)."""
+
+
+def _rpz_records(data: ListInput) -> Iterator[_Record]:
+    """Yield records (first line number, record text, quick form) with
+    comments removed and parenthesised continuations joined (RFC 1035 §5.1),
+    lower-cased a chunk at a time."""
     pending: list[bytes] = []
     start = 0
     depth = 0
@@ -762,9 +793,9 @@ def _rpz_records(data: ListInput) -> Iterator[tuple[int, bytes, re.Match[bytes] 
         for raw in chunk.splitlines():
             number += 1
             if not pending:
-                fast = _RPZ_FAST.fullmatch(raw)
-                if fast is not None:
-                    yield number, raw, fast
+                match = _RPZ_FAST.fullmatch(raw)
+                if match is not None:
+                    yield number, raw, (match[1] is not None, match[2], match[3])
                     continue
             line = _strip_zone_comment(raw).rstrip()
             if not line.strip():

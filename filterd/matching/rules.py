@@ -34,9 +34,15 @@ class Action(StrEnum):
     DROP = "drop"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
-    """One entry's meaning; ordering sorts by ``source`` first (config order)."""
+    """One entry's meaning.
+
+    Rules sort by ``source`` first (config order: the earlier list wins a
+    tie among blocks), then allow, category and action, and by scope last:
+    the same entry written as one subtree rule or as an exact and a below
+    rule (an RPZ pair, joined or not) then decides alike, also when a list
+    holds conflicting entries for one name."""
 
     source: int
     scope: Scope
@@ -50,6 +56,13 @@ class Rule:
         if self.scope is Scope.SUBTREE:
             return True
         return at_name == (self.scope is Scope.EXACT)
+
+    def __lt__(self, other: Rule) -> bool:
+        return self._precedence() < other._precedence()
+
+    def _precedence(self) -> tuple[int, bool, str, str, int]:
+        action = "" if self.action is None else self.action.value
+        return (self.source, self.allow, self.category, action, int(self.scope))
 
     def to_json(self) -> list[object]:
         return [self.source, int(self.scope), self.allow, self.category, self.action]

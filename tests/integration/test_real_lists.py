@@ -423,6 +423,18 @@ def test_hagezi_doh_rpz_pairs_cover_the_wildcard_list(shared_data: Path) -> None
     assert set(all_names(wildcard)) == exact
 
 
+def test_hagezi_doh_rpz_pairs_join_into_subtree_entries_for_the_compiler(
+    shared_data: Path,
+) -> None:
+    path = shared_data / "blocklists/rpz/hagezi_doh_2023-09-17.rpz"
+    options = ParseOptions(str(path), join_rpz_pairs=True)
+    joined = parse(path.read_bytes(), Format.RPZ, options)
+    wildcard = load(shared_data / "blocklists/domains/hagezi_doh-wildcard_2023-09-17.txt").parsed
+    assert list(joined.groups) == [EntryKind(Scope.SUBTREE, action=Action.NXDOMAIN)]
+    assert joined.accepted == 2 * joined.names == 2 * 724
+    assert set(all_names(joined)) == set(all_names(wildcard))
+
+
 def test_hagezi_nosafesearch_rpz_pairs(shared_data: Path) -> None:
     rpz = load(shared_data / "blocklists/rpz/hagezi_nosafesearch_2023-09.rpz").parsed
     exact = names_with(rpz, EntryKind(Scope.EXACT, action=Action.NXDOMAIN))

@@ -59,9 +59,10 @@ def run(
     *,
     plain_scope: Scope = Scope.SUBTREE,
     allow_tld: bool = False,
+    join_rpz_pairs: bool = False,
 ) -> ParsedList:
     """Parse ``data`` as ``fmt`` and check the accounting invariants every result keeps."""
-    parsed = parse(data, fmt, ParseOptions("test.list", plain_scope, allow_tld))
+    parsed = parse(data, fmt, ParseOptions("test.list", plain_scope, allow_tld, join_rpz_pairs))
     assert parsed.format is fmt
     assert sum(parsed.reasons.values()) == parsed.invalid + parsed.ignored
     assert len(parsed.problems) == min(MAX_REPORTED_PROBLEMS, parsed.invalid + parsed.ignored)
@@ -580,6 +581,42 @@ def test_rpz_hagezi_layout_soa_without_class_and_indented_ns() -> None:
         ]
     )
     assert counts(parsed) == (2, 0, 0)
+
+
+def test_rpz_adjacent_name_and_wildcard_with_one_target_join_into_one_subtree_entry() -> None:
+    data = (
+        b"*.first.example CNAME .\n"  # wildcard first, then the name: joined
+        b"first.example CNAME .\n"
+        b"mixed.example CNAME .\n"  # different targets: not joined
+        b"*.mixed.example CNAME *.\n"
+        b"apart.example CNAME .\n"  # not adjacent: not joined
+        b"between.example CNAME .\n"
+        b"*.apart.example CNAME .\n"
+        b"pass.example CNAME rpz-passthru.\n"  # any target joins
+        b"*.pass.example CNAME rpz-passthru.\n"
+        b"*.pass.example CNAME rpz-passthru.\n"  # the same wildcard again: on its own
+    )
+    nx = Action.NXDOMAIN
+    joined = run(data, Format.RPZ, join_rpz_pairs=True)
+    assert pairs(joined) == expect(
+        [
+            (b"first.example", EntryKind(Scope.SUBTREE, action=nx)),
+            (b"mixed.example", EntryKind(Scope.EXACT, action=nx)),
+            (b"mixed.example", EntryKind(Scope.BELOW, action=Action.NODATA)),
+            (b"apart.example", EntryKind(Scope.EXACT, action=nx)),
+            (b"between.example", EntryKind(Scope.EXACT, action=nx)),
+            (b"apart.example", EntryKind(Scope.BELOW, action=nx)),
+            (b"pass.example", EntryKind(Scope.SUBTREE, allow=True)),
+            (b"pass.example", EntryKind(Scope.BELOW, allow=True)),
+        ]
+    )
+    assert counts(joined) == (10, 0, 0)  # every line is accounted for, joined or not
+    # Without the option (the probe) every record stays a rule of its own.
+    plain = run(data, Format.RPZ)
+    assert counts(plain) == (10, 0, 0)
+    assert (b"first.example", EntryKind(Scope.EXACT, action=nx)) in pairs(plain)
+    assert (b"first.example", EntryKind(Scope.BELOW, action=nx)) in pairs(plain)
+    assert plain.names == 10
 
 
 def test_rpz_owner_is_inherited_by_lines_starting_with_white_space() -> None:
