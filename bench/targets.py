@@ -99,7 +99,12 @@ def die_with_parent() -> None:
 
 
 def spawn(name: str, cmd: list[str], cpu: int, log_path: Path, cwd: Path) -> Proc:
-    """Exec ``cmd`` through ``taskset -c cpu`` (taskset execs, so the PID is the server's)."""
+    """Exec ``cmd`` through ``taskset -c cpu`` (taskset execs, so the PID is the server's).
+
+    Each server gets a session of its own, as a service manager starts a
+    daemon: with scheduler autogroups a session is a CPU-scheduling group,
+    and a server sharing the harness's group (with dnsperf) would be
+    scheduled unlike in production."""
     log = log_path.open("wb")
     try:
         started = time.monotonic()
@@ -109,6 +114,7 @@ def spawn(name: str, cmd: list[str], cpu: int, log_path: Path, cwd: Path) -> Pro
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            start_new_session=True,
             # The harness runs no threads, so a preexec_fn is safe here.
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )

@@ -74,21 +74,17 @@ class CompileReport:
 
 async def compile_in_child(config: Config) -> CompileReport:
     """Run ``compile_lists(config)`` in a fresh ``filterd.lists.compiler``
-    process; raise ``ListError`` on failure.
-
-    The child gets its own process group, so a terminal's SIGINT meant for
-    the daemon does not reach it, but stays in the daemon's session: with
-    scheduler autogroups (``kernel.sched_autogroup_enabled``, on in most
-    distributions' kernels) every session is a group that gets an equal
-    share of a CPU, so a child in a new session took half of a worker's
-    core whatever its own priority, and queries waited (``bench/swap``)."""
+    process; raise ``ListError`` on failure. It runs in its own session, so
+    signals meant for the daemon (SIGHUP, a terminal's SIGINT) do not reach
+    it, and so that it has a scheduler group of its own to lower
+    (``filterd.lists.compiler.run_idle``)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "filterd.lists.compiler",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        process_group=0,
+        start_new_session=True,
     )
     try:
         output, _ = await process.communicate(pickle.dumps(config))
