@@ -73,7 +73,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
     p.add_argument("--sizes", default=None, help="list sizes, e.g. 100k,1m (default 100k,1m)")
     p.add_argument("--duration", type=float, default=None, help="seconds per load run (30)")
     p.add_argument("--rate", type=int, default=None, help="open-loop qps for latency (10000)")
-    p.add_argument("--targets", default="unbound,filterd", help="comma list: unbound,filterd")
+    p.add_argument(
+        "--targets",
+        default="unbound,filterd",
+        help="comma list: unbound,filterd,filterd-2w,filterd-2w-2cpu",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 20k list, 3 s runs")
     p.add_argument("--clients", type=int, default=4, help="dnsperf -c for closed-loop hit runs")
     p.add_argument("--outstanding", type=int, default=200, help="dnsperf -q, closed-loop hits")
@@ -152,7 +156,7 @@ def bench_one(
     list_path = target.list_path(size.domains_path.resolve(), size.rpz_path.resolve())
     cmd = target.command(work, port, nsd.port, list_path)
     say(f"[{target.name} {tag}] start: {' '.join(cmd)}")
-    proc = spawn(target.name, cmd, st.server_cpu, work / "server.log", work)
+    proc = spawn(target.name, cmd, target.cpus or st.server_cpu, work / "server.log", work)
     out: dict[str, Any] = {"target": target.name, "size": size.size, "pid": proc.pid}
 
     def perf(name: str, path: Path, load: Load, **kw: Any) -> PerfResult:

@@ -98,8 +98,9 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(name: str, cmd: list[str], cpu: int, log_path: Path, cwd: Path) -> Proc:
-    """Exec ``cmd`` through ``taskset -c cpu`` (taskset execs, so the PID is the server's).
+def spawn(name: str, cmd: list[str], cpu: int | str, log_path: Path, cwd: Path) -> Proc:
+    """Exec ``cmd`` through ``taskset -c cpu`` (a CPU number or a list such as
+    ``"0,1"``; taskset execs, so the PID is the server's).
 
     Each server gets a session of its own, as a service manager starts a
     daemon: with scheduler autogroups a session is a CPU-scheduling group,
@@ -298,6 +299,10 @@ class Target(Protocol):
     def ready_check(self) -> Callable[[], bool] | None:
         """Its own readiness signal, when it has one."""
 
+    @property
+    def cpus(self) -> str | None:
+        """CPUs to pin it to, when not the run's server CPU alone."""
+
 
 @dataclass(slots=True)
 class Unbound:
@@ -305,6 +310,7 @@ class Unbound:
 
     name: str = "unbound"
     binary: str = "/usr/sbin/unbound"
+    cpus: str | None = None
 
     def available(self) -> str | None:
         return None if Path(self.binary).exists() else f"{self.binary} not installed"
@@ -360,11 +366,15 @@ rpz:
 
 @dataclass(slots=True)
 class Filterd:
-    """filterd (``filterd run -c CONFIG``), one worker, the list loaded as a domains file."""
+    """filterd (``filterd run -c CONFIG``), ``workers`` worker processes (one by
+    default), the list loaded as a domains file."""
 
     name: str = "filterd"
     binary: Path = FILTERD_BIN
     admin_port: int = 0
+    workers: int = 1
+    cpus: str | None = None
+    """CPUs to pin it to, when not the run's server CPU alone."""
 
     def available(self) -> str | None:
         if not self.binary.exists():
@@ -393,7 +403,7 @@ class Filterd:
         conf.write_text(
             f"""server:
   listen: ["{LOOPBACK}:{port}"]
-  workers: 1
+  workers: {self.workers}
 upstream:
   servers: ["{LOOPBACK}:{upstream_port}"]
 cache:
@@ -422,9 +432,16 @@ state_dir: "{state}"
             return False
 
 
-TARGETS: Final[dict[str, type[Unbound] | type[Filterd]]] = {
+TARGETS: Final[dict[str, Callable[[], Target]]] = {
     "unbound": Unbound,
     "filterd": Filterd,
+    # Two workers on the same one core (SO_REUSEPORT, one memory-mapped index):
+    # what a second process costs in memory and throughput. On a 2-CPU machine
+    # the other core is the load generator's, so scaling is not measured here.
+    "filterd-2w": lambda: Filterd(name="filterd-2w", workers=2),
+    # Two workers on both CPUs: the load generator shares the second one, so
+    # this is a lower bound of what two cores serve.
+    "filterd-2w-2cpu": lambda: Filterd(name="filterd-2w-2cpu", workers=2, cpus="0,1"),
 }
 
 
