@@ -303,6 +303,10 @@ class Target(Protocol):
     def cpus(self) -> str | None:
         """CPUs to pin it to, when not the run's server CPU alone."""
 
+    @property
+    def warm_passes(self) -> int:
+        """Passes of the warm file that fill every cache it keeps."""
+
 
 @dataclass(slots=True)
 class Unbound:
@@ -311,6 +315,7 @@ class Unbound:
     name: str = "unbound"
     binary: str = "/usr/sbin/unbound"
     cpus: str | None = None
+    warm_passes: int = 1
 
     def available(self) -> str | None:
         return None if Path(self.binary).exists() else f"{self.binary} not installed"
@@ -375,6 +380,14 @@ class Filterd:
     workers: int = 1
     cpus: str | None = None
     """CPUs to pin it to, when not the run's server CPU alone."""
+
+    @property
+    def warm_passes(self) -> int:
+        """Every worker keeps its own cache, and the kernel spreads a client's
+        queries over the workers by source address and port: the warm file is
+        sent ``4 x workers`` times (dnsperf rotates names over its client
+        sockets), so that each worker has seen nearly every name."""
+        return 1 if self.workers == 1 else 4 * self.workers
 
     def available(self) -> str | None:
         if not self.binary.exists():
