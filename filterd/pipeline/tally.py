@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 from filterd.histogram import Histogram
-from filterd.wire.names import wire_to_text
+from filterd.wire.names import text_to_wire, wire_to_text
 
 QTYPE_NAMES: Final = (
     "none", "other", "A", "AAAA", "HTTPS", "SVCB", "MX", "TXT",
@@ -127,29 +127,32 @@ class BlockedNames:
             counts.update(kept)
 
     def candidates(self) -> list[Candidate]:
-        """This process's ``top`` most blocked wire names and ``top`` most
-        blocked CNAME-target names, raw: the supervisor decodes and merges them
-        (``blocked_rows``), so a scrape costs the worker two ``nlargest`` and no
-        name conversion. Taking ``top`` of each form keeps every name that can
-        reach the merged top ``top``."""
-        by_count = itemgetter(1)
-        wire = heapq.nlargest(self.top, self._wire.items(), key=by_count)
-        text = heapq.nlargest(self.top, self._text.items(), key=by_count)
-        return [(name, True, category, count) for (name, category), count in wire] + [
-            (name, False, category, count) for (name, category), count in text
-        ]
+        """This process's ``top`` most blocked (wire name, category) pairs,
+        undecoded: the supervisor decodes and merges them (``blocked_rows``),
+        so a scrape costs the worker one ``nlargest`` and no conversion of
+        the wire names. Counts kept by CNAME target (canonical text, rare)
+        are added to their wire form first, so that a name's two counts
+        compete as one."""
+        merged = self._wire
+        if self._text:
+            merged = dict(merged)
+            for (name, category), count in self._text.items():
+                key = (text_to_wire(name), category)
+                merged[key] = merged.get(key, 0) + count
+        top = heapq.nlargest(self.top, merged.items(), key=itemgetter(1))
+        return [(name, category, count) for (name, category), count in top]
 
 
-Candidate = tuple[bytes, bool, str, int]
-"""(name, name is in wire form, category, count): one raw ``BlockedNames`` entry."""
+Candidate = tuple[bytes, str, int]
+"""(wire name, category, count): one raw ``BlockedNames`` entry."""
 
 
 def blocked_rows(candidates: Iterable[Candidate]) -> list[dict[str, Any]]:
-    """Candidates as rows ``{name, category, count}``, one per (name,
-    category) whatever form each count was kept in, most blocked first."""
+    """Candidates (of one or more workers) as rows ``{name, category,
+    count}``, one per (name, category), most blocked first."""
     merged: dict[tuple[str, str], int] = {}
-    for name, is_wire, category, count in candidates:
-        text = wire_to_text(name) if is_wire else name
+    for name, category, count in candidates:
+        text = wire_to_text(name)
         if text is not None:
             key = (text.decode("ascii", "replace"), category)
             merged[key] = merged.get(key, 0) + count
