@@ -272,17 +272,17 @@ def _pieces(data: ListInput) -> Iterator[bytes]:
             yield data[start:end]
             start = end
         return
-    rest = b""
+    unfinished: list[bytes] = []  # the start of a line longer than a piece
     while block := data.read(CHUNK_BYTES):
-        block = rest + block if rest else block
         cut = block.rfind(b"\n")
         if cut < 0:
-            rest = block  # a line longer than a piece: keep reading
+            unfinished.append(block)
             continue
-        rest = block[cut + 1 :]
-        yield block[: cut + 1]
-    if rest:
-        yield rest
+        head = block[: cut + 1]
+        yield b"".join((*unfinished, head)) if unfinished else head
+        unfinished = [block[cut + 1 :]] if cut + 1 < len(block) else []
+    if unfinished:
+        yield b"".join(unfinished)
 
 
 def _chunks(data: ListInput) -> Iterator[bytes]:
@@ -555,7 +555,8 @@ def _native_line(line: bytes, options: ParseOptions) -> tuple[EntryKind, bytes]:
     ref = ""
     if len(fields) == 4:
         try:
-            ref = fields[3].decode("utf-8").strip()
+            # ASCII white space only, as the bulk path's pattern trims.
+            ref = fields[3].strip().decode("utf-8")
         except UnicodeDecodeError:
             raise _Skip("reference is not valid UTF-8") from None
         if ref == "-":

@@ -40,6 +40,7 @@ SAMPLES = {
         b"#filterd-list 1\nblocked.example block gambling ref-1\n"
         b"exact.example block-exact - -\r\nUPPER.example block adult\n"
         b"bad.example block gambling \xff\xfe\nbelow.example block-below malware\n"
+        b"nbsp.example block ads ref\xc2\xa0\n"  # a reference ending in U+00A0 keeps it
         b"# comment\nallowed.example allow -\nbroken line\nlast.example block -"
     ),
 }
@@ -73,10 +74,19 @@ def test_streamed_file_parses_like_whole_bytes(
     assert summary(parse(data, fmt, options)) == summary(whole)
 
 
+def test_the_per_line_path_trims_a_reference_as_the_bulk_path_does() -> None:
+    # In one piece, the sample's chunk holds the undecodable line, so all its
+    # lines take the per-line path; the bulk path (small pieces, compared in
+    # the test above) keeps U+00A0, which is not ASCII white space.
+    parsed = parse(SAMPLES[Format.NATIVE], Format.NATIVE, ParseOptions("t"))
+    refs = {kind.ref for kind, names in parsed.groups.items() if b"nbsp.example" in names}
+    assert refs == {"ref\u00a0"}
+
+
 def test_an_undecodable_native_reference_is_rejected_with_its_line_number() -> None:
     parsed = parse(io.BytesIO(SAMPLES[Format.NATIVE]), Format.NATIVE, ParseOptions("t"))
     assert [(p.line, p.reason) for p in parsed.problems] == [
         (5, "reference is not valid UTF-8"),
-        (9, "expected NAME KIND CATEGORY [REFERENCE]"),
+        (10, "expected NAME KIND CATEGORY [REFERENCE]"),
     ]
-    assert parsed.accepted == 6
+    assert parsed.accepted == 7
