@@ -21,9 +21,11 @@ import json
 import pickle
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from filterd.config import Config, ListConfig
 from filterd.errors import ListError
@@ -100,17 +102,25 @@ async def compile_in_child(config: Config) -> CompileReport:
     raise ListError(str(result))
 
 
-def _hash_file(lst: ListConfig) -> str:
-    """SHA-256 of a list file, read in chunks (the content is not kept)."""
-    digest = hashlib.sha256()
+@contextmanager
+def _open_list(lst: ListConfig) -> Iterator[BinaryIO]:
+    """A list file open for reading, within the size limit; a read error
+    while it is open (here or in the caller) becomes a ``ListError``."""
     try:
         if lst.path.stat().st_size > MAX_LIST_BYTES:
             raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
         with lst.path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+            yield handle
     except OSError as exc:
         raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
+
+
+def _hash_file(lst: ListConfig) -> str:
+    """SHA-256 of a list file, read in chunks (the content is not kept)."""
+    digest = hashlib.sha256()
+    with _open_list(lst) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -186,17 +196,12 @@ def _parse_list(lst: ListConfig) -> ParsedList:
     options = ParseOptions(
         str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld, join_rpz_pairs=True
     )
-    try:
-        if lst.path.stat().st_size > MAX_LIST_BYTES:
-            raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
-        with lst.path.open("rb") as handle:
-            fmt = lst.format
-            if fmt is None:
-                fmt = detect_format(handle.read(FORMAT_HEAD))
-                handle.seek(0)
-            return parse(handle, fmt, options)
-    except OSError as exc:
-        raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
+    with _open_list(lst) as handle:
+        fmt = lst.format
+        if fmt is None:
+            fmt = detect_format(handle.read(FORMAT_HEAD))
+            handle.seek(0)
+        return parse(handle, fmt, options)
 
 
 def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:

@@ -18,6 +18,7 @@ take the per-line path. Semantics of each format are documented in
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import re
 from collections import Counter
@@ -261,19 +262,12 @@ CHUNK_BYTES: Final = 4 << 20
 
 
 def _pieces(data: ListInput) -> Iterator[bytes]:
-    """``data`` as it is, in pieces of about ``CHUNK_BYTES`` that end at a line
-    end (the last one may not); a file is read one piece at a time."""
-    if isinstance(data, bytes):
-        start = 0
-        size = len(data)
-        while start < size:
-            cut = data.find(b"\n", min(start + CHUNK_BYTES, size) - 1)
-            end = size if cut < 0 else cut + 1
-            yield data[start:end]
-            start = end
-        return
+    """``data`` as it is, in pieces of at most ``CHUNK_BYTES`` that end at a
+    line end (unless a line is longer, and the last one); a file is read one
+    piece at a time, bytes are read the same way (``BytesIO`` shares them)."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     unfinished: list[bytes] = []  # the start of a line longer than a piece
-    while block := data.read(CHUNK_BYTES):
+    while block := source.read(CHUNK_BYTES):
         cut = block.rfind(b"\n")
         if cut < 0:
             unfinished.append(block)
@@ -475,6 +469,7 @@ def parse_native(data: ListInput, options: ParseOptions) -> ParsedList:
     line_number = 2
     for piece in chain((rest,), pieces):
         text = piece.replace(b"\r\n", b"\n") if b"\r" in piece else piece
+        newlines = text.count(b"\n")
         groups: dict[tuple[bytes, bytes, bytes], list[bytes]] = {}
         for name, kind, category, ref in _NATIVE_LINE.good.findall(text):
             groups.setdefault((kind, category, ref), []).append(name)
@@ -490,10 +485,9 @@ def parse_native(data: ListInput, options: ParseOptions) -> ParsedList:
                 result.group(entry_kind).extend(names)
                 accepted += len(names)
             result.accepted += accepted
-            lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
-            if accepted != lines:
+            if accepted != newlines + (1 if text and not text.endswith(b"\n") else 0):
                 _slow_lines(text, _NATIVE_LINE, line_number, slow, result)
-        line_number += text.count(b"\n")
+        line_number += newlines
     return result
 
 

@@ -96,11 +96,11 @@ class BlockedNames:
     client address: the names are already on a published list, so the
     statistics say how often a listed site was asked for, not who asked for
     what. On the hot path a count is one slice and one dict update; names
-    stay in wire form until the supervisor decodes them (``blocked_rows``). Memory is bounded: past
-    ``10 * top`` distinct names (at least 1,000) the least counted half is
-    dropped, so the counts of rarely blocked names are approximate (a name
-    dropped and blocked again starts from zero); the top of the table is
-    what survives.
+    stay in wire form until the supervisor decodes them (``blocked_rows``).
+    Memory is bounded: past ``10 * top`` distinct names (at least 1,000) the
+    least counted half is dropped, so the counts of rarely blocked names are
+    approximate (a name dropped and blocked again starts from zero); the top
+    of the table is what survives.
     """
 
     __slots__ = ("_limit", "_text", "_wire", "top")
