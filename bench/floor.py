@@ -37,14 +37,21 @@ from pathlib import Path
 from typing import Final
 
 from bench import runs
-from bench.measure import Load, percentiles, run_dnsperf
-from bench.targets import FILTERD_BIN, LOOPBACK, Proc, free_port, process_tree, spawn
+from bench.measure import CLK_TCK, Load, percentiles, run_dnsperf
+from bench.targets import (
+    FILTERD_BIN,
+    LOOPBACK,
+    Proc,
+    free_port,
+    process_tree,
+    query_rcode,
+    spawn,
+)
 
 SERVER_CPU: Final = 0
 LOAD_CPU: Final = 1
 NAME: Final = "www.floor.test"
 MODES: Final = ("py-blocking", "py-asyncio", "py-asyncio-mmsg")
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 # --- the minimal responders (run as ``python -m bench.floor --serve MODE PORT``) --------
@@ -132,19 +139,6 @@ state_dir: state
     return [str(FILTERD_BIN), "run", "-c", str(conf)]
 
 
-def _answers(port: int) -> bool:
-    query = bytes.fromhex("abcd01000001000000000000") + b"".join(
-        bytes((len(label),)) + label.encode() for label in NAME.split(".")
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        try:
-            sock.sendto(query + b"\0\0\1\0\1", (LOOPBACK, port))
-            return sock.recv(4096)[:2] == b"\xab\xcd"
-        except OSError:
-            return False
-
-
 def _serving_pid(proc: Proc) -> int:
     """The process that answers: filterd's worker, or the process itself."""
     for pid in process_tree(proc.pid):
@@ -158,7 +152,7 @@ def _serving_pid(proc: Proc) -> int:
 
 def _cpu_seconds(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def main() -> None:
@@ -195,7 +189,7 @@ def main() -> None:
             procs[name] = spawn(name, command, SERVER_CPU, work / f"{name}.log", work)
         deadline = time.monotonic() + 60
         for name, port in ports.items():
-            while not _answers(port):
+            while query_rcode(port, NAME) is None:
                 if time.monotonic() > deadline or not procs[name].alive():
                     raise SystemExit(
                         f"bench/floor: {name} does not answer:\n{procs[name].log_tail()}"
