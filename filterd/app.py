@@ -47,13 +47,16 @@ from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
 from filterd.lists.sources import SourceInfo, open_matcher
 from filterd.matching.matcher import Matcher
 from filterd.metrics import SupervisorState, build_registry, merge_stats
-from filterd.sync.client import ListStatus, SyncClient
-from filterd.sync.model import Delta, SyncError
-from filterd.sync.store import load_state
+from filterd.sync import store
+from filterd.sync.client import Change, ListStatus, SyncClient
+from filterd.sync.fetch import Settings
+from filterd.sync.model import SyncError
 
 log = logging.getLogger("filterd")
 
 INSTALL_TIMEOUT: Final = 30.0
+Compiled = tuple[CompileReport, dict[str, store.Pin]]
+"""A compiled index and the pinned synced snapshots it was compiled from."""
 STATS_TIMEOUT: Final = 2.0
 RESTART_BACKOFF: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 UDP_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
@@ -267,27 +270,21 @@ class Supervisor:
         self._request_ids = itertools.count(1)
         self._admin: AdminServer | None = None
         self._installed = False
+        self._installed_once = asyncio.Event()
         self._serving: Matcher | None = None
         self._sources: tuple[SourceInfo, ...] = ()
         self.audit = AuditRecorder(config.audit, config.state_dir)
         """The audit trail; its counters (``write_failures``...) are for the metrics."""
         self._audit_stats: asyncio.Task[None] | None = None
-        # One client per authority that publishes a list enforced here; a
-        # list id belongs to exactly one (config validation).
-        by_authority: dict[str, list[str]] = {}
-        for lst in config.lists:
-            if lst.sync:
-                by_authority.setdefault(lst.authority, []).append(lst.sync)
         self._syncs = {
             name: SyncClient(
                 config.authority(name),
                 config.state_dir,
                 list_ids,
-                self._apply_sync,
+                self._install_sync,
                 on_event=self.audit.emit,
             )
-            for name, list_ids in by_authority.items()
-            if config.authority(name).url
+            for name, list_ids in synced_lists(config).items()
         }
         self._sync_of = {
             list_id: client for client in self._syncs.values() for list_id in client.status
@@ -300,7 +297,7 @@ class Supervisor:
         sockets = bind_sockets(self.config)
         self._log_listening(sockets)
         self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
-        compiling: asyncio.Task[CompileReport] | None = None
+        compiling: asyncio.Task[Compiled] | None = None
         config_path = self._config_path.resolve() if self._config_path is not None else None
         self.audit.open()
         self.audit.emit("start", start_fields(config_path, self.config.sync.node))
@@ -318,9 +315,10 @@ class Supervisor:
             self.state.workers_running = len(self._workers)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stopping.set)
-            report = await self._unless_stopping(compiling)
-            if report is not None:
-                await self._install_everywhere(self.config, report, "start")
+            compiled = await self._unless_stopping(compiling)
+            if compiled is not None:
+                await self._install_everywhere(self.config, *compiled, "start")
+                self._installed_once.set()
                 for worker in self._workers:
                     self._supervise(worker)
                 self._audit_stats = loop.create_task(self._record_stats_periodically())
@@ -343,7 +341,7 @@ class Supervisor:
             await self._shutdown(error)
         return 0
 
-    async def _unless_stopping(self, task: asyncio.Task[CompileReport]) -> CompileReport | None:
+    async def _unless_stopping(self, task: asyncio.Task[Compiled]) -> Compiled | None:
         """``task``'s result, or None if a stop signal comes first (start-up may
         wait for the authority: SIGTERM must still end it promptly)."""
         stopping = asyncio.ensure_future(self._stopping.wait())
@@ -353,7 +351,7 @@ class Supervisor:
             return task.result()
         return None
 
-    async def _compile_when_lists_ready(self) -> CompileReport:
+    async def _compile_when_lists_ready(self) -> Compiled:
         """Compile once every synced list is available, or per ``sync.on_missing``."""
         if self.config.sync.on_missing == "not-ready":
             for lst in self.config.lists:
@@ -377,7 +375,19 @@ class Supervisor:
     def _not_obtained(self, list_id: str) -> bool:
         """A synced list whose authority is configured but that has no snapshot yet."""
         client = self._sync_of.get(list_id)
-        return client is not None and not client.has_snapshot(list_id)
+        return client is not None and client.obtained(list_id) is None
+
+    def _pins(self, config: Config) -> dict[str, store.Pin]:
+        """The obtained snapshot of every synced list in ``config``, pinned for
+        a compile. No await in here: the sync clients, on this event loop, are
+        the only writers of what is pinned."""
+        pins = {}
+        for lst in config.lists:
+            client = self._sync_of.get(lst.sync) if lst.sync else None
+            obtained = client.obtained(lst.sync) if client is not None and lst.sync else None
+            if lst.sync and obtained is not None:
+                pins[lst.sync] = store.pin(config.state_dir, lst.sync, obtained)
+        return pins
 
     def _log_listening(self, sockets: list[WorkerSockets]) -> None:
         first = sockets[0]
@@ -390,7 +400,13 @@ class Supervisor:
     async def _start_admin(self, endpoint: Endpoint) -> None:
         registry = build_registry(self.state, lambda: self._stats, self.sync_status, self.audit)
         self._admin = AdminServer(
-            endpoint, registry, self.is_ready, self.refresh_stats, self.notify, self.blocked_names
+            endpoint,
+            registry,
+            self.readiness,
+            self.refresh_stats,
+            self.notify,
+            self.notify_refused,
+            self.blocked_names,
         )
         try:
             await self._admin.start()
@@ -398,8 +414,16 @@ class Supervisor:
             raise StartupError(f"cannot listen on admin {endpoint}: {exc.strerror}") from None
         log.info("admin http://%s/ (healthz, readyz, metrics)", endpoint)
 
-    async def _compile(self, config: Config) -> CompileReport:
-        report = await compile_in_child(self.effective(config))
+    async def _compile(self, config: Config) -> Compiled:
+        """Compile ``config``'s lists as obtained now: the report, and the
+        synced snapshots it holds (to be reported once installed)."""
+        effective = self.effective(config)
+        pins = self._pins(effective)
+        try:
+            report = await compile_in_child(effective, pins)
+        finally:
+            for list_id in pins:
+                store.unpin_except(config.state_dir, list_id, set())
         for source in report.sources:
             level = logging.WARNING if source.invalid else logging.INFO
             log.log(
@@ -423,15 +447,18 @@ class Supervisor:
             "reused" if report.reused else "compiled",
             report.seconds,
         )
-        return report
+        return report, pins
 
     # -------------------------------------------------------------- install
 
-    async def _install_everywhere(self, config: Config, report: CompileReport, cause: str) -> None:
+    async def _install_everywhere(
+        self, config: Config, report: CompileReport, pins: dict[str, store.Pin], cause: str
+    ) -> None:
         """Install a compiled index in every worker (``cause``, for the audit
-        trail: ``start``, ``reload`` or ``sync``)."""
+        trail: ``start``, ``reload`` or ``sync``), then report the synced
+        snapshots it holds as enforced."""
         generation = self.state.generation + 1
-        await self._send_install(control.Install(generation, config, str(report.index_path)))
+        await self._send_install(control.Prepare(generation, config, str(report.index_path)))
         if self._serving is not None:
             self._serving.index.close()
         # The supervisor's own mapping of what workers serve: the base for overlays.
@@ -446,57 +473,119 @@ class Supervisor:
         self.state.sources = [asdict(source) for source in report.sources]
         self.state.last_reload_success = time.time()
         self._installed = True
+        for list_id, pin in pins.items():
+            self._sync_of[list_id].enforced(list_id, pin.state, "snapshot")
         self._record_lists(cause)
         remove_stale_indexes(config, {report.index_path})
 
-    async def _send_install(self, message: control.Install) -> None:
+    async def _send_install(self, message: control.Prepare) -> None:
+        """All or nothing: every worker prepares ``message``'s generation, and
+        only then does any switch to it. If one cannot prepare (or does not
+        answer), every worker drops it and the old generation serves on.
+
+        A worker that fails between its ``Prepare`` and its ``Commit`` dies
+        or is killed: it is restarted with the committed generation."""
         results = await asyncio.gather(
-            *(self._install(worker, message) for worker in self._workers)
+            *(self._request(worker, message) for worker in self._workers)
         )
         failures = [error for error in results if error]
         if failures:
+            abort = control.Abort(message.generation)
+            await asyncio.gather(*(self._request(worker, abort) for worker in self._workers))
+            self.state.install_failures += 1
             raise StartupError(
-                f"workers could not install generation {message.generation}: {failures[0]}"
+                f"workers could not prepare generation {message.generation}: {failures[0]}; "
+                "no worker switched"
             )
+        commit = control.Commit(message.generation)
+        results = await asyncio.gather(*(self._request(worker, commit) for worker in self._workers))
+        for worker, error in zip(self._workers, results, strict=True):
+            if error:
+                log.error("%s; restarting it", error)
+                if worker.process is not None and worker.running:
+                    worker.process.kill()  # _watch restarts it with the committed generation
+            else:
+                worker.generation = message.generation
 
-    async def _install(self, worker: WorkerHandle, message: control.Install) -> str:
+    async def _request(self, worker: WorkerHandle, message: control.Message) -> str:
+        """One control exchange with ``worker``: "" if it worked, else why not."""
         try:
             reply = await worker.request(message, INSTALL_TIMEOUT)
         except (control.ChannelClosed, TimeoutError, OSError) as exc:
             return f"worker {worker.index}: {exc or type(exc).__name__}"
         if not isinstance(reply, control.Installed) or reply.error:
             return f"worker {worker.index}: {getattr(reply, 'error', reply)}"
-        worker.generation = reply.generation
         return ""
 
-    async def _apply_sync(self, list_id: str, delta: Delta | None) -> bool:
-        """A synced list was persisted: swap it in (SyncClient's hook). A small
-        delta becomes an overlay on the installed index; anything else, or an
-        overlay grown too large, takes a full compile."""
-        if not self._installed:
-            return True  # start-up is waiting for it and compiles next
-        if delta is not None and self._serving is not None:
-            size = len(self._serving.overlay) + len(delta.removes) + len(delta.adds)
-            if size <= OVERLAY_LIMIT:
-                async with self._reload_lock:
-                    try:
-                        await self._install_overlay(list_id, delta)
-                        return True
-                    except StartupError as exc:
-                        log.error("overlay for %s not installed (%s); recompiling", list_id, exc)
-        return await self.reload(read_config=False)
+    async def _install_fresh(self, worker: WorkerHandle) -> str:
+        """Install the committed generation in a (re)started worker."""
+        if self._index_path is None or self._serving is None:
+            return ""
+        generation = self.state.generation
+        prepare = control.Prepare(
+            generation,
+            self.config,
+            str(self._index_path),
+            overlay=dict(self._serving.overlay) or None,
+            sources=self._sources,
+        )
+        error = await self._request(worker, prepare)
+        if not error:
+            error = await self._request(worker, control.Commit(generation))
+        if not error:
+            worker.generation = generation
+        return error
 
-    async def _install_overlay(self, list_id: str, delta: Delta) -> None:
+    async def _install_sync(self, change: Change) -> None:
+        """A synced list was obtained: install it (SyncClient's hook), or raise
+        ``SyncError('apply')``. A small delta whose base is what the workers
+        serve becomes an overlay on the installed index; anything else, or an
+        overlay grown too large, takes a full compile of every list."""
+        await self._installed_once.wait()  # start-up installs first, then this
+        source = self._served_source(change.list_id)
+        if source is not None and self._sources[source].sha256 == change.state.sha256:
+            return  # already served (start-up compiled it): reported by that install
+        delta, base = change.delta, change.base
+        if delta is not None and base is not None:
+            async with self._reload_lock:
+                source = self._served_source(change.list_id)
+                serving = self._serving
+                if (
+                    source is not None
+                    and serving is not None
+                    and self._sources[source].sha256 == base.sha256
+                    and len(serving.overlay) + len(delta.removes) + len(delta.adds) <= OVERLAY_LIMIT
+                ):
+                    try:
+                        await self._install_overlay(change, source)
+                        return
+                    except StartupError as exc:
+                        log.error("overlay for %s not installed (%s)", change.list_id, exc)
+                        raise SyncError("apply", str(exc)) from None
+        if not await self.reload(read_config=False):
+            raise SyncError(
+                "apply", f"serial {change.state.serial} could not be compiled or installed"
+            )
+
+    def _served_source(self, list_id: str) -> int | None:
+        """The number of the source that serves synced list ``list_id``, if any."""
+        names = {lst.name for lst in self.config.lists if lst.sync == list_id}
+        for number, source in enumerate(self._sources):
+            if source.name in names:
+                return number
+        return None
+
+    async def _install_overlay(self, change: Change, source: int) -> None:
         serving = self._serving
-        assert serving is not None and self._index_path is not None
-        lists = self.effective(self.config).lists
-        source = next(i for i, lst in enumerate(lists) if lst.sync == list_id)
-        overlay = extend_overlay(serving, source, lists[source], delta)
-        persisted = load_state(self.config.state_dir, list_id)
-        assert persisted is not None
-        sources = with_version(self._sources, source, str(persisted.serial), persisted.entries)
+        assert serving is not None and self._index_path is not None and change.delta is not None
+        delta, state = change.delta, change.state
+        lst = next(lst for lst in self.config.lists if lst.sync == change.list_id)
+        overlay = extend_overlay(serving, source, lst, delta)
+        sources = with_version(
+            self._sources, source, str(state.serial), state.entries, state.sha256
+        )
         generation = self.state.generation + 1
-        message = control.Install(
+        message = control.Prepare(
             generation, self.config, str(self._index_path), overlay=overlay, sources=sources
         )
         await self._send_install(message)
@@ -505,16 +594,17 @@ class Supervisor:
         self.state.generation = generation
         self.state.sources = [asdict(source) for source in sources]
         self.state.last_reload_success = time.time()
+        self._sync_of[change.list_id].enforced(change.list_id, state, "delta")
         self._record_lists("sync")
         log.info(
             "list %s: serial %d applied as an overlay (%d names changed; %d in the overlay)",
-            list_id,
-            persisted.serial,
+            change.list_id,
+            state.serial,
             len(delta.removes) + len(delta.adds),
             len(overlay),
         )
 
-    def notify(self, raw: bytes) -> str:
+    def notify(self, raw: bytes) -> tuple[str, bool]:
         """A push notification from an authority (admin HTTP); see SyncClient.notify.
 
         Each authority's client tries it with that authority's key; a client
@@ -530,8 +620,12 @@ class Supervisor:
                     refusal = exc
             raise refusal
         except SyncError:
-            self.state.notifies_refused += 1
+            self.notify_refused()
             raise
+
+    def notify_refused(self) -> None:
+        """Count a notification refused before or after it was read."""
+        self.state.notifies_refused += 1
 
     def sync_status(self) -> list[ListStatus]:
         return [status for client in self._syncs.values() for status in client.status.values()]
@@ -540,6 +634,15 @@ class Supervisor:
         return self._installed and all(
             w.running and w.generation == self.state.generation for w in self._workers
         )
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: ready or not, and what is served (read from the
+        generation every worker committed, as the metrics are)."""
+        lines = [f"generation {self.state.generation}"]
+        lines += [
+            f"list {s.name} version {s.version} sha256 {s.sha256 or '-'}" for s in self._sources
+        ]
+        return self.is_ready(), "".join(f"{line}\n" for line in lines)
 
     # --------------------------------------------------------------- reload
 
@@ -559,12 +662,18 @@ class Supervisor:
             log.info("reload requested" if read_config else "lists changed: recompiling")
             try:
                 config = self.config
+                settings: dict[str, Settings] = {}
                 if read_config:
                     config = self._keep_restart_only_settings(
                         load(self._config_path, self._overrides)
                     )
-                report = await self._compile(config)
-                await self._install_everywhere(config, report, "reload" if read_config else "sync")
+                    settings = self._sync_settings(config)
+                compiled = await self._compile(config)
+                await self._install_everywhere(
+                    config, *compiled, "reload" if read_config else "sync"
+                )
+                for name, new in settings.items():
+                    self._syncs[name].reconfigure(new)
             except ConfigError as exc:
                 for problem in exc.problems:
                     log.error("reload rejected: %s", problem)
@@ -590,6 +699,26 @@ class Supervisor:
             if read_config:
                 self._record_reload("failure", error)
             return False
+
+    def _sync_settings(self, config: Config) -> dict[str, Settings]:
+        """Every authority's new sync settings, read and checked (key, token,
+        certificates), applied only if the whole reload succeeds. Which lists
+        are synced from which authority is fixed at start-up: a change is
+        refused, naming the key."""
+        new = synced_lists(config)
+        old = {name: list(client.status) for name, client in self._syncs.items()}
+        if new != old:
+            pairs_new = {f"{i} from {a or 'sync'}" for a, ids in new.items() for i in ids}
+            pairs_old = {f"{i} from {a or 'sync'}" for a, ids in old.items() for i in ids}
+            raise ConfigError(
+                [
+                    "lists[].sync, sync.url, authorities: the synced lists changed (added: "
+                    f"{', '.join(sorted(pairs_new - pairs_old)) or 'none'}; removed: "
+                    f"{', '.join(sorted(pairs_old - pairs_new)) or 'none'}); "
+                    "restart filterd to apply that"
+                ]
+            )
+        return {name: Settings.load(config.authority(name)) for name in new}
 
     def _record_reload(self, result: str, error: str | None) -> None:
         fields = {"result": result, "generation": self.state.generation, "error": error}
@@ -643,17 +772,9 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             await worker.start(self.config.logging.level)
-            if self._index_path is not None and self._serving is not None:
-                message = control.Install(
-                    self.state.generation,
-                    self.config,
-                    str(self._index_path),
-                    overlay=dict(self._serving.overlay) or None,
-                    sources=self._sources,
-                )
-                error = await self._install(worker, message)
-                if error:
-                    log.error("restarted %s", error)
+            error = await self._install_fresh(worker)
+            if error:
+                log.error("restarted %s", error)
 
     # ---------------------------------------------------------------- stats
 
@@ -688,20 +809,9 @@ class Supervisor:
     # ---------------------------------------------------------------- audit
 
     def _record_lists(self, cause: str) -> None:
-        """A ``lists`` record: every source now enforced, with the full SHA-256
-        of each synced list whose persisted serial is the one installed."""
-        hashes = {}
-        for lst in self.config.lists:
-            state = load_state(self.config.state_dir, lst.sync) if lst.sync else None
-            if state is not None:
-                hashes[(lst.name, str(state.serial))] = state.sha256
-        sha256 = {
-            source.name: hashes[(source.name, source.version)]
-            for source in self._sources
-            if (source.name, source.version) in hashes
-        }
-        fields = lists_fields(self.state.generation, cause, self._sources, sha256)
-        self.audit.emit("lists", fields)
+        """A ``lists`` record: every source the workers now serve, with the
+        full SHA-256 of the bytes each was compiled from."""
+        self.audit.emit("lists", lists_fields(self.state.generation, cause, self._sources))
 
     async def _record_stats_periodically(self) -> None:
         """A ``stats`` record on every wall-clock multiple of ``audit.stats_interval``,
@@ -764,6 +874,16 @@ class Supervisor:
             process.kill()
             await process.wait()
         worker.close_channel()
+
+
+def synced_lists(config: Config) -> dict[str, list[str]]:
+    """The synced list ids of each authority with a URL ("" is ``sync``); a
+    list id belongs to exactly one (config validation)."""
+    by_authority: dict[str, list[str]] = {}
+    for lst in config.lists:
+        if lst.sync and config.authority(lst.authority).url:
+            by_authority.setdefault(lst.authority, []).append(lst.sync)
+    return by_authority
 
 
 def _stop_fields(error: BaseException | None) -> dict[str, Any]:

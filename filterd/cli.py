@@ -22,13 +22,14 @@ from filterd.app import Overrides, load, run_daemon
 from filterd.audit.cli import register as register_audit
 from filterd.authority.cli import register as register_authority
 from filterd.commands import EXIT_FAILURE, UsageError, guarded
-from filterd.config import Endpoint, parse_endpoint
+from filterd.config import Config, Endpoint, ListConfig, parse_endpoint
 from filterd.errors import ConfigError, ListError, StartupError
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
 from filterd.pipeline.policy import Policy
 from filterd.probe.cli import register as register_probe
+from filterd.sync.store import Pin, pin_in_place
 from filterd.wire.names import InvalidName, normalise_text
 
 # Every command reports its own errors (filterd/commands.py): a list that
@@ -131,8 +132,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = load(args.config, Overrides())
+    config, pins, pending = _as_obtained(config)
+    for lst in pending:
+        print(
+            f"{lst.name}: authority list {lst.sync!r} not fetched yet "
+            "(the first sync obtains it; see sync.on_missing)"
+        )
     with tempfile.TemporaryDirectory(prefix="filterd-check-") as scratch:
-        report = compile_lists(replace(config, state_dir=Path(scratch)), reuse=False)
+        report = compile_lists(replace(config, state_dir=Path(scratch)), pins, reuse=False)
     for source in report.sources:
         print(
             f"{source.name}: {source.path or 'built-in'} ({source.format}, version "
@@ -145,14 +152,34 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_obtained(config: Config) -> tuple[Config, dict[str, Pin], list[ListConfig]]:
+    """``config`` with its synced lists as obtained in the state directory:
+    the lists that can be compiled, their pins, and the synced lists not
+    fetched yet (left out)."""
+    pins: dict[str, Pin] = {}
+    pending: list[ListConfig] = []
+    for lst in config.lists:
+        if lst.sync:
+            pinned = pin_in_place(config.state_dir, lst.sync)
+            if pinned is None:
+                pending.append(lst)
+            else:
+                pins[lst.sync] = pinned
+    lists = tuple(lst for lst in config.lists if lst not in pending)
+    return replace(config, lists=lists), pins, pending
+
+
 def _lookup(args: argparse.Namespace) -> int:
     try:
         name = normalise_text(args.name)
     except InvalidName as exc:
         raise UsageError(f"{args.name!r}: {exc}") from None
     config = load(args.config, Overrides(blocklists=tuple(args.blocklist)), need_upstream=False)
+    config, pins, pending = _as_obtained(config)
+    for lst in pending:
+        print(f"note: authority list {lst.sync!r} ({lst.name}) not fetched yet; not consulted")
     with tempfile.TemporaryDirectory(prefix="filterd-lookup-") as scratch:
-        report = compile_lists(replace(config, state_dir=Path(scratch)), reuse=False)
+        report = compile_lists(replace(config, state_dir=Path(scratch)), pins, reuse=False)
         matcher, sources = open_matcher(report.index_path)
         try:
             decision = matcher.decide(name)

@@ -1,9 +1,10 @@
 """The private channel between the supervisor and its workers.
 
 A Unix socketpair created by the supervisor, one per worker, carrying
-length-prefixed pickled messages. Pickle is acceptable here and nowhere
-else: both ends are the same program, started together, and the socket is
-never reachable from outside the process pair.
+length-prefixed pickled messages. Pickle is acceptable on channels like
+this one and the list compiler's pipes: both ends are the same program,
+started together, and neither channel is reachable from outside the
+process pair.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Install:
-    """Serve with this configuration and compiled index from now on.
+class Prepare:
+    """Get ready to serve this configuration and compiled index (mapped and
+    prefaulted), but keep serving the current generation until ``Commit``.
 
     ``overlay`` and ``sources``: names changed by authority deltas since the
     index was compiled, and the list versions that go with them (see
@@ -38,7 +40,23 @@ class Install:
 
 
 @dataclass(frozen=True, slots=True)
+class Commit:
+    """Serve the prepared ``generation`` from now on."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Drop the prepared ``generation``: another worker could not prepare it."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class Installed:
+    """The reply to each of the three: ``error`` empty when it worked."""
+
     generation: int
     error: str = ""
 
@@ -66,7 +84,7 @@ class Drained:
     pass
 
 
-Message = Install | Installed | StatsRequest | StatsReply | Drain | Drained
+Message = Prepare | Commit | Abort | Installed | StatsRequest | StatsReply | Drain | Drained
 
 
 class ChannelClosed(Exception):

@@ -47,6 +47,7 @@ class SupervisorState:
     worker_restarts: int = 0
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     last_reload_success: float = 0.0
+    install_failures: int = 0
     index_names: int = 0
     compile_seconds: float = 0.0
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -292,6 +293,11 @@ class FilterdCollector(Collector):
         for result, count in sorted(state.reloads.items()):
             reloads.add_metric([result], count)
         yield reloads
+        yield _counter(
+            "filterd_install_failures",
+            "New generations no worker switched to, because one could not prepare it.",
+            state.install_failures,
+        )
         yield _gauge(
             "filterd_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful load of configuration and lists.",

@@ -3,9 +3,12 @@
 Workers own only the query path. They receive their listening sockets as
 inherited file descriptors (so binding, privileged ports and SO_REUSEPORT
 are settled once, by the supervisor), and everything else through the
-control channel: an ``Install`` message carries the configuration and the
-path of a compiled index, which the worker maps and swaps in with one
-reference replacement. Workers never parse lists, never serve HTTP and
+control channel: a ``Prepare`` message carries the configuration and the
+path of a compiled index, which the worker maps, prefaults and holds ready;
+``Commit`` swaps it in with one reference replacement, ``Abort`` drops it
+(the supervisor commits only once every worker has prepared, so that all
+serve one generation or all keep the old). ``Install`` is both steps at
+once, for a worker that serves nothing yet. Workers never parse lists, never serve HTTP and
 never import aiohttp or prometheus-client: their memory is the cache and
 their share of the mapped index.
 
@@ -22,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,6 +50,16 @@ PREFAULT_SLICE: Final = 2000  # index pages touched per event-loop pass before a
 ROOT_NS_QUESTION: Final = b"\x00\x00\x02\x00\x01"  # ". IN NS", the classic liveness probe
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A generation ready to serve: everything ``Commit`` needs, built."""
+
+    generation: int
+    index: CompiledIndex
+    policy: Policy
+    config: Config
+
+
 class Worker:
     def __init__(
         self,
@@ -61,6 +74,7 @@ class Worker:
         self._policy: Policy | None = None
         self._config: Config | None = None
         self._generation = 0
+        self._pending: _Prepared | None = None
         self._block_counters: dict[tuple[str, str, str], BlockCounter] = {}
         self._counters = Counters()
         self._blocked_names: BlockedNames | None = None
@@ -98,8 +112,13 @@ class Worker:
                 log.warning("supervisor went away; draining")
                 await self._drain(self._config.server.drain_timeout if self._config else 0.0)
                 return
-            if isinstance(message, control.Install):
-                await control.send(writer, await self._install(message))
+            if isinstance(message, control.Prepare):
+                await control.send(writer, await self._prepare(message))
+            elif isinstance(message, control.Commit):
+                await control.send(writer, self._commit(message.generation))
+            elif isinstance(message, control.Abort):
+                self._abort()
+                await control.send(writer, control.Installed(message.generation, "aborted"))
             elif isinstance(message, control.StatsRequest):
                 await control.send(writer, control.StatsReply(message.request_id, self.stats()))
             elif isinstance(message, control.Drain):
@@ -109,7 +128,9 @@ class Worker:
 
     # --------------------------------------------------------------- install
 
-    async def _install(self, message: control.Install) -> control.Installed:
+    async def _prepare(self, message: control.Prepare) -> control.Installed:
+        """Map, prefault and wrap the new generation; serve nothing of it yet."""
+        self._abort()
         previous = self._policy
         if previous is not None and str(previous.matcher.index.path) == message.index_path:
             index = previous.matcher.index  # the same file (an overlay update): keep the mapping
@@ -127,6 +148,24 @@ class Worker:
         policy = Policy(
             matcher, sources, config.blocking, config.server.max_udp_size, self._block_counters
         )
+        self._pending = _Prepared(message.generation, index, policy, config)
+        return control.Installed(message.generation)
+
+    def _abort(self) -> None:
+        """Drop a prepared generation that will not be committed."""
+        pending, self._pending = self._pending, None
+        serving = self._policy.matcher.index if self._policy is not None else None
+        if pending is not None and pending.index is not serving:
+            pending.index.close()
+
+    def _commit(self, generation: int) -> control.Installed:
+        """Serve the prepared ``generation`` from the next query on."""
+        pending = self._pending
+        if pending is None or pending.generation != generation:
+            return control.Installed(generation, f"generation {generation} is not prepared")
+        self._pending = None
+        previous = self._policy
+        index, policy, config = pending.index, pending.policy, pending.config
         self._keep_blocked_names(config.statistics.blocked_names)
         if self._pipeline is None or self._needs_rebuild(config):
             self._start_pipeline(config, policy)
@@ -135,12 +174,12 @@ class Worker:
             self._pipeline.blocked_names = self._blocked_names
         self._policy = policy
         self._config = config
-        self._generation = message.generation
+        self._generation = generation
         if previous is not None and previous.matcher.index is not index:
             # Nothing can hold the old index any more: every stage reads
             # ``pipeline.policy`` at the moment a query passes through it.
             previous.matcher.index.close()
-        return control.Installed(message.generation)
+        return control.Installed(generation)
 
     async def _prefault(self, index: CompiledIndex) -> None:
         """Touch every page of a newly mapped index before it serves, in slices

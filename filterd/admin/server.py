@@ -3,13 +3,16 @@
 - ``/healthz``: 200 while the supervisor's event loop runs (liveness);
 - ``/readyz``: 200 only when every worker serves the current configuration
   and lists, 503 otherwise (so a load balancer never sends traffic to an
-  instance that would answer without its blocklist);
+  instance that would answer without its blocklist); the body's further
+  lines name the generation and each list version served;
 - ``/metrics``: Prometheus text exposition (see docs/metrics.md);
 - ``/stats/blocked``: the most blocked list entries with category and
   count (JSON), when ``statistics.blocked_names`` is set; 404 otherwise;
 - ``POST /v1/notify``: the authority's signed push notification
-  (docs/sync-protocol.md): 202 once verified (the pull runs in the
-  background), 403 if it does not verify, 413 if oversized.
+  (docs/sync-protocol.md): 202 once verified and newer than the serial
+  enforced (the pull runs in the background), 200 if that serial is already
+  enforced (a replay: nothing is pulled), 403 if it does not verify, 413 if
+  oversized; every refusal is counted.
 """
 
 from __future__ import annotations
@@ -34,16 +37,18 @@ class AdminServer:
         self,
         endpoint: Endpoint,
         registry: CollectorRegistry,
-        is_ready: Callable[[], bool],
+        readiness: Callable[[], tuple[bool, str]],
         refresh: Callable[[], Awaitable[None]],
-        notify: Callable[[bytes], str],
+        notify: Callable[[bytes], tuple[str, bool]],
+        notify_refused: Callable[[], None],
         blocked: Callable[[], Awaitable[list[dict[str, Any]] | None]],
     ) -> None:
         self._endpoint = endpoint
         self._registry = registry
-        self._is_ready = is_ready
+        self._readiness = readiness
         self._refresh = refresh
         self._notify = notify
+        self._notify_refused = notify_refused
         self._blocked = blocked
         self._runner: web.AppRunner | None = None
 
@@ -67,20 +72,24 @@ class AdminServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self._is_ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        ready, detail = self._readiness()
+        if ready:
+            return web.Response(text=f"ready\n{detail}")
+        return web.Response(status=503, text=f"not ready\n{detail}")
 
     async def _notify_handler(self, request: web.Request) -> web.Response:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            self._notify_refused()
             return web.Response(status=413, text="too large\n")
         try:
-            list_id = self._notify(body)
+            list_id, pulling = self._notify(body)
         except SyncError as exc:
             log.warning("notify refused (%s): %s", exc.reason, exc)
             return web.Response(status=403, text=f"refused: {exc.reason}\n")
+        if not pulling:
+            return web.Response(status=200, text=f"{list_id}: serial already enforced\n")
         return web.Response(status=202, text=f"pulling {list_id}\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:

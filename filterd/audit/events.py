@@ -30,13 +30,12 @@ def start_fields(config_path: Path | None, node: str) -> dict[str, Any]:
     }
 
 
-def lists_fields(
-    generation: int, cause: str, sources: Iterable[SourceInfo], sha256: Mapping[str, str]
-) -> dict[str, Any]:
+def lists_fields(generation: int, cause: str, sources: Iterable[SourceInfo]) -> dict[str, Any]:
     """Every source now enforced. ``version`` is what EDE text and metrics show
     (the authority's serial for a synced list, else the first 12 hex digits
-    of the file's SHA-256); ``sha256`` is the full hash where known (synced
-    lists: the authority's canonical snapshot)."""
+    of the file's SHA-256); ``sha256`` is the full hash of the bytes compiled
+    (for a synced list, the authority's canonical snapshot), null for the
+    built-in rules."""
     return {
         "generation": generation,
         "cause": cause,
@@ -44,7 +43,7 @@ def lists_fields(
             {
                 "name": source.name,
                 "version": source.version,
-                "sha256": sha256.get(source.name),
+                "sha256": source.sha256 or None,
                 "format": source.format,
                 "entries": source.entries,
                 "accepted": source.accepted,

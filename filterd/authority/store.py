@@ -101,6 +101,11 @@ class AuthorityError(FilterdError):
 
 # ------------------------------------------------------------------ files
 
+SERVED_MODE: Final = 0o640
+"""What ``serve`` reads (operators.json, manifests, snapshots, deltas, history):
+readable by the group of the serving account, which need not be the
+publishing one; the private key and the staging lists stay 0600."""
+
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync. A line torn by an earlier crash is
@@ -348,7 +353,8 @@ class Store:
             op.operator_id: {"token_sha256": op.token_sha256, "notify": list(op.notify)}
             for op in sorted(operators.values(), key=lambda op: op.operator_id)
         }
-        write_atomically(self.operators_path, json.dumps(document, indent=2).encode() + b"\n")
+        text = json.dumps(document, indent=2).encode() + b"\n"
+        write_atomically(self.operators_path, text, mode=SERVED_MODE)
 
     # ------------------------------------------------------------ lists
 
@@ -364,7 +370,7 @@ class Store:
             if directory.exists():
                 raise AuthorityError(f"list {list_id!r} exists")
             for sub in ("snapshots", "deltas"):
-                (directory / sub).mkdir(parents=True)
+                (directory / sub).mkdir(mode=0o750, parents=True)
             write_atomically(self.staging_path(list_id), EMPTY_SNAPSHOT)
 
     def staging(self, list_id: str) -> bytes:
@@ -452,7 +458,7 @@ class Store:
             published_at = (now or utc_now()).replace(microsecond=0)
             digest = sha256_hex(snapshot)
 
-            write_atomically(self.snapshot_path(list_id, serial), _gzip(snapshot))
+            write_atomically(self.snapshot_path(list_id, serial), _gzip(snapshot), SERVED_MODE)
             recent = {p.serial for p in history[max(0, len(history) - keep) :]}
             deltas = []
             latest: Delta | None = None
@@ -480,7 +486,8 @@ class Store:
                     "entries": entries,
                 },
             )
-            write_atomically(self.manifest_path(list_id), seal(manifest.to_json(), private))
+            sealed = seal(manifest.to_json(), private)
+            write_atomically(self.manifest_path(list_id), sealed, SERVED_MODE)
             pruned = self._prune(list_id, recent | {serial})
         unchanged = bool(history) and history[-1].sha256 == digest
         return Published(manifest, unchanged, pruned)
@@ -527,7 +534,7 @@ class Store:
         if apply_delta(old, delta) != snapshot:
             raise FilterdError(f"delta {base}-{target} of {list_id!r} does not reproduce the list")
         text = delta.serialize()
-        write_atomically(self.delta_path(list_id, base, target), _gzip(text))
+        write_atomically(self.delta_path(list_id, base, target), _gzip(text), SERVED_MODE)
         path = f"lists/{list_id}/deltas/{base}-{target}.gz"
         return FileRef(path, sha256_hex(text), len(text), base), delta
 

@@ -21,9 +21,9 @@ import json
 import pickle
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -41,10 +41,10 @@ from filterd.lists.sources import SourceInfo, sources_of
 from filterd.matching.build import IndexBuilder
 from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.matching.rules import Action, Rule, Scope
-from filterd.sync.store import load_state
+from filterd.sync.store import Pin
 from filterd.wire.codes import EDE_BLOCKED
 
-COMPILER_VERSION: Final = "4"
+COMPILER_VERSION: Final = "5"
 MAX_LIST_BYTES: Final = 1 << 30
 CANARY_SOURCE: Final = "bypass-canaries"
 
@@ -74,8 +74,18 @@ class CompileReport:
         return [asdict(source) for source in self.sources]
 
 
-async def compile_in_child(config: Config) -> CompileReport:
-    """Run ``compile_lists(config)`` in a fresh ``filterd.lists.compiler``
+@dataclass(frozen=True, slots=True)
+class CompileRequest:
+    """What the compiler process is asked to do: ``config``'s lists, with
+    each synced list read from its pin (keyed by list id), never from
+    whatever ``snapshot.list`` holds by the time the child opens it."""
+
+    config: Config
+    pins: Mapping[str, Pin] = field(default_factory=dict)
+
+
+async def compile_in_child(config: Config, pins: Mapping[str, Pin]) -> CompileReport:
+    """Run ``compile_lists(config, pins)`` in a fresh ``filterd.lists.compiler``
     process; raise ``ListError`` on failure. It runs in its own session, so
     signals meant for the daemon (SIGHUP, a terminal's SIGINT) do not reach
     it, and so that it has a scheduler group of its own to lower
@@ -89,7 +99,7 @@ async def compile_in_child(config: Config) -> CompileReport:
         start_new_session=True,
     )
     try:
-        output, _ = await process.communicate(pickle.dumps(config))
+        output, _ = await process.communicate(pickle.dumps(CompileRequest(config, dict(pins))))
     except asyncio.CancelledError:
         process.kill()
         await process.wait()
@@ -115,37 +125,81 @@ def _open_list(lst: ListConfig) -> Iterator[BinaryIO]:
         raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
 
 
+class _HashingReader:
+    """A list file read through SHA-256: the hash is of the very bytes parsed."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._handle.read(size)
+        self.digest.update(data)
+        return data
+
+
 def _hash_file(lst: ListConfig) -> str:
     """SHA-256 of a list file, read in chunks (the content is not kept)."""
-    digest = hashlib.sha256()
     with _open_list(lst) as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        reader = _HashingReader(handle)
+        while reader.read(1 << 20):
+            pass
+    return reader.digest.hexdigest()
 
 
-def _digest(config: Config, hashes: list[str]) -> str:
+def _digest(config: Config, hashes: list[str], versions: list[str]) -> str:
     shaping = {
         "compiler": COMPILER_VERSION,
         "canaries": config.blocking.bypass_canaries,
         "lists": [
             [lst.name, lst.format, lst.kind, int(lst.mode), lst.mandatory, lst.category,
-             lst.action, lst.ede_code, lst.allow_tld, sha, _version(config, lst, sha)]
-            for lst, sha in zip(config.lists, hashes, strict=True)
+             lst.action, lst.ede_code, lst.allow_tld, sha, version]
+            for lst, sha, version in zip(config.lists, hashes, versions, strict=True)
         ],
     }  # fmt: skip
     return hashlib.sha256(json.dumps(shaping, default=str).encode()).hexdigest()[:32]
+
+
+def pinned_lists(config: Config, pins: Mapping[str, Pin]) -> Config:
+    """``config`` with every synced list read from its pin. A synced list
+    without a pin cannot be compiled: what it holds could not be named."""
+    for lst in config.lists:
+        if lst.sync and lst.sync not in pins:
+            raise ListError(f"list {lst.name!r}: authority list {lst.sync!r} not obtained yet")
+    lists = tuple(
+        replace(lst, path=pins[lst.sync].path) if lst.sync else lst for lst in config.lists
+    )
+    return replace(config, lists=lists)
 
 
 def index_dir(config: Config) -> Path:
     return config.state_dir / "index"
 
 
-def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
-    """Parse every configured list and write (or reuse) the compiled index."""
+def compile_lists(
+    config: Config, pins: Mapping[str, Pin] | None = None, *, reuse: bool = True
+) -> CompileReport:
+    """Parse every configured list and write (or reuse) the compiled index.
+
+    A synced list is read from its pin and must hash to the pinned state;
+    every source reports the full SHA-256 of the bytes parsed, and a synced
+    one the serial of its pin as its version."""
     started = time.monotonic()
+    pins = pins or {}
+    shown = [lst.path for lst in config.lists]  # a pin's own name is an implementation detail
+    config = pinned_lists(config, pins)
     hashes = [_hash_file(lst) for lst in config.lists]
-    digest = _digest(config, hashes)
+    for lst, sha in zip(config.lists, hashes, strict=True):
+        if lst.sync and sha != pins[lst.sync].state.sha256:
+            raise ListError(
+                f"list {lst.name!r}: {lst.path} is not serial {pins[lst.sync].state.serial} "
+                "of the authority (its SHA-256 differs)"
+            )
+    versions = [
+        str(pins[lst.sync].state.serial) if lst.sync else sha[:12]
+        for lst, sha in zip(config.lists, hashes, strict=True)
+    ]
+    digest = _digest(config, hashes, versions)
     path = index_dir(config) / f"{digest}.fidx"
     if reuse and path.exists():
         try:
@@ -159,10 +213,12 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
                 index.close()
     builder = IndexBuilder()
     sources = []
-    for number, (lst, sha) in enumerate(zip(config.lists, hashes, strict=True)):
+    for number, (lst, sha, version) in enumerate(zip(config.lists, hashes, versions, strict=True)):
         # One list in memory at a time; the builder keeps only the names.
-        parsed = _parse_list(lst)
-        sources.append(_source_info(lst, _version(config, lst, sha), parsed))
+        parsed, parsed_sha = _parse_list(lst)
+        if parsed_sha != sha:
+            raise ListError(f"list {lst.name!r}: {lst.path} changed while it was compiled")
+        sources.append(_source_info(replace(lst, path=shown[number]), version, sha, parsed))
         for kind, names in parsed.groups.items():
             builder.add(names, _rule(number, lst, kind), kind.ref)
         del parsed
@@ -181,6 +237,7 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
                 len(CANARIES),
                 len(CANARIES),
                 names=len(CANARIES),
+                sha256="",
             )
         )
         for name, action in CANARIES:
@@ -190,9 +247,10 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
     return CompileReport(path, digest, tuple(sources), distinct, time.monotonic() - started, False)
 
 
-def _parse_list(lst: ListConfig) -> ParsedList:
+def _parse_list(lst: ListConfig) -> tuple[ParsedList, str]:
     """Parse a list file streamed a chunk at a time: a large list is never in
-    memory whole (20 MB of text for a million names), only its packed names."""
+    memory whole (20 MB of text for a million names), only its packed names.
+    Also the SHA-256 of the bytes parsed."""
     options = ParseOptions(
         str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld, join_rpz_pairs=True
     )
@@ -201,7 +259,10 @@ def _parse_list(lst: ListConfig) -> ParsedList:
         if fmt is None:
             fmt = detect_format(handle.read(FORMAT_HEAD))
             handle.seek(0)
-        return parse(handle, fmt, options)
+        reader = _HashingReader(handle)
+        parsed = parse(reader, fmt, options)
+        reader.read()  # what the parser left unread still counts
+        return parsed, reader.digest.hexdigest()
 
 
 def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:
@@ -209,20 +270,13 @@ def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:
     return Rule(number, kind.scope, allow, kind.category or lst.category, kind.action)
 
 
-def _version(config: Config, lst: ListConfig, sha256: str) -> str:
-    """A list's version in EDE text and metrics: the authority's serial for a
-    synced list, else the start of the file's SHA-256."""
-    if lst.sync:
-        state = load_state(config.state_dir, lst.sync)
-        if state is not None:
-            return str(state.serial)
-    return sha256[:12]
-
-
-def _source_info(lst: ListConfig, version: str, parsed: ParsedList) -> SourceInfo:
+def _source_info(lst: ListConfig, version: str, sha256: str, parsed: ParsedList) -> SourceInfo:
+    """``version`` in EDE text and metrics: the authority's serial for a
+    synced list, else the start of the file's SHA-256 (``sha256``, whole)."""
     return SourceInfo(
         name=lst.name,
         version=version,
+        sha256=sha256,
         mandatory=lst.mandatory,
         ede=lst.ede_code,
         category=lst.category,

@@ -1,7 +1,7 @@
 """The compiler process: ``python -m filterd.lists.compiler``.
 
 The supervisor starts it (``compile_in_child``) for every (re)load, writes
-the pickled ``Config`` to its stdin and reads one pickled result from its
+the pickled ``CompileRequest`` to its stdin and reads one pickled result from its
 stdout: a ``CompileReport``, or a ``ListError`` message. Running the parse
 in its own short-lived process keeps its CPU off the serving path (the GIL
 would stall queries even in a thread) and returns its memory peak to the
@@ -51,14 +51,13 @@ def run_idle() -> None:
 
 def main() -> int:
     run_idle()
-    from filterd.config import Config  # noqa: PLC0415 - only once idle (module docstring)
-    from filterd.errors import ListError  # noqa: PLC0415
-    from filterd.lists.compile import CompileReport, compile_lists  # noqa: PLC0415
+    from filterd.errors import ListError  # noqa: PLC0415 - only once idle (module docstring)
+    from filterd.lists.compile import CompileReport, CompileRequest, compile_lists  # noqa: PLC0415
 
-    config = pickle.loads(sys.stdin.buffer.read())
-    assert isinstance(config, Config)
+    request = pickle.loads(sys.stdin.buffer.read())
+    assert isinstance(request, CompileRequest)
     try:
-        result: CompileReport | str = compile_lists(config)
+        result: CompileReport | str = compile_lists(request.config, request.pins)
     except ListError as exc:
         result = str(exc)
     sys.stdout.buffer.write(pickle.dumps(result))

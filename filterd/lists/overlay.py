@@ -48,8 +48,10 @@ def extend_overlay(
 
 
 def with_version(
-    sources: tuple[SourceInfo, ...], source: int, version: str, entries: int
+    sources: tuple[SourceInfo, ...], source: int, version: str, entries: int, sha256: str
 ) -> tuple[SourceInfo, ...]:
     """Sources with list ``source`` now at ``version`` (EDE text, metrics)."""
-    changed = replace(sources[source], version=version, entries=entries, accepted=entries)
+    changed = replace(
+        sources[source], version=version, entries=entries, accepted=entries, sha256=sha256
+    )
     return (*sources[:source], changed, *sources[source + 1 :])

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import chain
-from typing import BinaryIO, Final
+from typing import Final, Protocol
 
 from filterd.lists.names import Names
 from filterd.matching.rules import Action, Scope
@@ -210,7 +210,13 @@ def _is_ip(token: bytes) -> bool:
 # ---------------------------------------------------------------- dispatch
 
 
-ListInput = bytes | BinaryIO
+class Readable(Protocol):
+    """What a list is read from: a file opened in binary mode, or a wrapper."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+ListInput = bytes | Readable
 """A whole list: its bytes, or a binary file read a chunk at a time (the
 compiler streams list files, so a large list is never in memory whole)."""
 

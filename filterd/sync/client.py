@@ -1,15 +1,29 @@
-"""The operator side of authority sync: pull, verify, persist, apply, acknowledge.
+"""The operator side of authority sync: pull, verify, persist, install, acknowledge.
 
-One ``SyncClient`` per daemon, in the supervisor (never on the query path),
-with one supervised task per synced list. Each task pulls on an interval
-with jitter, or at once when a verified push notification arrives, and runs
-the procedure of docs/sync-protocol.md: conditional GET of the manifest,
-signature and field checks, serial monotonicity (a lower serial is a rollback
-or a replay and is refused), delta or snapshot download with size limits
-enforced while reading, hash and syntax checks, then persistence and
-``apply`` (the supervisor's compile-and-swap). Only after all of it succeeds
-is the receipt sent. Any failure leaves the enforced list as it was, is
-counted under a bounded reason and logged in one line, and backs off.
+One ``SyncClient`` per authority, in the supervisor (never on the query
+path), with one supervised task per synced list. Each task pulls on an
+interval with jitter, or at once when a verified push notification arrives,
+and runs the procedure of docs/sync-protocol.md: manifest, signature and
+field checks, serial monotonicity (a lower serial is a rollback or a replay
+and is refused), expiry, delta or snapshot download with size limits
+enforced while reading, hash and syntax checks, persistence, then
+``install`` (the supervisor's compile-and-swap or overlay).
+
+What this room reports is what the workers serve, never what was merely
+downloaded. Three states are kept apart per list:
+
+- *obtained*: the newest verified snapshot on disk (``store.load_state``);
+- *enforced*: what every worker serves, set only by the supervisor through
+  ``enforced()`` after an install committed everywhere; metrics, receipts
+  and the ``sync_applied`` audit record are made from it alone;
+- *checked*: when the authority's current manifest was last verified to be
+  the enforced one (``last_success``, persisted across restarts).
+
+So a pull is a success only when the enforced serial and hash equal the
+manifest's. Anything short of that (a failed download, a failed install, a
+fork) is a counted failure that is retried with backoff until it is
+reached; a conditional GET is sent only for a manifest already enforced, so
+a 304 can never hide an update that has not been installed.
 
 Every applied serial and every refused update is also handed to
 ``on_event`` (the supervisor passes the audit trail's), as plain fields:
@@ -21,9 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -34,18 +46,16 @@ import aiohttp
 
 from filterd import __version__
 from filterd.config import SyncConfig
-from filterd.errors import StartupError
 from filterd.sync import store
+from filterd.sync.fetch import Settings, get, get_file
 from filterd.sync.model import (
     Delta,
-    FileRef,
     Manifest,
     Receipt,
     SyncError,
     apply_delta,
     check_snapshot,
     format_time,
-    load_public_key,
     open_envelope,
     parse_delta,
     parse_manifest,
@@ -55,15 +65,30 @@ from filterd.sync.model import (
     snapshot_entries,
     utc_now,
 )
+from filterd.sync.store import SyncedState
 
 log = logging.getLogger("filterd.sync")
 
 MAX_MANIFEST_BYTES: Final = 1 << 20
-READ_CHUNK: Final = 64 * 1024
+SESSION_GRACE: Final = 1.0
+"""Seconds past ``sync.timeout`` before a replaced session is closed."""
 
-Apply = Callable[[str, Delta | None], Awaitable[bool]]
-"""Swap in the persisted list ``ID``, which changed by the delta given (None:
-a whole new snapshot); True on success. The supervisor's."""
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A newly obtained serial, handed to the supervisor to install: the
+    delta that made it from ``base`` (None: a whole snapshot), so that the
+    supervisor can apply it as an overlay when ``base`` is what it serves."""
+
+    list_id: str
+    state: SyncedState
+    delta: Delta | None = None
+    base: SyncedState | None = None
+
+
+Install = Callable[[Change], Awaitable[None]]
+"""Install the obtained list on every worker; raises ``SyncError('apply')``.
+The supervisor calls ``SyncClient.enforced`` once it is installed."""
 
 EventSink = Callable[[str, dict[str, Any]], None]
 """Receives ``(event, fields)``: ``sync_applied`` and ``sync_rejected`` (docs/audit.md)."""
@@ -75,10 +100,12 @@ def _no_events(event: str, fields: dict[str, Any]) -> None:
 
 @dataclass(slots=True)
 class ListStatus:
-    """What the metrics and the log say about one synced list."""
+    """What the metrics and the log say about one synced list: every field
+    but the counters and ``authority_serial`` describes the enforced serial."""
 
     list_id: str
     serial: int = 0
+    sha256: str = ""
     authority_serial: int = 0
     entries: int = 0
     published_at: float = 0.0
@@ -101,89 +128,149 @@ class SyncClient:
         config: SyncConfig,
         state_dir: Path,
         list_ids: list[str],
-        apply: Apply,
+        install: Install,
         on_event: EventSink = _no_events,
     ) -> None:
-        self._config = config
+        self._settings = Settings.load(config)
         self._state_dir = state_dir
-        self._apply = apply
+        self._install = install
         self._on_event = on_event
-        self._public_key = load_public_key(config.public_key)
         self._lists = list_ids
-        self.status = {list_id: ListStatus(list_id) for list_id in list_ids}
+        self.status = {
+            list_id: ListStatus(list_id, last_success=store.load_last_success(state_dir, list_id))
+            for list_id in list_ids
+        }
+        self._obtained = {list_id: store.load_state(state_dir, list_id) for list_id in list_ids}
+        self._enforced: dict[str, SyncedState | None] = dict.fromkeys(list_ids)
+        self._record = {list_id: store.load_enforced(state_dir, list_id) for list_id in list_ids}
+        """The last enforced record on disk: ``applied_at`` and the receipt
+        carry over when the same serial is enforced again after a restart."""
         self._wake = {list_id: asyncio.Event() for list_id in list_ids}
-        self._etags: dict[str, str] = {}
-        self._first_success = {list_id: asyncio.Event() for list_id in list_ids}
+        self._etags: dict[str, tuple[str, int, str]] = {}
+        """ETag of a manifest, with the serial and hash it validated."""
+        self._first = {list_id: asyncio.Event() for list_id in list_ids}
+        for list_id, obtained in self._obtained.items():
+            if obtained is not None:
+                self._first[list_id].set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._lock = asyncio.Lock()
-        for list_id in list_ids:
-            persisted = store.load_state(state_dir, list_id)
-            if persisted is not None:
-                self._restore(list_id, persisted)
+        self._sending: set[str] = set()
+        self._retired: set[aiohttp.ClientSession] = set()
 
     # ------------------------------------------------------------- lifecycle
 
-    def has_snapshot(self, list_id: str) -> bool:
-        """Is a verified snapshot persisted (possibly just now, before it is applied)?"""
-        return store.snapshot_path(self._state_dir, list_id).exists()
+    @property
+    def config(self) -> SyncConfig:
+        return self._settings.config
+
+    def obtained(self, list_id: str) -> SyncedState | None:
+        """The newest verified snapshot on disk (possibly not yet installed)."""
+        return self._obtained[list_id]
 
     async def wait_first(self, list_id: str) -> None:
-        await self._first_success[list_id].wait()
+        await self._first[list_id].wait()
 
     def start(self) -> None:
-        token = self._config.token_file.read_text().strip() if self._config.token_file else ""
-        context: ssl.SSLContext | bool = True
-        config = self._config
-        if config.ca_file is not None or config.client_cert is not None:
-            context = ssl.create_default_context(
-                cafile=str(config.ca_file) if config.ca_file else None
-            )
-            try:
-                if config.client_cert is not None:  # mutual TLS
-                    context.load_cert_chain(str(config.client_cert), str(config.client_key))
-            except (OSError, ssl.SSLError) as exc:
-                raise StartupError(
-                    f"sync: client certificate {config.client_cert} or key "
-                    f"{config.client_key}: {getattr(exc, 'strerror', None) or exc}"
-                ) from None
-        # Files are gzip by themselves (never Content-Encoding): ask proxies not
-        # to add an encoding, and never inflate before the size limits are checked.
-        self._session = aiohttp.ClientSession(
-            headers={
-                "Authorization": f"Bearer {token}",
-                "User-Agent": f"filterd/{__version__}",
-                "Accept-Encoding": "identity",
-            },
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=self._config.timeout),
-            connector=aiohttp.TCPConnector(ssl=context, limit=4),
-        )
+        self._session = self._settings.session()
         loop = asyncio.get_running_loop()
         for list_id in self._lists:
-            task = loop.create_task(self._run(list_id), name=f"sync-{list_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._keep(loop.create_task(self._run(list_id), name=f"sync-{list_id}"))
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use new settings (a reload) from the next request on; a pull in
+        progress finishes on the old session, which is closed afterwards."""
+        old_url = self._settings.config.url
+        self._settings = settings
+        if settings.config.url != old_url:
+            self._etags.clear()
+        if self._session is not None:
+            retired = self._session
+            self._retired.add(retired)
+            self._session = settings.session()
+            self._keep(asyncio.get_running_loop().create_task(self._retire(retired)))
+        for wake in self._wake.values():
+            wake.set()
+
+    async def _retire(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.sleep(self._settings.config.timeout + SESSION_GRACE)
+        self._retired.discard(session)
+        await session.close()
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        for session in [*self._retired, self._session]:
+            if session is not None:
+                await session.close()
 
-    def notify(self, raw: bytes) -> str:
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def notify(self, raw: bytes) -> tuple[str, bool]:
         """A push notification (envelope); raises ``SyncError`` if it does not verify.
 
-        Returns the list id; the pull happens in that list's task."""
-        message = parse_notify(open_envelope(raw, self._public_key))
+        Returns the list id and whether a pull was started (a notification of
+        a serial already enforced, a replay, starts none)."""
+        message = parse_notify(open_envelope(raw, self._settings.public_key))
         if message.list_id not in self.status:
             raise SyncError("manifest", f"notification for unknown list {message.list_id!r}")
         status = self.status[message.list_id]
         status.notifies += 1
         if message.serial > status.serial:
             self._wake[message.list_id].set()
-        return message.list_id
+            return message.list_id, True
+        return message.list_id, False
+
+    # ------------------------------------------------------------ enforced
+
+    def enforced(self, list_id: str, state: SyncedState, via: str) -> None:
+        """The supervisor's word that ``state`` now serves on every worker."""
+        record = self._record[list_id]
+        fresh = not state.same_content(record)
+        if fresh:
+            state = replace(state, applied_at=format_time(utc_now()), receipt_sent=False)
+            store.save_enforced(self._state_dir, list_id, state)
+            self._record[list_id] = state
+        else:
+            assert record is not None
+            state = record
+        self._enforced[list_id] = state
+        status = self.status[list_id]
+        status.serial = state.serial
+        status.sha256 = state.sha256
+        status.authority_serial = max(status.authority_serial, state.serial)
+        status.entries = state.entries
+        status.published_at = _epoch(state.published_at)
+        status.applied_at = _epoch(state.applied_at)
+        status.expires_at = _epoch(state.expires_at)
+        if fresh:
+            self._on_event("sync_applied", self._applied_fields(list_id, state, status, via))
+            log.info(
+                "sync %s: serial %d enforced (%d entries), %.1f s after publication",
+                list_id,
+                state.serial,
+                state.entries,
+                status.lag,
+            )
+        if self._session is not None:
+            self._send_receipt_later(list_id)
+
+    def _applied_fields(
+        self, list_id: str, state: SyncedState, status: ListStatus, via: str
+    ) -> dict[str, Any]:
+        return {
+            "list": list_id,
+            "serial": state.serial,
+            "sha256": state.sha256,
+            "entries": state.entries,
+            "published_at": state.published_at,
+            "applied_at": state.applied_at,
+            "lag_seconds": status.lag,
+            "lag_sla_seconds": self.config.lag_sla,
+            "via": via,
+        }
 
     # ------------------------------------------------------------------ loop
 
@@ -196,32 +283,37 @@ class SyncClient:
                 self._send_receipt_later(list_id)
             except SyncError as exc:
                 failures += 1
-                status = self.status[list_id]
-                status.failures[exc.reason] = status.failures.get(exc.reason, 0) + 1
-                log.error(
-                    "sync %s failed (%s): %s; still enforcing serial %d",
-                    list_id,
-                    exc.reason,
-                    exc,
-                    status.serial,
-                )
-                self._on_event(
-                    "sync_rejected",
-                    {
-                        "list": list_id,
-                        "reason": exc.reason,
-                        "message": str(exc),
-                        "enforced_serial": status.serial,
-                        "authority_serial": status.authority_serial,
-                    },
-                )
+                self._failed(list_id, exc)
             await self._sleep(list_id, failures)
 
+    def _failed(self, list_id: str, exc: SyncError) -> None:
+        """Count, log and record one failed try (every try, every time)."""
+        status = self.status[list_id]
+        status.failures[exc.reason] = status.failures.get(exc.reason, 0) + 1
+        log.error(
+            "sync %s failed (%s): %s; %s",
+            list_id,
+            exc.reason,
+            exc,
+            f"still enforcing serial {status.serial}" if status.serial else "nothing enforced yet",
+        )
+        self._on_event(
+            "sync_rejected",
+            {
+                "list": list_id,
+                "reason": exc.reason,
+                "message": str(exc),
+                "enforced_serial": status.serial,
+                "authority_serial": status.authority_serial,
+            },
+        )
+
     async def _sleep(self, list_id: str, failures: int) -> None:
-        interval = self._config.interval
+        config = self.config
+        interval = config.interval
         if failures:
             interval = min(interval, interval / 10 * 2 ** (failures - 1))
-        interval *= 1 + random.uniform(-self._config.jitter, self._config.jitter)
+        interval *= 1 + random.uniform(-config.jitter, config.jitter)
         wake = self._wake[list_id]
         try:
             async with asyncio.timeout(interval):
@@ -230,217 +322,198 @@ class SyncClient:
             pass
         wake.clear()
 
+    def _checked(self, list_id: str) -> None:
+        """The authority's current manifest is the one enforced: a success."""
+        moment = time.time()
+        self.status[list_id].last_success = moment
+        store.save_last_success(self._state_dir, list_id, moment)
+
     # ------------------------------------------------------------------ pull
 
     async def pull(self, list_id: str) -> bool:
-        """One sync of ``list_id``; True if a new serial was applied."""
-        async with self._lock:
-            return await self._pull(list_id)
+        """One sync of ``list_id``; True if a new serial was installed.
 
-    async def _pull(self, list_id: str) -> bool:
+        Only the list's own task calls it, so pulls of one list never overlap;
+        lists of one authority pull independently (one may wait for start-up
+        to install while another is still being obtained for it)."""
         status = self.status[list_id]
-        envelope = await self._fetch_manifest(list_id)
-        if envelope is None:
-            status.last_success = time.time()
+        enforced = self._enforced[list_id]
+        obtained = self._obtained[list_id]
+        manifest, envelope, etag = await self._manifest(list_id, enforced)
+        if manifest is None:  # 304 for the manifest already enforced
+            self._checked(list_id)
             return False
-        manifest = parse_manifest(open_envelope(envelope, self._public_key), list_id)
-        publication_window(manifest.published_at, utc_now())
-        if manifest.serial < status.serial:
+        known = obtained.serial if obtained else 0
+        if manifest.serial < max(known, status.serial):
             raise SyncError(
                 "rollback",
                 f"manifest serial {manifest.serial} is older than "
-                f"the enforced {status.serial} (rollback or replay)",
+                f"{max(known, status.serial)} (rollback or replay)",
             )
         status.authority_serial = max(status.authority_serial, manifest.serial)
-        if manifest.serial == status.serial:
-            status.last_success = time.time()
-            return False
-        if manifest.entries > self._config.max_entries:
-            raise SyncError("size", f"{manifest.entries} entries, limit {self._config.max_entries}")
-        snapshot, delta = await self._new_snapshot(list_id, manifest, status.serial)
-        applied_at = utc_now()
-        state = store.SyncedState(
-            serial=manifest.serial,
-            published_at=format_time(manifest.published_at),
-            expires_at=format_time(manifest.expires_at),
-            applied_at=format_time(applied_at),
-            sha256=manifest.snapshot.sha256,
-            entries=manifest.entries,
-        )
-        store.save(self._state_dir, list_id, snapshot, envelope, state)
-        if not await self._apply(list_id, delta):
+        if manifest.expires_at <= utc_now():
             raise SyncError(
-                "apply", f"serial {manifest.serial} could not be compiled or swapped in"
+                "expired",
+                f"manifest of serial {manifest.serial} expired at "
+                f"{format_time(manifest.expires_at)}; not applied as current",
             )
-        self._restore(list_id, state)
-        status.last_success = time.time()
-        self._first_success[list_id].set()
-        self._on_event(
-            "sync_applied",
-            {
-                "list": list_id,
-                "serial": manifest.serial,
-                "sha256": manifest.snapshot.sha256,
-                "entries": manifest.entries,
-                "published_at": state.published_at,
-                "applied_at": state.applied_at,
-                "lag_seconds": status.lag,
-                "lag_sla_seconds": self._config.lag_sla,
-                "via": "delta" if delta is not None else "snapshot",
-            },
-        )
-        log.info(
-            "sync %s: serial %d enforced (%d entries), %.1f s after publication",
-            list_id,
-            manifest.serial,
-            manifest.entries,
-            status.lag,
-        )
+        if _describes(manifest, enforced):
+            self._remember(list_id, etag, manifest)
+            self._checked(list_id)
+            return False
+        if obtained is not None and _describes(manifest, obtained):
+            change = Change(list_id, obtained)  # obtained before, never installed: install it
+        else:
+            if obtained is not None and obtained.serial == manifest.serial:
+                self._failed(
+                    list_id,
+                    SyncError(
+                        "fork",
+                        f"serial {manifest.serial} of the authority has SHA-256 "
+                        f"{manifest.snapshot.sha256[:16]}…, not {obtained.sha256[:16]}… as "
+                        "obtained here (a fork); fetching the authority's snapshot",
+                    ),
+                )
+                obtained = None  # no delta can start from a forked base
+            change = await self._obtain(list_id, manifest, envelope, obtained)
+        await self._install(change)
+        if not _describes(manifest, self._enforced[list_id]):
+            raise SyncError("apply", f"serial {manifest.serial} is obtained but not installed")
+        self._remember(list_id, etag, manifest)
+        self._checked(list_id)
         return True
 
-    async def _new_snapshot(
-        self, list_id: str, manifest: Manifest, enforced: int
-    ) -> tuple[bytes, Delta | None]:
-        """The new canonical snapshot, from a delta when one starts at ``enforced``
-        (returned too, so the change can be applied without a full compile)."""
+    async def _manifest(
+        self, list_id: str, enforced: SyncedState | None
+    ) -> tuple[Manifest | None, bytes, str]:
+        """The verified manifest, its envelope and ETag; None on a 304, which
+        is asked for only when the ETag validated the manifest enforced now."""
+        headers = {}
+        remembered = self._etags.get(list_id)
+        if remembered is not None and enforced is not None:
+            tag, serial, sha = remembered
+            if (serial, sha) == (enforced.serial, enforced.sha256):
+                headers["If-None-Match"] = tag
+        assert self._session is not None
+        code, envelope, etag = await get(
+            self._session, self._settings, f"lists/{list_id}/manifest", MAX_MANIFEST_BYTES, headers
+        )
+        if code == 304:
+            return None, b"", ""
+        document = open_envelope(envelope, self._settings.public_key)
+        manifest = parse_manifest(document, list_id)
+        publication_window(manifest.published_at, utc_now())
+        return manifest, envelope, etag
+
+    def _remember(self, list_id: str, etag: str, manifest: Manifest) -> None:
+        if etag:
+            self._etags[list_id] = (etag, manifest.serial, manifest.snapshot.sha256)
+
+    async def _obtain(
+        self, list_id: str, manifest: Manifest, envelope: bytes, base: SyncedState | None
+    ) -> Change:
+        """Download, verify and persist the manifest's snapshot: from a delta
+        when one starts at ``base``, else (or if the delta fails) whole."""
+        if manifest.entries > self.config.max_entries:
+            raise SyncError("size", f"{manifest.entries} entries, limit {self.config.max_entries}")
         delta: Delta | None = None
-        delta_ref = manifest.delta_from(enforced) if enforced else None
-        if delta_ref is not None:
-            raw = await self._fetch_file(delta_ref, self._config.max_delta_bytes)
-            delta = parse_delta(raw, delta_ref.base, manifest.serial)
-            snapshot = apply_delta(store.load_snapshot(self._state_dir, list_id), delta)
-            if sha256_hex(snapshot) != manifest.snapshot.sha256:
-                raise SyncError(
-                    "delta",
-                    f"delta from {enforced} does not give the published snapshot (wrong base)",
-                )
-        else:
-            snapshot = await self._fetch_file(manifest.snapshot, self._config.max_snapshot_bytes)
-            check_snapshot(snapshot, self._config.max_entries)
+        snapshot = b""
+        if base is not None and manifest.delta_from(base.serial) is not None:
+            try:
+                snapshot, delta = await self._via_delta(list_id, manifest, base)
+            except SyncError as exc:
+                self._failed(list_id, exc)
+                log.warning("sync %s: falling back to the full snapshot", list_id)
+        if delta is None:
+            assert self._session is not None
+            snapshot = await get_file(
+                self._session, self._settings, manifest.snapshot, self.config.max_snapshot_bytes
+            )
+            check_snapshot(snapshot, self.config.max_entries)
         if snapshot_entries(snapshot) != manifest.entries:
             raise SyncError(
                 "manifest",
                 f"{snapshot_entries(snapshot)} entries, manifest says {manifest.entries}",
             )
-        return snapshot, delta
-
-    # ------------------------------------------------------------------ HTTP
-
-    def _url(self, path: str) -> str:
-        assert self._config.url is not None
-        return self._config.url + path
-
-    async def _fetch_manifest(self, list_id: str) -> bytes | None:
-        headers = {}
-        if list_id in self._etags:
-            headers["If-None-Match"] = self._etags[list_id]
-        status, body, etag = await self._get(
-            f"lists/{list_id}/manifest", MAX_MANIFEST_BYTES, headers
+        state = SyncedState(
+            serial=manifest.serial,
+            published_at=format_time(manifest.published_at),
+            expires_at=format_time(manifest.expires_at),
+            applied_at="",
+            sha256=manifest.snapshot.sha256,
+            entries=manifest.entries,
         )
-        if status == 304:
-            return None
-        if etag:
-            self._etags[list_id] = etag
-        return body
+        store.save(self._state_dir, list_id, snapshot, envelope, state)
+        self._obtained[list_id] = state
+        self._first[list_id].set()
+        return Change(list_id, state, delta, base if delta is not None else None)
 
-    async def _fetch_file(self, ref: FileRef, limit: int) -> bytes:
-        """Download ``ref`` (gzip), check its uncompressed size and SHA-256."""
-        if ref.size > limit:
-            raise SyncError("size", f"{ref.path}: {ref.size} bytes announced, limit {limit}")
-        _, compressed, _ = await self._get(ref.path, limit, {})
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            data = inflater.decompress(compressed, ref.size + 1)
-        except zlib.error:
-            raise SyncError("truncated", f"{ref.path}: not a gzip stream") from None
-        if len(data) > ref.size or inflater.unconsumed_tail:
-            raise SyncError("size", f"{ref.path}: more than the {ref.size} bytes announced")
-        if not inflater.eof:
-            raise SyncError("truncated", f"{ref.path}: gzip stream cut short")
-        if len(data) != ref.size or sha256_hex(data) != ref.sha256:
-            raise SyncError("hash", f"{ref.path}: SHA-256 or size differs from the manifest")
-        return data
-
-    async def _get(self, path: str, limit: int, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        """GET with the whole exchange bounded by ``sync.timeout`` and the body
-        by ``limit`` bytes (counted while reading: an endless or slow body is
-        cut, never buffered)."""
-        assert self._session is not None
-        try:
-            async with self._session.get(self._url(path), headers=headers) as response:
-                if response.status == 304:
-                    return 304, b"", ""
-                if response.status != 200:
-                    raise SyncError("http", f"GET {path}: HTTP {response.status}")
-                if (response.content_length or 0) > limit:
-                    raise SyncError(
-                        "size", f"GET {path}: {response.content_length} bytes, limit {limit}"
-                    )
-                chunks = []
-                size = 0
-                async for chunk in response.content.iter_chunked(READ_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise SyncError("size", f"GET {path}: body over {limit} bytes")
-                    chunks.append(chunk)
-                return 200, b"".join(chunks), response.headers.get("ETag", "")
-        except TimeoutError:
+    async def _via_delta(
+        self, list_id: str, manifest: Manifest, base: SyncedState
+    ) -> tuple[bytes, Delta]:
+        ref = manifest.delta_from(base.serial)
+        assert ref is not None and self._session is not None
+        raw = await get_file(self._session, self._settings, ref, self.config.max_delta_bytes)
+        delta = parse_delta(raw, ref.base, manifest.serial)
+        snapshot = apply_delta(store.load_snapshot(self._state_dir, list_id), delta)
+        if sha256_hex(snapshot) != manifest.snapshot.sha256:
             raise SyncError(
-                "timeout", f"GET {path}: no complete answer in {self._config.timeout:g} s"
-            ) from None
-        except aiohttp.ClientPayloadError:
-            raise SyncError("truncated", f"GET {path}: body cut short") from None
-        except aiohttp.ClientError as exc:
-            raise SyncError("network", f"GET {path}: {exc}") from None
+                "delta",
+                f"delta from {base.serial} does not give the published snapshot (wrong base)",
+            )
+        return snapshot, delta
 
     # --------------------------------------------------------------- receipts
 
     def _send_receipt_later(self, list_id: str) -> None:
-        persisted = store.load_state(self._state_dir, list_id)
-        if persisted is None or persisted.receipt_sent:
+        enforced = self._enforced[list_id]
+        if enforced is None or enforced.receipt_sent or list_id in self._sending:
             return
-        task = asyncio.get_running_loop().create_task(self._send_receipt(list_id, persisted))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sending.add(list_id)
+        task = asyncio.get_running_loop().create_task(self._send_receipt(list_id, enforced))
+        task.add_done_callback(lambda _: self._sending.discard(list_id))
+        self._keep(task)
 
-    async def _send_receipt(self, list_id: str, persisted: store.SyncedState) -> None:
-        """POST the receipt; a failure is retried after the next pull."""
+    async def _send_receipt(self, list_id: str, enforced: SyncedState) -> None:
+        """POST the receipt of what is enforced; a failure is retried after the next pull."""
         assert self._session is not None
         receipt = Receipt(
-            operator=self._config.operator,
-            node=self._config.node,
+            operator=self.config.operator,
+            node=self.config.node,
             list_id=list_id,
-            serial=persisted.serial,
-            applied_at=datetime.fromisoformat(persisted.applied_at.replace("Z", "+00:00")),
-            sha256=persisted.sha256,
-            entries=persisted.entries,
+            serial=enforced.serial,
+            applied_at=datetime.fromisoformat(enforced.applied_at.replace("Z", "+00:00")),
+            sha256=enforced.sha256,
+            entries=enforced.entries,
             software=f"filterd {__version__}",
         )
         counts = self.status[list_id].receipts
         try:
-            async with self._session.post(self._url("receipts"), json=receipt.to_json()) as answer:
+            async with self._session.post(
+                self._settings.url("receipts"), json=receipt.to_json()
+            ) as answer:
                 if answer.status not in (200, 201, 202, 204):
                     raise SyncError("http", f"receipt: HTTP {answer.status}")
         except (SyncError, aiohttp.ClientError, TimeoutError) as exc:
             counts["failed"] += 1
             log.warning(
-                "sync %s: receipt for serial %d not delivered: %s", list_id, persisted.serial, exc
+                "sync %s: receipt for serial %d not delivered: %s", list_id, enforced.serial, exc
             )
             return
         counts["sent"] += 1
-        store.save(self._state_dir, list_id, None, None, replace(persisted, receipt_sent=True))
+        if self._enforced[list_id] is not enforced:
+            return  # another serial was enforced meanwhile; its receipt is owed
+        sent = replace(enforced, receipt_sent=True)
+        store.save_enforced(self._state_dir, list_id, sent)
+        self._enforced[list_id] = self._record[list_id] = sent
 
-    # ----------------------------------------------------------------- state
 
-    def _restore(self, list_id: str, persisted: store.SyncedState) -> None:
-        status = self.status[list_id]
-        status.serial = persisted.serial
-        status.authority_serial = max(status.authority_serial, persisted.serial)
-        status.entries = persisted.entries
-        status.published_at = _epoch(persisted.published_at)
-        status.applied_at = _epoch(persisted.applied_at)
-        status.expires_at = _epoch(persisted.expires_at)
-        self._first_success[list_id].set()
+def _describes(manifest: Manifest, state: SyncedState | None) -> bool:
+    """Is ``state`` the snapshot ``manifest`` publishes (serial and hash)?"""
+    return state is not None and (state.serial, state.sha256) == (
+        manifest.serial,
+        manifest.snapshot.sha256,
+    )
 
 
 def _epoch(text: str) -> float:

@@ -52,6 +52,8 @@ REASONS: Final = (
     "manifest",  # manifest fields missing, wrong type or wrong list
     "rollback",  # serial lower than the one enforced (replay of an old manifest)
     "future",  # published_at in the future
+    "expired",  # the manifest's expires_at has passed: not applied as fresh
+    "fork",  # the authority's serial equals the node's but its content differs
     "size",  # body or entry count over the announced size or the limit
     "truncated",  # body shorter than announced, or not a complete gzip stream
     "hash",  # SHA-256 of a snapshot or delta not as announced

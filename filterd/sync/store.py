@@ -1,17 +1,36 @@
 """What the operator keeps of each synced list, in the state directory.
 
-For list ``ID``: ``sync/ID/snapshot.list`` (the canonical snapshot being
-enforced, which the compiler reads like any list file), ``manifest.json``
-(the signed envelope it came with) and ``state.json`` (serial, times, hash,
-whether the receipt is still owed). Each file is written to a temporary name,
-fsynced and renamed, and the directory fsynced, so a crash leaves either the
-old or the new version, never a mix: the snapshot is written first and
-``state.json`` last, so the state never names a snapshot that is not there.
+For list ``ID``, in ``sync/ID/``:
+
+- ``snapshot.list``: the newest verified canonical snapshot (the compiler
+  reads it like any list file), ``manifest.json`` (the signed envelope it
+  came with) and ``state.json`` (its serial, times, hash and entry count).
+  This is what was *obtained*; it may be newer than what is enforced.
+- ``enforced.json``: the serial, hash and times of the snapshot the workers
+  serve, written only after an install committed on every worker, and
+  whether its receipt is still owed. This, never ``state.json``, is what
+  the node reports (metrics, receipts, audit trail).
+- ``checked.json``: when the authority's manifest was last verified to be
+  the one enforced (``last_success``), so that staleness alerts keep working
+  across a restart.
+- ``pinned-SERIAL-HASH.list``: hard links to the snapshot a compile is
+  reading. A newer serial may replace ``snapshot.list`` while a compile of
+  the previous one runs; the link keeps the bytes the compiler was told
+  about, so the version it reports is the one it parsed.
+
+Each file is written to a temporary name, fsynced and renamed, and the
+directory fsynced, so a crash leaves either the old or the new version,
+never a mix: the snapshot is written first and ``state.json`` last. A crash
+between the two leaves a snapshot newer than its state, which
+``load_state`` detects by its hash and refuses (the list is fetched again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +40,8 @@ from filterd.files import write_atomically
 
 LIST_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 """An authority list id (docs/sync-protocol.md, "Lists")."""
+
+HASH_CHUNK: Final = 1 << 20
 
 
 def list_dir(state_dir: Path, list_id: str) -> Path:
@@ -33,6 +54,9 @@ def snapshot_path(state_dir: Path, list_id: str) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class SyncedState:
+    """One verified serial of a list: obtained (``state.json``) or enforced
+    (``enforced.json``, where ``applied_at`` is when it first served)."""
+
     serial: int
     published_at: str
     expires_at: str
@@ -41,17 +65,62 @@ class SyncedState:
     entries: int
     receipt_sent: bool = False
 
+    def same_content(self, other: SyncedState | None) -> bool:
+        return other is not None and (self.serial, self.sha256) == (other.serial, other.sha256)
 
-def load_state(state_dir: Path, list_id: str) -> SyncedState | None:
-    """The persisted state of a list, or ``None`` if it was never obtained."""
-    path = list_dir(state_dir, list_id) / "state.json"
-    if not path.exists() or not snapshot_path(state_dir, list_id).exists():
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _state(raw: dict[str, Any] | None) -> SyncedState | None:
+    if raw is None:
         return None
     try:
-        raw: dict[str, Any] = json.loads(path.read_text())
         return SyncedState(**raw)
-    except (OSError, ValueError, TypeError):
+    except TypeError:
         return None
+
+
+def load_state(state_dir: Path, list_id: str) -> SyncedState | None:
+    """The obtained state of a list, or ``None`` if it was never obtained (or
+    its snapshot is missing or is not the one the state names)."""
+    state = _state(_read(list_dir(state_dir, list_id) / "state.json"))
+    if state is None:
+        return None
+    try:
+        if file_sha256(snapshot_path(state_dir, list_id)) != state.sha256:
+            return None
+    except OSError:
+        return None
+    return state
+
+
+def load_enforced(state_dir: Path, list_id: str) -> SyncedState | None:
+    """What was last enforced (possibly before a restart), or ``None``."""
+    return _state(_read(list_dir(state_dir, list_id) / "enforced.json"))
+
+
+def save_enforced(state_dir: Path, list_id: str, state: SyncedState) -> None:
+    directory = list_dir(state_dir, list_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / "enforced.json", json.dumps(asdict(state)).encode())
+
+
+def load_last_success(state_dir: Path, list_id: str) -> float:
+    raw = _read(list_dir(state_dir, list_id) / "checked.json") or {}
+    value = raw.get("last_success", 0.0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def save_last_success(state_dir: Path, list_id: str, moment: float) -> None:
+    directory = list_dir(state_dir, list_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / "checked.json", json.dumps({"last_success": moment}).encode())
 
 
 def load_snapshot(state_dir: Path, list_id: str) -> bytes:
@@ -65,7 +134,7 @@ def save(
     envelope: bytes | None,
     state: SyncedState,
 ) -> None:
-    """Persist a new serial (snapshot and manifest first, state last)."""
+    """Persist a newly obtained serial (snapshot and manifest first, state last)."""
     directory = list_dir(state_dir, list_id)
     directory.mkdir(parents=True, exist_ok=True)
     if snapshot is not None:
@@ -73,3 +142,57 @@ def save(
     if envelope is not None:
         write_atomically(directory / "manifest.json", envelope)
     write_atomically(directory / "state.json", json.dumps(asdict(state)).encode())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ pins
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """The obtained snapshot a compile must read, and what it is: the
+    compiler checks the bytes it parses against ``state.sha256``."""
+
+    list_id: str
+    path: Path
+    state: SyncedState
+
+
+def pin(state_dir: Path, list_id: str, state: SyncedState) -> Pin:
+    """Hard-link the obtained snapshot under a name of its own content.
+
+    Call it right after ``load_state`` without awaiting in between (the
+    supervisor's event loop is the only writer of ``snapshot.list``)."""
+    directory = list_dir(state_dir, list_id)
+    pinned = directory / f"pinned-{state.serial}-{state.sha256[:16]}.list"
+    if not pinned.exists():
+        temporary = directory / f".{pinned.name}.tmp"
+        temporary.unlink(missing_ok=True)
+        os.link(snapshot_path(state_dir, list_id), temporary)
+        os.replace(temporary, pinned)
+    return Pin(list_id, pinned, state)
+
+
+def pin_in_place(state_dir: Path, list_id: str) -> Pin | None:
+    """The obtained snapshot where it lies, for a one-off compile by a command
+    (``check-config``, ``lookup``) that must not write in the state directory;
+    None if the list was never obtained. A daemon replacing it meanwhile makes
+    that compile fail on the hash, never report the wrong serial."""
+    state = load_state(state_dir, list_id)
+    return None if state is None else Pin(list_id, snapshot_path(state_dir, list_id), state)
+
+
+def unpin_except(state_dir: Path, list_id: str, keep: set[Path]) -> None:
+    """Remove the pins no compile or installed index needs any more."""
+    directory = list_dir(state_dir, list_id)
+    for candidate in directory.glob("pinned-*.list"):
+        if candidate not in keep:
+            with contextlib.suppress(OSError):
+                candidate.unlink()

@@ -4,16 +4,21 @@ A real aiohttp server (``tests.peers.web_thread``: its own event loop in a
 thread, a real socket on 127.0.0.1 port 0) that serves whatever the test publishes: correct
 publications built with the shared protocol model (``publish``), or
 deliberately broken answers (``serve_raw`` for any path: bad signatures,
-wrong hashes, truncated bodies, slow bodies, garbage). It records every
-request and every receipt. The production reference authority is
-``filterd authority``; this one exists to misbehave on purpose.
+wrong hashes, truncated bodies, slow bodies, garbage). Like the reference
+authority it answers a conditional GET of an unchanged manifest with 304.
+It records every request (with its status) and every receipt, and can run a
+check of the test's at the moment a receipt arrives (``on_receipt``). The
+production reference authority is ``filterd authority``; this one exists to
+misbehave on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
@@ -63,6 +68,8 @@ class Publication:
 class Seen:
     requests: list[str] = field(default_factory=list)
     receipts: list[dict[str, object]] = field(default_factory=list)
+    answers: list[tuple[str, int]] = field(default_factory=list)
+    """(path, HTTP status) of every answer, in order."""
 
 
 class FakeAuthority:
@@ -73,6 +80,9 @@ class FakeAuthority:
         self.publications: list[Publication] = []
         self.canned: dict[str, Canned] = {}
         self.seen = Seen()
+        self.token = TOKEN
+        self.on_receipt: Callable[[dict[str, object]], None] | None = None
+        """Called in the server's thread with each receipt, before it is answered."""
         self._lock = threading.Lock()
         self._server: ThreadedApp | None = None
         self.port = 0
@@ -90,10 +100,12 @@ class FakeAuthority:
         serial: int | None = None,
         key: Ed25519PrivateKey | None = None,
         deltas: bool = True,
+        expires_in: timedelta = timedelta(days=7),
     ) -> Publication:
         """Publish ``entries`` as the next serial (snapshot, deltas from every
         earlier serial unless ``deltas`` is False, signed manifest); the
-        manifest is served from now on."""
+        manifest is served from now on. A ``serial`` given again publishes
+        other content under a serial already out (a fork)."""
         with self._lock:
             serial = serial or (self.publications[-1].serial + 1 if self.publications else 1)
             table = {entry.name: entry for entry in entries}
@@ -102,6 +114,8 @@ class FakeAuthority:
             self.canned[f"{base}/snapshots/{serial}.gz"] = Canned(gzip.compress(snapshot))
             refs = []
             for earlier in self.publications if deltas else []:
+                if earlier.serial >= serial:
+                    continue
                 delta = diff(earlier.entries, table, (earlier.serial, serial)).serialize()
                 path = f"{base}/deltas/{earlier.serial}-{serial}.gz"
                 self.canned[path] = Canned(gzip.compress(delta))
@@ -111,7 +125,7 @@ class FakeAuthority:
                 self.list_id,
                 serial,
                 now,
-                now + timedelta(days=7),
+                now + expires_in,
                 len(table),
                 FileRef(f"{base}/snapshots/{serial}.gz", sha256_hex(snapshot), len(snapshot)),
                 tuple(refs),
@@ -119,6 +133,7 @@ class FakeAuthority:
             envelope = seal(manifest.to_json(), key or self.key)
             self.canned[f"{base}/manifest"] = Canned(envelope, content_type="application/json")
             publication = Publication(serial, table, snapshot, envelope)
+            self.publications = [p for p in self.publications if p.serial != serial]
             self.publications.append(publication)
             return publication
 
@@ -136,10 +151,18 @@ class FakeAuthority:
         path = request.path.removeprefix("/v1/")
         with self._lock:
             self.seen.requests.append(path)
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        response = await self._answer(request, path)
+        with self._lock:
+            self.seen.answers.append((path, response.status))
+        return response
+
+    async def _answer(self, request: web.Request, path: str) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.Response(status=401)
         if request.method == "POST" and path == "receipts":
             document = await request.json()
+            if self.on_receipt is not None:
+                self.on_receipt(document)
             with self._lock:
                 self.seen.receipts.append(document)
             return web.Response(status=204)
@@ -149,8 +172,17 @@ class FakeAuthority:
             return web.Response(status=404)
         if not canned.trickle:
             await asyncio.sleep(canned.delay)
+            headers = {}
+            if path.endswith("/manifest") and canned.status == 200:
+                etag = '"' + hashlib.sha256(canned.body).hexdigest()[:16] + '"'
+                if request.headers.get("If-None-Match") == etag:
+                    return web.Response(status=304, headers={"ETag": etag})
+                headers["ETag"] = etag
             return web.Response(
-                body=canned.body, status=canned.status, content_type=canned.content_type
+                body=canned.body,
+                status=canned.status,
+                content_type=canned.content_type,
+                headers=headers,
             )
         response = web.StreamResponse(status=canned.status)
         response.content_length = len(canned.body)

@@ -224,3 +224,22 @@ def test_receipts_round_trip_and_survive_a_torn_line(store: Store) -> None:
     records = list(store.receipts())
     assert [r.received_at for r in records] == [NOW, NOW + timedelta(seconds=5)]
     assert all(r.receipt == receipt and r.authenticated_operator == "viettel" for r in records)
+
+
+def test_what_serve_reads_is_group_readable_and_the_key_is_not(store: Store) -> None:
+    """``serve`` may run as another account than the publisher (docs/authority.md)."""
+    store.add_operator("vnpt-hanoi", [])
+    store.add_entry("national", make_entry("casino.example", "block", "gambling", "QD-1"))
+    store.publish("national")
+    store.add_entry("national", make_entry("games.example", "block", "games", "QD-2"))
+    store.publish("national")
+    served = [store.operators_path, store.manifest_path("national")]
+    served += list((store.list_dir("national") / "snapshots").iterdir())
+    served += list((store.list_dir("national") / "deltas").iterdir())
+    for path in served:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+    for sub in ("snapshots", "deltas"):
+        directory = store.list_dir("national") / sub
+        assert stat.S_IMODE(directory.stat().st_mode) & 0o050 == 0o050, directory
+    assert stat.S_IMODE(store.key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.staging_path("national").stat().st_mode) == 0o600
