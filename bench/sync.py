@@ -10,7 +10,13 @@ notification to the node:
 - ``--rounds`` deltas of ``--changes`` entries each (half removed, half
   added), which the node applies as an overlay;
 - then one full snapshot (``publish --keep 0``: no delta offered, so the
-  node downloads the whole list, compiles it and swaps it in under load).
+  node downloads the whole list, compiles it and swaps it in under load);
+- then, with ``--outage SECONDS``, one delta published while the authority's
+  server is down: the push reaches the node, whose pull fails and is
+  retried with backoff; the server comes back after SECONDS, and the time
+  from its return to enforcement is the catch-up time after an outage (the
+  node runs with the default ``sync.interval``, so retries follow the
+  default backoff).
 
 Reported for each publication: the publish command's own time (comparing
 with the kept serials, compressing, signing: authority-side work before the
@@ -33,6 +39,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -65,6 +72,16 @@ class Publication:
 
 
 @dataclass(frozen=True, slots=True)
+class Outage:
+    seconds: float
+    """How long the authority's server was down after the publication."""
+    failures: int
+    """Failed pulls the node counted meanwhile."""
+    catch_up: float
+    """From the server's return to the node enforcing the serial."""
+
+
+@dataclass(frozen=True, slots=True)
 class SyncResult:
     list_size: int
     first_sync_seconds: float
@@ -76,6 +93,7 @@ class SyncResult:
     latency_ms: dict[str, float]
     publications: list[Publication]
     compliance: dict[str, Any]
+    outage: Outage | None = None
 
 
 def authority(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -119,7 +137,6 @@ sync:
   public_key: "{public_key}"
   operator: {OPERATOR}
   node: bench-node
-  interval: 3600
   timeout: 60
 admin:
   listen: "{admin}"
@@ -181,7 +198,7 @@ def compliance(authority_port: int) -> dict[str, Any]:
     return nodes[0] if nodes else {}
 
 
-def run(rounds: int, changes: int, fraction: float, work: Path) -> SyncResult:
+def run(rounds: int, changes: int, fraction: float, outage: float, work: Path) -> SyncResult:
     ds = runs.dataset()
     size = ds.sizes[1_000_000]
     work.mkdir(parents=True, exist_ok=True)
@@ -201,10 +218,12 @@ def run(rounds: int, changes: int, fraction: float, work: Path) -> SyncResult:
     serve = ["authority", "serve", "--dir", str(work / "authority")]
     serve += ["--listen", f"{LOOPBACK}:{authority_port}"]
     serve += ["--admin-token-file", str(work / "admin.token")]
+
+    def start_serve() -> Proc:
+        return spawn("authority", [str(FILTERD_BIN), *serve], LOAD_CPU, work / "serve.log", work)
+
     try:
-        processes.append(
-            spawn("authority", [str(FILTERD_BIN), *serve], LOAD_CPU, work / "serve.log", work)
-        )
+        processes.append(start_serve())
         config = node_config(work, port, admin, nsd.port, authority_port)
         node = spawn(
             "filterd",
@@ -238,6 +257,19 @@ def run(rounds: int, changes: int, fraction: float, work: Path) -> SyncResult:
         publications, summary, latency = publish_under_load(
             store, port, size.hit_path, rate, rounds, changes, removable, work
         )
+        down = None
+        if outage:
+            serial = 3 + rounds
+            probe = next_staging(store, rounds + 1, changes, removable)
+            processes[1].stop()
+            down = publish_during_outage(store, port, probe, serial, outage, admin, start_serve)
+            processes[1] = down[1]
+            print(
+                f"serial {serial} published with the authority down for {outage:g} s: "
+                f"{down[0].failures} failed pulls, enforced {down[0].catch_up:.2f} s after "
+                "the authority came back",
+                flush=True,
+            )
         time.sleep(1.0)  # the last receipt
         return SyncResult(
             1_000_000,
@@ -250,10 +282,42 @@ def run(rounds: int, changes: int, fraction: float, work: Path) -> SyncResult:
             latency,
             publications,
             compliance(authority_port),
+            down[0] if down else None,
         )
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+def publish_during_outage(
+    store: Store,
+    port: int,
+    probe: bytes,
+    serial: int,
+    seconds: float,
+    admin: str,
+    start_serve: Callable[[], Proc],
+) -> tuple[Outage, Proc]:
+    """Publish (the push reaches the node) while ``serve`` is stopped, keep it
+    down ``seconds``, start it again and time the node's catch-up."""
+    authority("publish", "--dir", store.root, "--list", LIST_ID)
+    time.sleep(seconds)
+    server = start_serve()
+    back = time.monotonic()
+    deadline = back + 600
+    while list_version(port, probe.decode()) != str(serial):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"serial {serial} not enforced 600 s after the outage")
+        time.sleep(0.05)
+    caught_up = time.monotonic() - back
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    failed = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("filterd_sync_failures_total{") and 'reason="network"' in line
+    )
+    return Outage(seconds, int(failed), caught_up), server
 
 
 def wait_ready(node: Proc, admin: str) -> float:
@@ -337,6 +401,12 @@ def table(result: SyncResult) -> str:
         f"| compliance view: enforced serial, hash matches, lag | "
         f"{c.get('enforced_serial')}, {c.get('sha256_matches')}, {c.get('lag_seconds')} s |",
     ]
+    if result.outage is not None:
+        o = result.outage
+        lines.append(
+            f"| delta published with the authority down {o.seconds:g} s: failed pulls, "
+            f"authority back to enforced | {o.failures}, {o.catch_up:.2f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -345,12 +415,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="delta publications")
     parser.add_argument("--changes", type=int, default=100, help="entries changed per round")
     parser.add_argument("--fraction", type=float, default=0.5, help="share of capacity to load")
+    parser.add_argument(
+        "--outage", type=float, default=0, help="seconds the authority is down after a last delta"
+    )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 2 <= args.changes <= 10_000:
         parser.error("--rounds 1-20, --changes 2-10000")
+    if not 0 <= args.outage <= 300:
+        parser.error("--outage 0-300 seconds")
     stamp = runs.timestamp()
     work = runs.RESULTS / "work" / f"sync-{stamp}"
-    result = run(args.rounds, args.changes, args.fraction, work)
+    result = run(args.rounds, args.changes, args.fraction, args.outage, work)
     text = table(result)
     print(text)
     runs.save("sync", stamp, text, result)
