@@ -42,6 +42,7 @@ from filterd.audit.events import lists_fields, next_boundary, start_fields, stat
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, ListError, StartupError
+from filterd.lists import guard
 from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_indexes
 from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
 from filterd.lists.sources import SourceInfo, open_matcher
@@ -420,7 +421,11 @@ class Supervisor:
         effective = self.effective(config)
         pins = self._pins(effective)
         try:
-            report = await compile_in_child(effective, pins)
+            report = await compile_in_child(effective, pins, guard.load_baseline(config.state_dir))
+        except guard.ListRefused as exc:
+            key = (exc.list_name, exc.reason)
+            self.state.list_refusals[key] = self.state.list_refusals.get(key, 0) + 1
+            raise
         finally:
             for list_id in pins:
                 store.unpin_except(config.state_dir, list_id, set())
@@ -473,6 +478,11 @@ class Supervisor:
         self.state.sources = [asdict(source) for source in report.sources]
         self.state.last_reload_success = time.time()
         self._installed = True
+        files = {lst.name for lst in config.lists if not lst.sync}
+        guard.save_baseline(
+            config.state_dir,
+            {s.name: (s.accepted, s.sha256) for s in report.sources if s.name in files},
+        )
         for list_id, pin in pins.items():
             self._sync_of[list_id].enforced(list_id, pin.state, "snapshot")
         self._record_lists(cause)

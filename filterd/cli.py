@@ -24,12 +24,13 @@ from filterd.authority.cli import register as register_authority
 from filterd.commands import EXIT_FAILURE, UsageError, guarded
 from filterd.config import Config, Endpoint, ListConfig, parse_endpoint
 from filterd.errors import ConfigError, ListError, StartupError
+from filterd.lists import guard
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
 from filterd.pipeline.policy import Policy
 from filterd.probe.cli import register as register_probe
-from filterd.sync.store import Pin, pin_in_place
+from filterd.sync.store import Pin, file_sha256, pin_in_place
 from filterd.wire.names import InvalidName, normalise_text
 
 # Every command reports its own errors (filterd/commands.py): a list that
@@ -103,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     lookup.set_defaults(handler=_guarded(_lookup))
     lookup.add_argument("-c", "--config", type=Path)
     lookup.add_argument("--blocklist", action="append", default=[], type=Path, metavar="FILE")
+    shrink = commands.add_parser(
+        "accept-shrink",
+        help="accept the current content of a list file once, however much it shrank",
+    )
+    shrink.add_argument("-c", "--config", type=Path, required=True)
+    shrink.add_argument("list", metavar="LIST", help="the list's name (lists[].name)")
+    shrink.set_defaults(handler=_guarded(_accept_shrink))
     register_authority(commands)
     register_audit(commands)
     register_probe(commands)
@@ -138,8 +146,10 @@ def _check(args: argparse.Namespace) -> int:
             f"{lst.name}: authority list {lst.sync!r} not fetched yet "
             "(the first sync obtains it; see sync.on_missing)"
         )
+    baseline = guard.load_baseline(config.state_dir)  # what the daemon compares against
     with tempfile.TemporaryDirectory(prefix="filterd-check-") as scratch:
-        report = compile_lists(replace(config, state_dir=Path(scratch)), pins, reuse=False)
+        scratched = replace(config, state_dir=Path(scratch))
+        report = compile_lists(scratched, pins, baseline, reuse=False)
     for source in report.sources:
         print(
             f"{source.name}: {source.path or 'built-in'} ({source.format}, version "
@@ -149,6 +159,23 @@ def _check(args: argparse.Namespace) -> int:
         for problem in source.problems:
             print(f"  {problem}")
     print(f"{report.distinct_names} distinct names; configuration OK")
+    return 0
+
+
+def _accept_shrink(args: argparse.Namespace) -> int:
+    """Record the SHA-256 of the list file as it is now: the next reload
+    installs exactly this content even past ``max_shrink`` (docs/list-formats.md)."""
+    config = load(args.config, Overrides(), need_upstream=False)
+    lst = next((lst for lst in config.lists if lst.name == args.list), None)
+    if lst is None or lst.sync:
+        known = ", ".join(lst.name for lst in config.lists if not lst.sync) or "none"
+        raise UsageError(f"{args.list!r} is not a list file of {args.config} (list files: {known})")
+    sha = file_sha256(lst.path)
+    guard.acknowledge(config.state_dir, lst.name, sha)
+    print(
+        f"list {lst.name}: its current content ({lst.path}, sha256 {sha}) will be accepted "
+        "once, whatever its size; reload filterd to install it"
+    )
     return 0
 
 

@@ -138,6 +138,11 @@ class ListConfig:
     """The authority's list id when the list comes from an authority (no ``path``)."""
     authority: str = ""
     """Which authority publishes it: a name under ``authorities``; "" is ``sync``."""
+    min_entries: int = 1
+    max_invalid: float = 0.5
+    max_shrink: float = 0.5
+    """The guards of a list file (filterd/lists/guard.py); defaults are stricter
+    for mandatory lists (``MANDATORY_GUARDS``)."""
 
     @property
     def ede_code(self) -> int:
@@ -191,6 +196,14 @@ class StatisticsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CompileConfig:
+    """Bounds of the list compiler (a child process, off the serving path)."""
+
+    timeout: float = 300.0
+    max_list_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
 class AuditConfig:
     """The audit trail (docs/audit.md). Every key takes effect on restart only:
     a trail that moved or changed its rotation in mid-run would be harder to
@@ -230,6 +243,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     statistics: StatisticsConfig = StatisticsConfig()
     audit: AuditConfig = AuditConfig()
+    compile: CompileConfig = CompileConfig()
     authorities: tuple[tuple[str, SyncConfig], ...] = ()
     """Further authorities by name (``sync`` is the default one)."""
 
@@ -642,11 +656,32 @@ def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
             sync=sync,
             authority=r.get("authority", "", _label),
         )
+        invalid, shrink = MANDATORY_GUARDS if cfg.mandatory else (0.5, 0.5)
+        cfg = replace(
+            cfg,
+            min_entries=r.get("min_entries", 1, _int_in(0, 100_000_000)),
+            max_invalid=r.get("max_invalid", invalid, _share),
+            max_shrink=r.get("max_shrink", shrink, _share),
+        )
+        if sync:
+            for key in ("min_entries", "max_invalid", "max_shrink"):
+                if key in r.raw:
+                    doc.problem(r.key(key), "only for a list file (an authority list is signed)")
         if cfg.authority and not sync:
             doc.problem(r.key("authority"), "only for a list with sync (an authority list)")
         r.done()
         out.append(cfg)
     return tuple(out)
+
+
+MANDATORY_GUARDS: Final = (0.1, 0.2)
+"""Defaults of ``max_invalid`` and ``max_shrink`` for a mandatory list file."""
+
+
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def _list_id(value: Any) -> str:
@@ -759,6 +794,16 @@ def _statistics(r: _Reader) -> StatisticsConfig:
     return cfg
 
 
+def _compile(r: _Reader) -> CompileConfig:
+    d = CompileConfig()
+    cfg = CompileConfig(
+        timeout=r.get("timeout", d.timeout, _seconds(0, 86400)),
+        max_list_bytes=r.get("max_list_bytes", d.max_list_bytes, _int_in(1024, 1 << 40)),
+    )
+    r.done()
+    return cfg
+
+
 def _audit(r: _Reader, base: Path) -> AuditConfig:
     d = AuditConfig()
     path = r.get("path", None, _name)
@@ -840,6 +885,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         logging=_logging(top.section("logging")),
         statistics=_statistics(top.section("statistics")),
         audit=_audit(top.section("audit"), base),
+        compile=_compile(top.section("compile")),
         authorities=_authorities(top.section("authorities"), base, sync),
         source=Path(source) if source != "<config>" else None,
     )

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from filterd import __version__
 from filterd.audit.recorder import AuditRecorder
 from filterd.histogram import LATENCY_BOUNDS
+from filterd.lists.guard import REASONS as GUARD_REASONS
 from filterd.pipeline.tally import blocked_rows
 from filterd.sync.client import ListStatus
 from filterd.sync.model import REASONS
@@ -48,6 +49,8 @@ class SupervisorState:
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     last_reload_success: float = 0.0
     install_failures: int = 0
+    list_refusals: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(list name, guard reason) -> list files refused (filterd/lists/guard.py)."""
     index_names: int = 0
     compile_seconds: float = 0.0
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -293,6 +296,19 @@ class FilterdCollector(Collector):
         for result, count in sorted(state.reloads.items()):
             reloads.add_metric([result], count)
         yield reloads
+        refusals = CounterMetricFamily(
+            "filterd_list_refusals",
+            "List files refused by a guard (empty, mostly invalid, shrunk), by list and reason.",
+            labels=["list", "reason"],
+        )
+        # Every list file has its series from the start (at 0), so that an
+        # alert on increase() sees the first refusal too.
+        names = {str(s["name"]) for s in state.sources if s.get("format") != "builtin"}
+        names |= {name for name, _ in state.list_refusals}
+        for name in sorted(names):
+            for reason in GUARD_REASONS:
+                refusals.add_metric([name, reason], state.list_refusals.get((name, reason), 0))
+        yield refusals
         yield _counter(
             "filterd_install_failures",
             "New generations no worker switched to, because one could not prepare it.",

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import pickle
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -29,6 +31,7 @@ from typing import Any, BinaryIO, Final
 
 from filterd.config import Config, ListConfig
 from filterd.errors import ListError
+from filterd.lists import guard
 from filterd.lists.parsers import (
     FORMAT_HEAD,
     EntryKind,
@@ -45,7 +48,6 @@ from filterd.sync.store import Pin
 from filterd.wire.codes import EDE_BLOCKED
 
 COMPILER_VERSION: Final = "5"
-MAX_LIST_BYTES: Final = 1 << 30
 CANARY_SOURCE: Final = "bypass-canaries"
 
 # Names through which clients detect a filtering resolver and stay on it
@@ -82,10 +84,13 @@ class CompileRequest:
 
     config: Config
     pins: Mapping[str, Pin] = field(default_factory=dict)
+    baseline: guard.Baseline = field(default_factory=lambda: guard.Baseline({}, {}))
 
 
-async def compile_in_child(config: Config, pins: Mapping[str, Pin]) -> CompileReport:
-    """Run ``compile_lists(config, pins)`` in a fresh ``filterd.lists.compiler``
+async def compile_in_child(
+    config: Config, pins: Mapping[str, Pin], baseline: guard.Baseline
+) -> CompileReport:
+    """Run ``compile_lists(config, pins, baseline)`` in a fresh ``filterd.lists.compiler``
     process; raise ``ListError`` on failure. It runs in its own session, so
     signals meant for the daemon (SIGHUP, a terminal's SIGINT) do not reach
     it, and so that it has a scheduler group of its own to lower
@@ -98,28 +103,53 @@ async def compile_in_child(config: Config, pins: Mapping[str, Pin]) -> CompileRe
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    timeout = config.compile.timeout
     try:
-        output, _ = await process.communicate(pickle.dumps(CompileRequest(config, dict(pins))))
-    except asyncio.CancelledError:
+        request = CompileRequest(config, dict(pins), baseline)
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate(pickle.dumps(request))
+    except (asyncio.CancelledError, TimeoutError) as exc:
         process.kill()
         await process.wait()
+        # Compiles never overlap: any temporary index is the killed one's.
+        for leftover in index_dir(config).glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, TimeoutError):
+            raise ListError(
+                f"list compiler did not finish in {timeout:g} s (compile.timeout): "
+                "a list on a hung mount, or much larger than before?"
+            ) from None
         raise
     if process.returncode != 0 or not output:
         raise ListError(f"list compiler exited with status {process.returncode}")
     result = pickle.loads(output)
     if isinstance(result, CompileReport):
         return result
+    if isinstance(result, ListError):
+        raise result
     raise ListError(str(result))
 
 
 @contextmanager
-def _open_list(lst: ListConfig) -> Iterator[BinaryIO]:
+def _open_list(lst: ListConfig, limit: int) -> Iterator[BinaryIO]:
     """A list file open for reading, within the size limit; a read error
-    while it is open (here or in the caller) becomes a ``ListError``."""
+    while it is open (here or in the caller) becomes a ``ListError``.
+
+    Only a regular file is a list: it is opened without blocking and checked
+    before anything is read, so a FIFO, a device or a directory put in a
+    list's place is an error at once instead of a compile that never ends."""
     try:
-        if lst.path.stat().st_size > MAX_LIST_BYTES:
-            raise ListError(f"{lst.path}: list larger than {MAX_LIST_BYTES} bytes")
-        with lst.path.open("rb") as handle:
+        fd = os.open(lst.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ListError(f"{lst.path}: list {lst.name!r} is not a regular file")
+            if info.st_size > limit:
+                raise ListError(
+                    f"{lst.path}: list {lst.name!r} is {info.st_size} bytes, larger than "
+                    f"compile.max_list_bytes ({limit})"
+                )
+            os.set_blocking(fd, True)
             yield handle
     except OSError as exc:
         raise ListError(f"{lst.path}: cannot read list {lst.name!r}: {exc.strerror}") from None
@@ -138,9 +168,9 @@ class _HashingReader:
         return data
 
 
-def _hash_file(lst: ListConfig) -> str:
+def _hash_file(lst: ListConfig, limit: int) -> str:
     """SHA-256 of a list file, read in chunks (the content is not kept)."""
-    with _open_list(lst) as handle:
+    with _open_list(lst, limit) as handle:
         reader = _HashingReader(handle)
         while reader.read(1 << 20):
             pass
@@ -177,18 +207,25 @@ def index_dir(config: Config) -> Path:
 
 
 def compile_lists(
-    config: Config, pins: Mapping[str, Pin] | None = None, *, reuse: bool = True
+    config: Config,
+    pins: Mapping[str, Pin] | None = None,
+    baseline: guard.Baseline | None = None,
+    *,
+    reuse: bool = True,
 ) -> CompileReport:
     """Parse every configured list and write (or reuse) the compiled index.
 
     A synced list is read from its pin and must hash to the pinned state;
     every source reports the full SHA-256 of the bytes parsed, and a synced
-    one the serial of its pin as its version."""
+    one the serial of its pin as its version. A list file must pass its
+    guards against ``baseline`` (``filterd.lists.guard``), also when the
+    index is reused: the baseline may have moved since it was written."""
     started = time.monotonic()
     pins = pins or {}
     shown = [lst.path for lst in config.lists]  # a pin's own name is an implementation detail
     config = pinned_lists(config, pins)
-    hashes = [_hash_file(lst) for lst in config.lists]
+    limit = config.compile.max_list_bytes
+    hashes = [_hash_file(lst, limit) for lst in config.lists]
     for lst, sha in zip(config.lists, hashes, strict=True):
         if lst.sync and sha != pins[lst.sync].state.sha256:
             raise ListError(
@@ -200,6 +237,7 @@ def compile_lists(
         for lst, sha in zip(config.lists, hashes, strict=True)
     ]
     digest = _digest(config, hashes, versions)
+    baseline = baseline or guard.Baseline({}, {})
     path = index_dir(config) / f"{digest}.fidx"
     if reuse and path.exists():
         try:
@@ -208,16 +246,20 @@ def compile_lists(
             pass
         else:
             try:
-                return _report_from(index, path, digest, time.monotonic() - started)
+                report = _report_from(index, path, digest, time.monotonic() - started)
             finally:
                 index.close()
+            for lst, source in zip(config.lists, report.sources, strict=False):
+                _guard(lst, source.accepted, source.invalid, source.sha256, baseline)
+            return report
     builder = IndexBuilder()
     sources = []
     for number, (lst, sha, version) in enumerate(zip(config.lists, hashes, versions, strict=True)):
         # One list in memory at a time; the builder keeps only the names.
-        parsed, parsed_sha = _parse_list(lst)
+        parsed, parsed_sha = _parse_list(lst, limit)
         if parsed_sha != sha:
             raise ListError(f"list {lst.name!r}: {lst.path} changed while it was compiled")
+        _guard(lst, parsed.accepted, parsed.invalid, sha, baseline)
         sources.append(_source_info(replace(lst, path=shown[number]), version, sha, parsed))
         for kind, names in parsed.groups.items():
             builder.add(names, _rule(number, lst, kind), kind.ref)
@@ -247,14 +289,14 @@ def compile_lists(
     return CompileReport(path, digest, tuple(sources), distinct, time.monotonic() - started, False)
 
 
-def _parse_list(lst: ListConfig) -> tuple[ParsedList, str]:
+def _parse_list(lst: ListConfig, limit: int) -> tuple[ParsedList, str]:
     """Parse a list file streamed a chunk at a time: a large list is never in
     memory whole (20 MB of text for a million names), only its packed names.
     Also the SHA-256 of the bytes parsed."""
     options = ParseOptions(
         str(lst.path), plain_scope=lst.mode, allow_tld=lst.allow_tld, join_rpz_pairs=True
     )
-    with _open_list(lst) as handle:
+    with _open_list(lst, limit) as handle:
         fmt = lst.format
         if fmt is None:
             fmt = detect_format(handle.read(FORMAT_HEAD))
@@ -263,6 +305,14 @@ def _parse_list(lst: ListConfig) -> tuple[ParsedList, str]:
         parsed = parse(reader, fmt, options)
         reader.read()  # what the parser left unread still counts
         return parsed, reader.digest.hexdigest()
+
+
+def _guard(
+    lst: ListConfig, accepted: int, invalid: int, sha: str, baseline: guard.Baseline
+) -> None:
+    if not lst.sync:  # an authority list is signed: its size is the authority's
+        thresholds = guard.Thresholds(lst.min_entries, lst.max_invalid, lst.max_shrink)
+        guard.check(lst.name, thresholds, accepted, invalid, sha, baseline)
 
 
 def _rule(number: int, lst: ListConfig, kind: EntryKind) -> Rule:

@@ -2,7 +2,9 @@
 
 The supervisor starts it (``compile_in_child``) for every (re)load, writes
 the pickled ``CompileRequest`` to its stdin and reads one pickled result from its
-stdout: a ``CompileReport``, or a ``ListError`` message. Running the parse
+stdout: a ``CompileReport``, or the ``ListError`` that stopped it (an
+``OSError``, such as a full or read-only state directory, becomes one that
+names the file). Running the parse
 in its own short-lived process keeps its CPU off the serving path (the GIL
 would stall queries even in a thread) and returns its memory peak to the
 system when it exits.
@@ -57,9 +59,14 @@ def main() -> int:
     request = pickle.loads(sys.stdin.buffer.read())
     assert isinstance(request, CompileRequest)
     try:
-        result: CompileReport | str = compile_lists(request.config, request.pins)
+        result: CompileReport | ListError = compile_lists(
+            request.config, request.pins, request.baseline
+        )
     except ListError as exc:
-        result = str(exc)
+        result = exc
+    except OSError as exc:  # e.g. a read-only or full state directory
+        where = f"{exc.filename}: " if exc.filename else ""
+        result = ListError(f"list compiler: {where}{exc.strerror or exc}")
     sys.stdout.buffer.write(pickle.dumps(result))
     return 0
 

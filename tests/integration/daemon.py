@@ -22,8 +22,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import dns.edns
 import dns.message
 import dns.query
+import dns.rcode
 import dns.rdatatype
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -135,6 +137,14 @@ class Daemon:
         if tcp:
             return dns.query.tcp(message, "127.0.0.1", port=self.port, timeout=timeout)
         return dns.query.udp(message, "127.0.0.1", port=self.port, timeout=timeout)
+
+    def blocked(self, name: str, rdtype: str = "A") -> bool:
+        """Blocked by a list: NXDOMAIN with an Extended DNS Error (RFC 8914),
+        not merely a name the upstream does not know."""
+        answer = self.query(name, rdtype)
+        return answer.rcode() == dns.rcode.NXDOMAIN and any(
+            isinstance(option, dns.edns.EDEOption) for option in answer.options
+        )
 
     def dig(self, *args: str) -> str:
         result = subprocess.run(

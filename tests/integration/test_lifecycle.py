@@ -108,12 +108,12 @@ def test_check_config_reports_every_problem_with_exit_2(tmp_path: Path) -> None:
 
 
 def test_check_config_reports_list_problems(tmp_path: Path) -> None:
-    (tmp_path / "l.txt").write_text("good.example\n1.2.3.4\nbad..example\n")
+    (tmp_path / "l.txt").write_text("good.example\n1.2.3.4\nbad..example\ngood2.example\n")
     config = tmp_path / "ok.yaml"
     config.write_text("upstream: {servers: ['192.0.2.1']}\nlists: [{name: l, path: l.txt}]\n")
     result = filterd("check-config", "-c", str(config))
     assert result.returncode == 0, result.stderr
-    assert "l: " in result.stdout and "3 entries, 1 accepted, 2 invalid, 0 ignored" in result.stdout
+    assert "l: " in result.stdout and "4 entries, 2 accepted, 2 invalid, 0 ignored" in result.stdout
     assert (
         f"{tmp_path / 'l.txt'}:2: IP address or numeric top-level label: '1.2.3.4'" in result.stdout
     )

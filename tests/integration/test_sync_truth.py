@@ -18,8 +18,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import dns.edns
-import dns.rcode
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,12 +37,7 @@ LAST_SUCCESS = 'filterd_sync_last_success_timestamp_seconds{list="national"}'
 
 
 def blocked(daemon: Daemon, name: str) -> bool:
-    """Blocked by a list (NXDOMAIN with an Extended DNS Error), not merely
-    unknown to the upstream."""
-    answer = daemon.query(name)
-    return answer.rcode() == dns.rcode.NXDOMAIN and any(
-        isinstance(option, dns.edns.EDEOption) for option in answer.options
-    )
+    return daemon.blocked(name)
 
 
 def served(daemon: Daemon) -> dict[str, tuple[str, str]]:
