@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -42,6 +43,7 @@ from filterd.audit.events import lists_fields, next_boundary, start_fields, stat
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, ListError, StartupError
+from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from filterd.lists import guard
 from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_indexes
 from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
@@ -60,6 +62,31 @@ Compiled = tuple[CompileReport, dict[str, store.Pin]]
 """A compiled index and the pinned synced snapshots it was compiled from."""
 STATS_TIMEOUT: Final = 2.0
 RESTART_BACKOFF: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_AFTER: Final = 60.0
+"""Seconds a worker must serve before its restart backoff starts over."""
+
+
+class RestartBackoff:
+    """Delays between restarts of one worker: growing while it keeps dying
+    (``RESTART_BACKOFF``), from the first step again once it has run for
+    ``STABLE_AFTER`` seconds (a crash after hours of service is not a loop)."""
+
+    def __init__(self) -> None:
+        self._step = 0
+        self._started = 0.0
+
+    def started(self, now: float) -> None:
+        self._started = now
+
+    def next_delay(self, now: float) -> float:
+        if self._started and now - self._started >= STABLE_AFTER:
+            self._step = 0
+        delay = RESTART_BACKOFF[min(self._step, len(RESTART_BACKOFF) - 1)]
+        self._step += 1
+        self._started = 0.0
+        return delay
+
+
 UDP_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
 
 
@@ -158,7 +185,7 @@ def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSocke
                 made.append((worker, tcp, False))
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 tcp.bind((endpoint.host, port))
-                tcp.listen(1024)
+                tcp.listen(TCP_BACKLOG)
                 port = tcp.getsockname()[1]
     except OSError:
         for _, sock, _ in made:
@@ -206,7 +233,7 @@ class WorkerHandle:
         self.generation = 0
         self.last_stats: dict[str, Any] = {}
         self.lock = asyncio.Lock()
-        self.restarts = 0
+        self.backoff = RestartBackoff()
 
     async def start(self, log_level: str) -> None:
         parent, child = socket.socketpair()
@@ -228,8 +255,12 @@ class WorkerHandle:
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
+        self.backoff.started(time.monotonic())
         self.reader, self.writer = await asyncio.open_unix_connection(sock=parent)
         self.generation = 0
 
@@ -295,6 +326,7 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        self.state.fd_limit = raise_fd_limit()
         sockets = bind_sockets(self.config)
         self._log_listening(sockets)
         self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
@@ -403,6 +435,7 @@ class Supervisor:
         self._admin = AdminServer(
             endpoint,
             registry,
+            self.health,
             self.readiness,
             self.refresh_stats,
             self.notify,
@@ -645,6 +678,17 @@ class Supervisor:
             w.running and w.generation == self.state.generation for w in self._workers
         )
 
+    def health(self) -> tuple[bool, str]:
+        """``/healthz``: healthy while every configured worker runs and (once
+        the lists are installed) serves the current generation."""
+        configured = len(self._workers)
+        serving = sum(
+            w.running and (not self._installed or w.generation == self.state.generation)
+            for w in self._workers
+        )
+        detail = f"workers {serving} of {configured} serving\n"
+        return serving == configured, detail
+
     def readiness(self) -> tuple[bool, str]:
         """``/readyz``: ready or not, and what is served (read from the
         generation every worker committed, as the metrics are)."""
@@ -764,27 +808,57 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     async def _watch(self, worker: WorkerHandle) -> None:
-        """Restart a worker that exits while the supervisor is not stopping."""
+        """Restart a worker whenever it exits while the supervisor is not
+        stopping. It never gives up: a failure of its own (no file descriptor
+        left to start a process, an index that cannot be mapped) is logged,
+        counted and retried after the next backoff step, and the backoff
+        starts again from its first step once a worker has served for
+        ``STABLE_AFTER`` seconds."""
         while not self._stopping.is_set():
-            assert worker.process is not None
+            try:
+                await self._restart_when_it_exits(worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.state.supervision_errors += 1
+                delay = worker.backoff.next_delay(time.monotonic())
+                log.error(
+                    "worker %d could not be restarted (%s: %s); trying again in %.1fs",
+                    worker.index,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                if worker.running and worker.process is not None:
+                    worker.process.kill()  # half started: start again from scratch
+                await asyncio.sleep(delay)
+
+    async def _restart_when_it_exits(self, worker: WorkerHandle) -> None:
+        if worker.running and worker.process is not None:
             code = await worker.process.wait()
             if self._stopping.is_set():
                 return
             self.state.worker_restarts += 1
             self._retired.append(worker.last_stats)
             worker.close_channel()
-            delay = RESTART_BACKOFF[min(worker.restarts, len(RESTART_BACKOFF) - 1)]
-            worker.restarts += 1
+            delay = worker.backoff.next_delay(time.monotonic())
             log.error(
                 "worker %d exited with status %s; restarting in %.1fs", worker.index, code, delay
             )
             await asyncio.sleep(delay)
-            if self._stopping.is_set():
+        if self._stopping.is_set():
+            return
+        worker.close_channel()
+        await worker.start(self.config.logging.level)
+        error = await self._install_fresh(worker)
+        if error and self._index_path is not None and not self._index_path.exists():
+            # The index file went away (removed by hand, a full disk cleaned
+            # up): compile it again, which installs it in every worker.
+            log.error("restarted %s; the index is missing, compiling it again", error)
+            if await self.reload(read_config=False):
                 return
-            await worker.start(self.config.logging.level)
-            error = await self._install_fresh(worker)
-            if error:
-                log.error("restarted %s", error)
+        if error:
+            raise StartupError(f"restarted {error}")
 
     # ---------------------------------------------------------------- stats
 
@@ -884,6 +958,20 @@ class Supervisor:
             process.kill()
             await process.wait()
         worker.close_channel()
+
+
+def raise_fd_limit() -> int:
+    """Raise the open-file limit to the hard limit (workers inherit it): each
+    TCP connection and upstream query in flight holds one. Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    log.info("open-file limit %d", soft)
+    return soft
 
 
 def synced_lists(config: Config) -> dict[str, list[str]]:

@@ -74,6 +74,8 @@ class ServerConfig:
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
     tcp_max_pipelined: int = 100
+    tcp_message_timeout: float = 5.0
+    tcp_max_per_client: int = 64
     drain_timeout: float = 5.0
 
 
@@ -531,6 +533,8 @@ def _server(r: _Reader) -> ServerConfig:
             "tcp_max_connections", d.tcp_max_connections, _int_in(1, 100_000)
         ),
         tcp_max_pipelined=r.get("tcp_max_pipelined", d.tcp_max_pipelined, _int_in(1, 10_000)),
+        tcp_message_timeout=r.get("tcp_message_timeout", d.tcp_message_timeout, _seconds(0, 600)),
+        tcp_max_per_client=r.get("tcp_max_per_client", d.tcp_max_per_client, _int_in(1, 100_000)),
         drain_timeout=r.get("drain_timeout", d.drain_timeout, _seconds(0, 600)),
     )
     if not cfg.udp and not cfg.tcp:

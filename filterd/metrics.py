@@ -49,6 +49,8 @@ class SupervisorState:
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     last_reload_success: float = 0.0
     install_failures: int = 0
+    supervision_errors: int = 0
+    fd_limit: int = 0
     list_refusals: dict[tuple[str, str], int] = field(default_factory=dict)
     """(list name, guard reason) -> list files refused (filterd/lists/guard.py)."""
     index_names: int = 0
@@ -184,9 +186,25 @@ class FilterdCollector(Collector):
             tcp.get("rejected", 0),
         )
         yield _counter(
+            "filterd_tcp_client_rejected",
+            "TCP connections closed at once because their client prefix had "
+            "tcp_max_per_client open.",
+            tcp.get("client_rejected", 0),
+        )
+        yield _counter(
+            "filterd_tcp_connections_denied",
+            "TCP connections closed at accept: the client is not in access.allow.",
+            tcp.get("denied", 0),
+        )
+        yield _counter(
             "filterd_tcp_idle_closed",
             "TCP connections closed for idleness.",
             tcp.get("idle_closed", 0),
+        )
+        yield _counter(
+            "filterd_tcp_slow_closed",
+            "TCP connections closed because a query did not arrive whole in tcp_message_timeout.",
+            tcp.get("slow_closed", 0),
         )
 
     def _cache(self, stats: dict[str, Any]) -> Iterator[Metric]:
@@ -289,6 +307,17 @@ class FilterdCollector(Collector):
             "filterd_worker_restarts",
             "Workers restarted after an unexpected exit.",
             state.worker_restarts,
+        )
+        yield _counter(
+            "filterd_worker_restart_failures",
+            "Worker restarts that failed (no descriptor left, index not mappable) and were "
+            "tried again.",
+            state.supervision_errors,
+        )
+        yield _gauge(
+            "filterd_fd_limit",
+            "Open-file limit of the daemon's processes (raised to the hard limit at start).",
+            state.fd_limit,
         )
         reloads = CounterMetricFamily(
             "filterd_config_reloads", "Reloads (SIGHUP), by result.", labels=["result"]

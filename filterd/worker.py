@@ -213,11 +213,7 @@ class Worker:
         pipeline = build_pipeline(config, policy, loop, self._counters, self._blocked_names)
         if self._pipeline is None:
             self._udp = [UdpListener(loop, sock, pipeline) for sock in self._udp_socks]
-            limits = TcpLimits(
-                config.server.tcp_idle_timeout,
-                config.server.tcp_max_connections,
-                config.server.tcp_max_pipelined,
-            )
+            limits = tcp_limits(config)
             self._tcp = [TcpListener(loop, sock, pipeline, limits) for sock in self._tcp_socks]
             for udp in self._udp:
                 udp.start()
@@ -232,6 +228,7 @@ class Worker:
                 udp.pipeline = pipeline
             for tcp in self._tcp:
                 tcp.pipeline = pipeline
+                tcp.limits = tcp_limits(config)
             old = self._pipeline
             carry_counts(old, pipeline)
             loop.call_later(old.forwarder.deadline + 1.0, old.forwarder.close)
@@ -335,9 +332,23 @@ class Worker:
                 "connections": sum(len(t.connections) for t in self._tcp),
                 "accepted": sum(t.accepted for t in self._tcp),
                 "rejected": sum(t.rejected for t in self._tcp),
+                "client_rejected": sum(t.client_rejected for t in self._tcp),
+                "denied": sum(t.denied for t in self._tcp),
                 "idle_closed": sum(t.idle_closed for t in self._tcp),
+                "slow_closed": sum(t.slow_closed for t in self._tcp),
             },
         }
+
+
+def tcp_limits(config: Config) -> TcpLimits:
+    server = config.server
+    return TcpLimits(
+        server.tcp_idle_timeout,
+        server.tcp_max_connections,
+        server.tcp_max_pipelined,
+        server.tcp_message_timeout,
+        server.tcp_max_per_client,
+    )
 
 
 def carry_counts(old: Pipeline, new: Pipeline) -> None:

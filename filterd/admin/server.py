@@ -1,6 +1,8 @@
 """Admin HTTP (aiohttp): health, readiness and metrics, on loopback by default.
 
-- ``/healthz``: 200 while the supervisor's event loop runs (liveness);
+- ``/healthz``: 200 while every configured worker runs and serves, 503
+  otherwise (a worker that died and could not be restarted yet), with the
+  count in the body;
 - ``/readyz``: 200 only when every worker serves the current configuration
   and lists, 503 otherwise (so a load balancer never sends traffic to an
   instance that would answer without its blocklist); the body's further
@@ -37,6 +39,7 @@ class AdminServer:
         self,
         endpoint: Endpoint,
         registry: CollectorRegistry,
+        health: Callable[[], tuple[bool, str]],
         readiness: Callable[[], tuple[bool, str]],
         refresh: Callable[[], Awaitable[None]],
         notify: Callable[[bytes], tuple[str, bool]],
@@ -45,6 +48,7 @@ class AdminServer:
     ) -> None:
         self._endpoint = endpoint
         self._registry = registry
+        self._health = health
         self._readiness = readiness
         self._refresh = refresh
         self._notify = notify
@@ -69,7 +73,10 @@ class AdminServer:
             await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        healthy, detail = self._health()
+        if healthy:
+            return web.Response(text=f"ok\n{detail}")
+        return web.Response(status=503, text=f"unhealthy\n{detail}")
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ready, detail = self._readiness()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -61,13 +62,21 @@ class Daemon:
 
     # --------------------------------------------------------------- process
 
-    def start(self, *, wait_ready: bool = True) -> Self:
+    def start(self, *, wait_ready: bool = True, nofile: int | None = None) -> Self:
+        """Start ``filterd run``; ``nofile`` sets its open-file limit (soft and
+        hard), as a shell's ``ulimit -n`` would."""
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(FILTERD), "run", *self.start_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
+                preexec_fn=limit if nofile is not None else None,  # noqa: PLW1509 - no threads
             )
         if wait_ready:
             self.wait_ready()
@@ -82,6 +91,24 @@ class Daemon:
                 return
             time.sleep(0.05)
         raise DaemonError(f"filterd not ready after {timeout}s:\n{self.log}")
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the worker processes (children of the daemon running
+        ``filterd.worker``), found in /proc."""
+        assert self.process is not None
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and b"filterd.worker" in cmdline:
+                pids.append(int(entry.name))
+        return sorted(pids)
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

@@ -225,23 +225,29 @@ class SyncUnderFaults(RuleBasedStateMachine):
     @invariant()
     def reported_is_served(self) -> None:
         assert self.lies == [], self.lies
-        for _ in range(5):
+        failure = ""
+        for _ in range(10):
             served = self._served()
             if served is None:
                 return  # not ready (a restart): nothing is reported as served
             assert served in self.markers, f"serves {served}, never published"
             metrics = self.daemon.metrics()
             marker = self.markers[served]
-            blocked = self._blocked(marker)
-            if self._served() != served:
-                continue  # moved on meanwhile: look again
-            assert metrics['filterd_sync_serial{list="national"}'] == served[0]
-            assert blocked, f"reports {served} but {marker} resolves"
-            self.checked += 1
             others = [m for key, m in self.markers.items() if key != served and m != marker]
-            if others:
-                assert not self._blocked(others[-1]), f"reports {served}, serves {others[-1]}"
-            return
+            blocked = self._blocked(marker)
+            stray = next((m for m in others if self._blocked(m)), None)
+            if self._served() != served:
+                continue  # the report moved meanwhile: look again
+            assert metrics['filterd_sync_serial{list="national"}'] == served[0]
+            if blocked and stray is None:
+                self.checked += 1
+                return
+            # The report follows the commit on every worker: for the length of
+            # a commit round trip the workers may serve a newer generation
+            # than reported. A lie persists; a lag does not.
+            failure = f"reports {served}; {marker} blocked: {blocked}; also blocked: {stray}"
+            time.sleep(0.05)
+        raise AssertionError(failure)
 
     def teardown(self) -> None:
         try:

@@ -1,0 +1,236 @@
+"""Abuse from any source is bounded, and supervision never gives up.
+
+Each test reproduces a case found by hand on the previous code, against the
+real daemon on loopback (127.0.0.0/8 gives the tests several client
+addresses: 127.0.0.1 and 127.0.1.1 are in different /24 prefixes):
+
+- 1,000 TCP connections from a client outside ``access.allow`` held every
+  slot (the access list was checked per message, not at accept);
+- a client sending one byte every few seconds kept its connection forever
+  (each byte restarted the idle timer);
+- one client prefix could take every TCP slot;
+- with the open-file limit exhausted, a dead worker was never restarted and
+  DNS stayed down while ``/healthz`` said 200;
+- a worker restart whose index file had been deleted failed for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+
+from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
+from tests.integration.conftest import DaemonFactory, standard_config
+from tests.integration.daemon import Daemon
+from tests.peers.authoritative import FakeUpstream
+from tests.peers.processes import wait_until
+
+
+def tcp_query(daemon: Daemon, name: str, source: str = "127.0.0.1") -> dns.message.Message:
+    query = dns.message.make_query(name, "A")
+    return dns.query.tcp(query, "127.0.0.1", port=daemon.port, timeout=5, source=source)
+
+
+@contextlib.contextmanager
+def connections(port: int, count: int, source: str = "127.0.0.1") -> Iterator[list[socket.socket]]:
+    opened = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=5, source_address=(source, 0)
+            )
+            opened.append(sock)
+        yield opened
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def tcp_metric(daemon: Daemon, name: str) -> float:
+    return daemon.metrics()[f"filterd_tcp_{name}_total"]
+
+
+# --------------------------------------------------------------------- TCP
+
+
+def test_a_client_outside_the_access_list_is_closed_at_accept(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    config = standard_config(upstream.endpoint).replace(
+        'allow: ["127.0.0.1/32", "::1/128"]', 'allow: ["127.0.0.2/32"]'
+    )
+    daemon = make_daemon(config).start()
+    with connections(daemon.port, 200) as held:
+        assert all(closed_by_peer(sock, 2.0) for sock in held[:20])
+        # Every slot is free for an allowed client, however many were tried.
+        assert tcp_query(daemon, "www.example.com", source="127.0.0.2").rcode() == dns.rcode.NOERROR
+    wait_until(lambda: tcp_metric(daemon, "connections_denied") == 200)
+    assert daemon.metrics()["filterd_tcp_connections"] == 0
+
+
+def test_a_trickling_client_is_closed_by_the_message_deadline(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    extra = "server: {listen: ['{dns}'], tcp_message_timeout: 1, tcp_idle_timeout: 10}\n"
+    daemon = make_daemon(
+        standard_config(upstream.endpoint).replace('server: {listen: ["{dns}"]}\n', "") + extra
+    ).start()
+    query = dns.message.make_query("www.example.com", "A").to_wire()
+    framed = len(query).to_bytes(2, "big") + query
+    with connections(daemon.port, 1) as (sock,):
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        closed = False
+        for byte in framed:  # one byte every 0.4 s: 17 s for the whole query
+            try:
+                sock.send(bytes((byte,)))
+                if sock.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 6:
+                break
+        assert closed, "a trickling client kept its connection"
+        assert time.monotonic() - started < 3
+    assert tcp_metric(daemon, "slow_closed") == 1
+    # A normal client on a fresh connection is answered at once.
+    assert tcp_query(daemon, "www.example.com").rcode() == dns.rcode.NOERROR
+
+
+def test_one_client_prefix_cannot_take_every_tcp_slot(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    config = (
+        standard_config(upstream.endpoint)
+        .replace(
+            'server: {listen: ["{dns}"]}',
+            'server: {listen: ["{dns}"], tcp_max_per_client: 5, tcp_max_connections: 20}',
+        )
+        .replace('allow: ["127.0.0.1/32", "::1/128"]', 'allow: ["127.0.0.0/8"]')
+    )
+    daemon = make_daemon(config).start()
+    with connections(daemon.port, 12) as held:
+        closed = [closed_by_peer(sock, 1.0) for sock in held]
+        assert closed.count(True) == 7 and closed.count(False) == 5
+        # Another prefix (127.0.1.0/24) still gets a slot.
+        assert tcp_query(daemon, "www.example.com", source="127.0.1.1").rcode() == dns.rcode.NOERROR
+        assert tcp_metric(daemon, "client_rejected") == 7
+    wait_until(lambda: daemon.metrics()["filterd_tcp_connections"] == 0)
+    assert tcp_query(daemon, "www.example.com").rcode() == dns.rcode.NOERROR  # slots come back
+
+
+# ------------------------------------------------------------- supervision
+
+
+def test_a_dead_worker_is_restarted_once_descriptors_come_back(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """fd exhaustion used to kill the supervisor's watch for good: DNS stayed
+    down (filterd_workers 0) after the descriptors came back."""
+    daemon = make_daemon(standard_config(upstream.endpoint)).start(nofile=96)
+    assert daemon.metrics()["filterd_fd_limit"] == 96
+    admin = int(daemon.admin.rsplit(":", 1)[1])
+    held: list[socket.socket] = []
+    try:
+        with contextlib.suppress(OSError):
+            for _ in range(200):  # every descriptor the supervisor has left
+                held.append(socket.create_connection(("127.0.0.1", admin), timeout=2))
+        time.sleep(0.5)  # the server accepts them all
+        (worker,) = daemon.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(3.0)  # several restart attempts fail for want of descriptors
+    finally:
+        for sock in held:
+            sock.close()
+    wait_until(lambda: daemon.http("/healthz")[0] == 200, timeout=60)
+    assert daemon.query("www.example.com").rcode() == dns.rcode.NOERROR
+    metrics = daemon.metrics()
+    assert metrics["filterd_workers"] == 1
+    assert metrics["filterd_worker_restart_failures_total"] >= 1
+    assert "could not be restarted" in daemon.log
+
+
+def test_healthz_is_unhealthy_while_a_worker_is_down(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    assert daemon.http("/healthz") == (200, "ok\nworkers 1 of 1 serving\n")
+    seen_down = False
+    for _ in range(3):  # the backoff grows: 0.5 s, 1 s, 2 s down
+        (worker,) = daemon.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if daemon.http("/healthz") == (503, "unhealthy\nworkers 0 of 1 serving\n"):
+                seen_down = True
+                break
+            time.sleep(0.02)
+
+        def replaced(old: int = worker) -> bool:
+            pids = daemon.worker_pids()
+            return bool(pids) and pids != [old] and daemon.http("/healthz")[0] == 200
+
+        wait_until(replaced, timeout=20)
+    assert seen_down
+    assert daemon.blocked("www.gambling.example")
+
+
+def test_a_missing_index_is_compiled_again_when_a_worker_restarts(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    for index in (daemon.directory / "state" / "index").glob("*.fidx"):
+        index.unlink()
+    (worker,) = daemon.worker_pids()
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: daemon.http("/readyz")[0] == 200 and daemon.worker_pids() != [worker])
+    wait_until(lambda: daemon.http("/healthz")[0] == 200, timeout=30)
+    assert daemon.blocked("www.gambling.example")
+    assert "the index is missing, compiling it again" in daemon.log
+    assert list((daemon.directory / "state" / "index").glob("*.fidx"))
+
+
+def test_the_tcp_backlog_is_the_configured_one(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """asyncio listened again with a backlog of 100 over the supervisor's 1024."""
+    config = standard_config(upstream.endpoint).replace(
+        'server: {listen: ["{dns}"]}', 'server: {listen: ["{dns}"], workers: 2}'
+    )
+    daemon = make_daemon(config).start()
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{daemon.port}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    # For a listening socket, ss's Send-Q column is the backlog.
+    backlogs = [int(line.split()[2]) for line in listing.splitlines() if line.strip()]
+    expected = min(TCP_BACKLOG, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    assert backlogs == [expected, expected]
