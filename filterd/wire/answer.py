@@ -15,6 +15,18 @@ Caching rules applied:
   min(SOA TTL, SOA MINIMUM) from the authority section, and are not cached
   at all without an SOA (RFC 2308 §5);
 - truncated answers are never cached; other rcodes are not cached.
+
+A message is refused (``BadResponse``: the client gets SERVFAIL, nothing is
+cached) unless it is well formed to its last byte: records end where the
+message ends (no trailing bytes, RFC 1035 §4.1), compression pointers point
+back into the message before them (§4.1.4), and the rdata of the types whose
+layout is fixed has that layout: 4 octets for A, 16 for AAAA (RFC 3596),
+exactly one name for CNAME, NS, PTR and DNAME, a preference and a name for
+MX, two names and 20 octets for SOA, three numbers and a name for SRV
+(RFC 2782), and character-strings that fill TXT exactly. A record of another
+type is passed through as the upstream sent it. Without these checks an
+answer with an A record of 3 octets, or junk after its last record, was
+cached for its TTL, and every client failed to parse it until it expired.
 """
 
 from __future__ import annotations
@@ -22,9 +34,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from filterd.wire.codes import NOERROR, NXDOMAIN, TYPE_CNAME, TYPE_OPT, TYPE_SOA
+from filterd.wire.codes import (
+    NOERROR,
+    NXDOMAIN,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_CNAME,
+    TYPE_DNAME,
+    TYPE_MX,
+    TYPE_NS,
+    TYPE_OPT,
+    TYPE_SOA,
+    TYPE_SRV,
+    TYPE_TXT,
+)
 
 MAX_POINTER_HOPS: Final = 64
+TYPE_PTR: Final = 12
+_FIXED_SIZE: Final = {TYPE_A: 4, TYPE_AAAA: 16}
+_NAME_AFTER: Final = {
+    TYPE_CNAME: 0,
+    TYPE_NS: 0,
+    TYPE_PTR: 0,
+    TYPE_DNAME: 0,
+    TYPE_MX: 2,
+    TYPE_SRV: 6,
+}
+"""Types whose rdata is octets (this many) and then one name that ends it."""
 
 
 class BadResponse(ValueError):
@@ -71,6 +107,8 @@ def inspect_response(message: bytes, question: bytes, query_id: int) -> Response
         for section, count in ((0, ancount), (1, nscount), (2, arcount)):
             for _ in range(count):
                 pos = _skip_name(message, pos)
+                if pos + 10 > size:
+                    raise BadResponse("record header runs past the message")
                 rtype = message[pos] << 8 | message[pos + 1]
                 ttl_at = pos + 4
                 rdlength = message[pos + 8] << 8 | message[pos + 9]
@@ -78,6 +116,7 @@ def inspect_response(message: bytes, question: bytes, query_id: int) -> Response
                 end = rdata + rdlength
                 if end > size:
                     raise BadResponse("record runs past the message")
+                _check_rdata(message, rtype, rdata, end)
                 if rtype == TYPE_OPT:
                     if section != 2 or info.opt_span is not None:
                         raise BadResponse("misplaced OPT record")
@@ -97,6 +136,8 @@ def inspect_response(message: bytes, question: bytes, query_id: int) -> Response
                 pos = end
     except IndexError:
         raise BadResponse("truncated record") from None
+    if pos != size:
+        raise BadResponse(f"{size - pos} bytes after the last record")
     if info.truncated:
         return info
     if info.rcode == NXDOMAIN or (info.rcode == NOERROR and ancount == 0):
@@ -117,16 +158,45 @@ def _record_start(message: bytes, qend: int, type_at: int) -> int:
 
 
 def _skip_name(message: bytes, pos: int) -> int:
-    """Offset just past the (possibly compressed) name starting at ``pos``."""
+    """Offset just past the (possibly compressed) name starting at ``pos``; a
+    pointer must point back, to a place before the name (RFC 1035 §4.1.4)."""
+    start = pos
     while True:
         length = message[pos]
         if length == 0:
             return pos + 1
         if length >= 0xC0:
+            target = (length & 0x3F) << 8 | message[pos + 1]
+            if not 12 <= target < start:
+                raise BadResponse("compression pointer does not point back")
             return pos + 2
         if length > 63:
             raise BadResponse("bad label type")
         pos += length + 1
+
+
+def _check_rdata(message: bytes, rtype: int, rdata: int, end: int) -> None:
+    """The rdata of a type with a fixed layout has exactly that layout."""
+    fixed = _FIXED_SIZE.get(rtype)
+    if fixed is not None:
+        if end - rdata != fixed:
+            raise BadResponse(f"type {rtype} rdata of {end - rdata} octets, not {fixed}")
+        return
+    before = _NAME_AFTER.get(rtype)
+    if before is not None:
+        if rdata + before >= end or _skip_name(message, rdata + before) != end:
+            raise BadResponse(f"type {rtype} rdata is not one name where one is due")
+        read_name(message, rdata + before)  # no loop, no overlong name
+    elif rtype == TYPE_SOA:
+        names_end = _skip_name(message, _skip_name(message, rdata))
+        if names_end + 20 != end:
+            raise BadResponse("SOA rdata is not two names and 20 octets")
+    elif rtype == TYPE_TXT:
+        pos = rdata
+        while pos < end:
+            pos += message[pos] + 1
+        if pos != end or rdata == end:
+            raise BadResponse("TXT rdata is not a sequence of character-strings")
 
 
 def read_name(message: bytes, pos: int) -> bytes:

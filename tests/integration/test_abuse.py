@@ -22,12 +22,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.message
 import dns.query
 import dns.rcode
+import pytest
 
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from tests.integration.conftest import DaemonFactory, standard_config
@@ -234,3 +235,36 @@ def test_the_tcp_backlog_is_the_configured_one(
     backlogs = [int(line.split()[2]) for line in listing.splitlines() if line.strip()]
     expected = min(TCP_BACKLOG, int(Path("/proc/sys/net/core/somaxconn").read_text()))
     assert backlogs == [expected, expected]
+
+
+# ------------------------------------------------- malformed upstream answers
+
+
+def _junk_after(message: bytes) -> bytes:
+    return message + b"\x00junk"
+
+
+def _a_of_three_octets(message: bytes) -> bytes:
+    """The first A record's rdlength set to 3 and one octet of its rdata cut."""
+    qend = 12
+    while message[qend]:
+        qend += message[qend] + 1
+    qend += 5
+    rdlength_at = qend + 10  # owner pointer 2, type 2, class 2, TTL 4
+    assert message[rdlength_at : rdlength_at + 2] == b"\x00\x04"
+    rdata = rdlength_at + 2
+    return message[:rdlength_at] + b"\x00\x03" + message[rdata : rdata + 3] + message[rdata + 4 :]
+
+
+@pytest.mark.parametrize("mangle", [_junk_after, _a_of_three_octets])
+def test_a_malformed_upstream_answer_is_servfail_and_never_cached(
+    make_daemon: DaemonFactory, upstream: FakeUpstream, mangle: Callable[[bytes], bytes]
+) -> None:
+    upstream.add("malformed.example", "A", "192.0.2.33").behave("malformed.example", mangle=mangle)
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    for _ in range(2):
+        assert daemon.query("malformed.example").rcode() == dns.rcode.SERVFAIL
+    upstream.behave("malformed.example")  # the upstream is fixed
+    answer = daemon.query("malformed.example")  # answered at once: nothing bad was cached
+    assert answer.rcode() == dns.rcode.NOERROR
+    assert str(answer.answer[0][0]) == "192.0.2.33"

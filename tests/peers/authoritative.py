@@ -37,7 +37,7 @@ import contextlib
 import dataclasses
 import socket
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self, cast
 
@@ -95,6 +95,7 @@ class Behaviour:
     wrong_question: bool = False
     then_correct: bool = False
     times: int | None = None
+    mangle: Callable[[bytes], bytes] | None = None
 
 
 def _key(name: str) -> str:
@@ -222,6 +223,7 @@ class FakeUpstream:
         wrong_question: bool = False,
         then_correct: bool = False,
         times: int | None = None,
+        mangle: Callable[[bytes], bytes] | None = None,
     ) -> Self:
         """Misbehave for `name` ("*" = every name without its own behaviour).
 
@@ -230,7 +232,8 @@ class FakeUpstream:
         udp_truncate: over UDP answer TC=1 with no records; TCP gets the full answer.
         wrong_id: first send the answer with a different ID; wrong_question: first
         send it with the question name WRONG_QUESTION_NAME; then_correct: after the
-        bogus reply(ies), also send the correct one.  times: apply to that many
+        bogus reply(ies), also send the correct one.  mangle: send what it makes of
+        the wire reply instead (a malformed answer).  times: apply to that many
         more queries for the name, then answer normally (None = forever).
         Calling it again replaces the name's behaviour; `behave(name)` clears it.
         """
@@ -244,6 +247,7 @@ class FakeUpstream:
             wrong_question=wrong_question,
             then_correct=then_correct,
             times=times,
+            mangle=mangle,
         )
         with self._lock:
             if behaviour == Behaviour(times=times):
@@ -537,6 +541,8 @@ class FakeUpstream:
                 reply.ar = [rr for rr in reply.ar if _rr_type(rr) == _TYPE_OPT]
                 reply.header.tc = 1
         correct = bytes(reply.pack())
+        if behaviour is not None and behaviour.mangle is not None:
+            correct = behaviour.mangle(correct)
         if behaviour is None or not (behaviour.wrong_id or behaviour.wrong_question):
             return [correct]
         replies: list[bytes] = []
