@@ -198,6 +198,16 @@ class StatisticsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """UDP response rate limiting (filterd/pipeline/ratelimit.py)."""
+
+    responses_per_second: float = 100.0
+    burst: float = 200.0
+    all_per_second: float = 0.0
+    slip: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class CompileConfig:
     """Bounds of the list compiler (a child process, off the serving path)."""
 
@@ -246,6 +256,7 @@ class Config:
     statistics: StatisticsConfig = StatisticsConfig()
     audit: AuditConfig = AuditConfig()
     compile: CompileConfig = CompileConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
     authorities: tuple[tuple[str, SyncConfig], ...] = ()
     """Further authorities by name (``sync`` is the default one)."""
 
@@ -798,6 +809,33 @@ def _statistics(r: _Reader) -> StatisticsConfig:
     return cfg
 
 
+def _rate_limit(r: _Reader) -> RateLimitConfig:
+    d = RateLimitConfig()
+    cfg = RateLimitConfig(
+        responses_per_second=r.get(
+            "responses_per_second", d.responses_per_second, _number_in(0, 1_000_000)
+        ),
+        burst=r.get("burst", d.burst, _number_in(1, 10_000_000)),
+        all_per_second=r.get("all_per_second", d.all_per_second, _number_in(0, 10_000_000)),
+        slip=r.get("slip", d.slip, _int_in(0, 10)),
+    )
+    if cfg.all_per_second and not cfg.responses_per_second:
+        r.doc.problem(r.key("all_per_second"), "needs responses_per_second (0 turns limiting off)")
+    r.done()
+    return cfg
+
+
+def _number_in(low: float, high: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"must be a number, got {_kind(value)} {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}, got {value}")
+        return float(value)
+
+    return convert
+
+
 def _compile(r: _Reader) -> CompileConfig:
     d = CompileConfig()
     cfg = CompileConfig(
@@ -890,6 +928,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         statistics=_statistics(top.section("statistics")),
         audit=_audit(top.section("audit"), base),
         compile=_compile(top.section("compile")),
+        rate_limit=_rate_limit(top.section("rate_limit")),
         authorities=_authorities(top.section("authorities"), base, sync),
         source=Path(source) if source != "<config>" else None,
     )

@@ -176,6 +176,18 @@ class FilterdCollector(Collector):
             "Errors reading the UDP socket.",
             udp.get("recv_errors", 0),
         )
+        limited = stats.get("rate_limit", {})
+        yield _counter(
+            "filterd_rate_limit_dropped",
+            "UDP answers dropped by the response rate limit.",
+            limited.get("dropped", 0),
+        )
+        yield _counter(
+            "filterd_rate_limit_slipped",
+            "UDP answers over the response rate limit sent as an empty truncated answer "
+            "(rate_limit.slip), so a real client retries over TCP.",
+            limited.get("slipped", 0),
+        )
         tcp = stats.get("tcp", {})
         yield _gauge(
             "filterd_tcp_connections", "Open client TCP connections.", tcp.get("connections", 0)

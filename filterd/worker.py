@@ -308,6 +308,10 @@ class Worker:
                 "expired": cache.expired,
                 "evictions": cache.evictions,
             },
+            "rate_limit": {
+                "dropped": pipeline.counters.rate_dropped,
+                "slipped": pipeline.counters.rate_slipped,
+            },
             "forward": {
                 "inflight": forwarder.inflight,
                 "coalesced": forwarder.coalesced,

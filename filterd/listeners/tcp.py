@@ -55,6 +55,10 @@ class TcpReply:
         self._connection = connection
         self.received = received
 
+    @property
+    def address(self) -> bytes:
+        return self._connection.address
+
     def send(self, answer: bytes) -> None:
         self._connection.answered(answer)
 
@@ -156,6 +160,10 @@ class TcpConnection(asyncio.Protocol):
         self._update_reading()
 
     # -------------------------------------------------------------- replies
+
+    @property
+    def address(self) -> bytes:
+        return self._address
 
     def reply(self, client: object, received: float) -> Reply:
         """The pipeline sends this query upstream: count it in flight."""

@@ -32,12 +32,15 @@ SEND_SIZE: Final = 4096  # server.max_udp_size is at most 4096: every UDP answer
 class UdpReply:
     """A later answer for one UDP client (its raw sockaddr, kept from the batch)."""
 
-    __slots__ = ("_listener", "_sockaddr", "received")
+    __slots__ = ("_listener", "_sockaddr", "address", "received")
     udp = True
 
-    def __init__(self, listener: UdpListener, sockaddr: bytes, received: float) -> None:
+    def __init__(
+        self, listener: UdpListener, sockaddr: bytes, address: bytes, received: float
+    ) -> None:
         self._listener = listener
         self._sockaddr = sockaddr
+        self.address = address
         self.received = received
 
     def send(self, answer: bytes) -> None:
@@ -81,7 +84,9 @@ class UdpListener:
     def reply(self, client: object, received: float) -> Reply:
         """For a cache miss: ``client`` is the datagram's index in the current batch."""
         assert isinstance(client, int)
-        return UdpReply(self, self._batch.sender(client), received)
+        sockaddr = self._batch.sender(client)
+        first, last = self._batch.address_slice
+        return UdpReply(self, sockaddr, sockaddr[first:last], received)
 
     def send_later(self, answer: bytes, sockaddr: bytes) -> None:
         """Queue an answer that completed outside a read batch (an upstream

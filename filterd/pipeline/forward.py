@@ -33,6 +33,11 @@ class Reply(Protocol):
         """Monotonic time the query was read (for the answer-latency histogram)."""
         ...
 
+    @property
+    def address(self) -> bytes:
+        """The client's packed IP address (for the UDP response rate limit)."""
+        ...
+
     def send(self, answer: bytes) -> None: ...
 
 

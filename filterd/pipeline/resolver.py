@@ -14,6 +14,13 @@ Every query, over UDP or TCP, goes through the same stages in this order:
 5. forward - cache misses go upstream (coalesced, bounded); their answers
              come back through ``_resume`` and take the same policy re-check.
 
+Type ANY is answered at stage 4 with RFC 8482's minimal answer (one HINFO
+record) instead of being forwarded: a full ANY answer is the classic
+amplification payload (45 bytes in, over 1,200 out). Every UDP answer,
+whatever the stage, then passes the response rate limit
+(``filterd.pipeline.ratelimit``: identical answers to one client prefix),
+which may drop it or send its truncated stand-in; TCP answers never do.
+
 Stages 1-4 answer synchronously inside the listener's read callback: no
 task, no await, no dnslib object, no log line. Only stage 5 is
 asynchronous. ``Pipeline.handle`` returns the bytes to send now, or ``None``
@@ -35,6 +42,7 @@ from filterd.pipeline.cache import Answer, ResponseCache
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.policy import CountedBlock, Policy
+from filterd.pipeline.ratelimit import ResponseRateLimit
 from filterd.pipeline.tally import (
     NO_QTYPE,
     OTHER_QTYPE,
@@ -54,12 +62,19 @@ from filterd.wire.codes import (
     FORMERR,
     REFUSED,
     SERVFAIL,
+    TYPE_ANY,
     TYPE_AXFR,
     TYPE_IXFR,
     TYPE_OPT,
 )
 from filterd.wire.query import BadVersion, Query, parse_query, validate
-from filterd.wire.synth import ede_option, error_response, query_error, truncated
+from filterd.wire.synth import (
+    ede_option,
+    error_response,
+    minimal_any,
+    query_error,
+    truncated,
+)
 
 
 class ReplySource(Protocol):
@@ -81,10 +96,12 @@ class Pipeline:
         "_deny_drop",
         "_forwarder",
         "_guard",
+        "_key",
         "_max_udp_size",
         "blocked_names",
         "counters",
         "policy",
+        "rrl",
     )
 
     def __init__(
@@ -97,9 +114,11 @@ class Pipeline:
         deny_drop: bool,
         counters: Counters,
         blocked_names: BlockedNames | None,
+        rrl: ResponseRateLimit | None = None,
     ) -> None:
         """``counters`` and ``blocked_names`` (``None``: not kept) outlive the
-        pipeline: a reload that rebuilds it must not reset the counts."""
+        pipeline: a reload that rebuilds it must not reset the counts.
+        ``rrl``: the UDP response rate limit (``None``: off)."""
         self._guard = guard
         self.policy = policy
         self._cache = cache
@@ -108,6 +127,9 @@ class Pipeline:
         self._forwarder = forwarder_factory(self)
         self.counters = counters
         self.blocked_names = blocked_names
+        self.rrl = rrl
+        self._key = b""
+        """The key of the query being handled (``b""``: not decoded), for the RRL."""
 
     @property
     def forwarder(self) -> Forwarder:
@@ -141,6 +163,21 @@ class Pipeline:
         it). ``address`` is the client's packed IP address (4 or 16 bytes);
         ``now`` is the listener's monotonic clock reading for the batch.
         """
+        out = self._respond(data, address, udp, source, client, now)
+        if udp and out is not None and self.rrl is not None:
+            return self.rrl.limit(address, self._key, out, now)
+        return out
+
+    def _respond(
+        self,
+        data: bytes,
+        address: bytes,
+        udp: bool,
+        source: ReplySource,
+        client: object,
+        now: float,
+    ) -> bytes | None:
+        self._key = b""
         table = self.counters.udp if udp else self.counters.tcp
         outcomes = table[NO_QTYPE]
         # 1. guard
@@ -158,7 +195,7 @@ class Pipeline:
             outcomes.dropped += 1
             return None
         outcomes = table[QTYPE_SLOT.get(query.qtype, OTHER_QTYPE)]
-        key = query.key
+        key = self._key = query.key
         # 3. policy (memoised per question, so keyed like the cache)
         policy = self.policy
         verdict = policy.memoised(key)
@@ -169,7 +206,7 @@ class Pipeline:
                 validate(query)
             except QueryError as exc:
                 return self._decode_error(data, exc, outcomes)
-            key = query.key
+            key = self._key = query.key
             verdict = policy.decide(key, query.name_end - 12)
         block, offset = verdict
         if block is not None:
@@ -186,9 +223,12 @@ class Pipeline:
             if udp and len(out) > CLASSIC_UDP_SIZE:
                 return self._fit(query, out, udp, outcomes)
             return out
-        # 5. forward
         if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:
             return self._unserved(query, outcomes)
+        if query.qtype == TYPE_ANY:
+            outcomes.minimal += 1  # RFC 8482: never forwarded, never amplified
+            return minimal_any(query, self._max_udp_size)
+        # 5. forward
         self._forwarder.forward(query, source.reply(client, now))
         return None
 
@@ -273,22 +313,32 @@ class Pipeline:
                 # RFC 8767: an expired answer beats no answer while upstreams
                 # are down; the client is told (TTL 30 s, EDE 3 Stale Answer).
                 outcomes.stale += 1
-                reply.send(self._fit(query, stale.serve_stale(query, _STALE_EDE), udp, outcomes))
+                out = self._fit(query, stale.serve_stale(query, _STALE_EDE), udp, outcomes)
+                self._send(reply, query, out, now)
                 return
             # Upstream failure is SERVFAIL, never NXDOMAIN: a downstream cache
             # must not store a lie (RFC 2308 §7.1 leaves SERVFAIL uncached).
             outcomes.servfail += 1
             ede = ede_option(EDE_NO_REACHABLE_AUTHORITY, f"upstream failure: {reason}")
-            reply.send(query_error(query, SERVFAIL, self._max_udp_size, ede))
+            self._send(reply, query, query_error(query, SERVFAIL, self._max_udp_size, ede), now)
             return
         if answer.cname_targets:
             blocked = self._cname_block(query, answer, outcomes)
             if blocked is not None:
                 if blocked:
-                    reply.send(self._fit(query, blocked, udp, outcomes))
+                    self._send(reply, query, self._fit(query, blocked, udp, outcomes), now)
                 return
         outcomes.forwarded += 1
-        reply.send(self._fit(query, answer.serve(query, now), udp, outcomes))
+        self._send(reply, query, self._fit(query, answer.serve(query, now), udp, outcomes), now)
+
+    def _send(self, reply: Reply, query: Query, out: bytes, now: float) -> None:
+        """A later answer, through the rate limit if it goes over UDP."""
+        if reply.udp and self.rrl is not None:
+            limited = self.rrl.limit(reply.address, query.key, out, now)
+            if limited is None:
+                return
+            out = limited
+        reply.send(out)
 
 
 def build_pipeline(
@@ -300,6 +350,14 @@ def build_pipeline(
 ) -> Pipeline:
     """The one place that assembles the stages (order explained in the module docstring)."""
     cache = ResponseCache(config.cache.max_entries, config.cache.serve_stale)
+    limits = config.rate_limit
+    rrl = (
+        ResponseRateLimit(
+            limits.responses_per_second, limits.burst, limits.all_per_second, limits.slip, counters
+        )
+        if limits.responses_per_second
+        else None
+    )
 
     def forwarder(pipeline: Pipeline) -> Forwarder:
         return Forwarder(
@@ -322,4 +380,5 @@ def build_pipeline(
         config.access.deny_action == "drop",
         counters,
         blocked_names,
+        rrl,
     )

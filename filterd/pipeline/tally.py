@@ -47,6 +47,7 @@ class Outcomes:
     dropped: int = 0
     truncated: int = 0
     stale: int = 0
+    minimal: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -68,6 +69,9 @@ class Counters:
     udp_upstream: Histogram = field(default_factory=Histogram)
     tcp_fast: Histogram = field(default_factory=Histogram)
     tcp_upstream: Histogram = field(default_factory=Histogram)
+    rate_dropped: int = 0
+    """UDP answers the response rate limit dropped, and sent truncated instead."""
+    rate_slipped: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """``queries[protocol][qtype][outcome]`` and ``latency[protocol][path]``,

@@ -97,6 +97,30 @@ def truncated(query: Query, answer: bytes, max_udp_size: int) -> bytes:
     return data[:2] + _HEADER.pack(flags, 1, 0, 0, 0) + data[12 : query.qend]
 
 
+TYPE_HINFO: Final = 13
+MINIMAL_ANY_TTL: Final = 86400
+_HINFO_RFC8482: Final = b"\x07RFC8482\x00"
+
+
+def minimal_any(query: Query, max_udp_size: int) -> bytes:
+    """RFC 8482 §4.2: answer a query of type ANY with one synthesized HINFO
+    record (CPU "RFC8482", OS empty), TTL one day, instead of every record of
+    the name: ANY is the amplification payload of choice, and clients that
+    need a type ask for it."""
+    data = query.data
+    record = (
+        b"\xc0\x0c"
+        + _RR_FIXED.pack(TYPE_HINFO, 1, MINIMAL_ANY_TTL, len(_HINFO_RFC8482))
+        + _HINFO_RFC8482
+    )
+    if query.has_edns:
+        header = _HEADER.pack(_flags(query, NOERROR), 1, 1, 0, 1)
+        opt = opt_record(max_udp_size, query.do)
+        return data[:2] + header + data[12 : query.qend] + record + opt
+    header = _HEADER.pack(_flags(query, NOERROR), 1, 1, 0, 0)
+    return data[:2] + header + data[12 : query.qend] + record
+
+
 class BlockAnswer:
     """The compiled answer for one blocking rule.
 

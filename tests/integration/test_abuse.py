@@ -25,9 +25,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
@@ -268,3 +270,65 @@ def test_a_malformed_upstream_answer_is_servfail_and_never_cached(
     answer = daemon.query("malformed.example")  # answered at once: nothing bad was cached
     assert answer.rcode() == dns.rcode.NOERROR
     assert str(answer.answer[0][0]) == "192.0.2.33"
+
+
+# ------------------------------------------------------------ amplification
+
+
+def test_any_is_answered_minimally_and_never_forwarded(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """ANY used to be forwarded in full: 45 bytes in, 1,216 out (27x)."""
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    query = dns.message.make_query("www.example.com", "ANY", use_edns=0, payload=4096)
+    answer = dns.query.udp(query, "127.0.0.1", port=daemon.port, timeout=5)
+    assert answer.rcode() == dns.rcode.NOERROR
+    (rrset,) = answer.answer
+    assert rrset.rdtype == dns.rdatatype.HINFO and rrset.ttl == 86400
+    assert rrset[0].cpu == b"RFC8482" and rrset[0].os == b""
+    assert len(answer.to_wire()) <= len(query.to_wire()) + 25  # no amplification
+    assert not [record for record in upstream.log if record.qtype == "ANY"]
+    metrics = daemon.metrics()
+    assert metrics['filterd_queries_total{outcome="minimal",protocol="udp",qtype="ANY"}'] == 1
+
+
+def flood(port: int, name: str, count: int, source: str = "127.0.0.1") -> list[dns.message.Message]:
+    """Send ``count`` identical queries (distinct IDs) as fast as possible from
+    one socket and collect what comes back within a second of the last."""
+    answers: list[dns.message.Message] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        for number in range(count):
+            query = dns.message.make_query(name, "A")
+            query.id = number
+            sock.sendto(query.to_wire(), ("127.0.0.1", port))
+        sock.settimeout(1.0)
+        with contextlib.suppress(TimeoutError):
+            while len(answers) < count:
+                answers.append(dns.message.from_wire(sock.recv(4096)))
+    return answers
+
+
+def test_identical_answers_to_one_prefix_are_rate_limited_with_slip(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    config = standard_config(
+        upstream.endpoint, extra="rate_limit: {responses_per_second: 10, burst: 20, slip: 2}\n"
+    ).replace('allow: ["127.0.0.1/32", "::1/128"]', 'allow: ["127.0.0.0/8"]')
+    daemon = make_daemon(config).start()
+    started = time.monotonic()
+    answers = flood(daemon.port, "www.example.com", 400)
+    elapsed = time.monotonic() - started
+    full = [a for a in answers if a.answer]
+    slipped = [a for a in answers if a.flags & dns.flags.TC and not a.answer]
+    assert 20 <= len(full) <= 20 + 10 * elapsed + 2
+    over = 400 - len(full)
+    assert abs(len(slipped) - over / 2) <= 1  # every second one over the limit
+    metrics = daemon.metrics()
+    assert metrics["filterd_rate_limit_slipped_total"] == len(slipped)
+    assert metrics["filterd_rate_limit_dropped_total"] == over - len(slipped)
+    # A slipped client retries over TCP and is answered; TCP is never limited.
+    assert tcp_query(daemon, "www.example.com").answer
+    # Another prefix, and another question, each have their own bucket.
+    assert len([a for a in flood(daemon.port, "www.example.com", 5, "127.0.1.1") if a.answer]) == 5
+    assert daemon.query("wild.example").rcode() == dns.rcode.NOERROR
