@@ -432,16 +432,7 @@ class Supervisor:
 
     async def _start_admin(self, endpoint: Endpoint) -> None:
         registry = build_registry(self.state, lambda: self._stats, self.sync_status, self.audit)
-        self._admin = AdminServer(
-            endpoint,
-            registry,
-            self.health,
-            self.readiness,
-            self.refresh_stats,
-            self.notify,
-            self.notify_refused,
-            self.blocked_names,
-        )
+        self._admin = AdminServer(self.config.admin, registry, self)
         try:
             await self._admin.start()
         except OSError as exc:
@@ -670,6 +661,10 @@ class Supervisor:
         """Count a notification refused before or after it was read."""
         self.state.notifies_refused += 1
 
+    def admin_refused(self) -> None:
+        """Count an admin connection closed at accept (``admin.max_connections``)."""
+        self.state.admin_refused += 1
+
     def sync_status(self) -> list[ListStatus]:
         return [status for client in self._syncs.values() for status in client.status.values()]
 
@@ -779,10 +774,14 @@ class Supervisor:
         self.audit.emit("reload", fields)
 
     def _keep_restart_only_settings(self, config: Config) -> Config:
-        """Listening sockets, the worker count and the audit trail only change on restart."""
+        """Listening sockets, the worker count, the admin listeners and the
+        audit trail only change on restart."""
         if config.audit != self.config.audit:
             log.warning("audit settings changed: take effect on restart")
             config = replace(config, audit=self.config.audit)
+        if config.admin != self.config.admin:
+            log.warning("admin settings changed: take effect on restart")
+            config = replace(config, admin=self.config.admin)
         old = self.config.server
         new = config.server
         if (old.listen, old.udp, old.tcp, old.workers) != (

@@ -71,6 +71,7 @@ class ServerConfig:
     workers: int = 1
     max_udp_size: int = 1232
     max_inflight: int = 10000
+    max_inflight_per_client: int = 1000
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
     tcp_max_pipelined: int = 100
@@ -182,6 +183,10 @@ class SyncConfig:
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     listen: Endpoint | None = Endpoint("127.0.0.1", 9553)
+    notify_listen: Endpoint | None = None
+    """A listener of its own for the authority's notifications (else ``listen``)."""
+    max_connections: int = 64
+    connection_lifetime: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,6 +544,9 @@ def _server(r: _Reader) -> ServerConfig:
         workers=r.get("workers", d.workers, _int_in(1, 64)),
         max_udp_size=r.get("max_udp_size", d.max_udp_size, _int_in(512, 4096)),
         max_inflight=r.get("max_inflight", d.max_inflight, _int_in(1, 1_000_000)),
+        max_inflight_per_client=r.get(
+            "max_inflight_per_client", d.max_inflight_per_client, _int_in(1, 1_000_000)
+        ),
         tcp_idle_timeout=r.get("tcp_idle_timeout", d.tcp_idle_timeout, _seconds(0, 3600)),
         tcp_max_connections=r.get(
             "tcp_max_connections", d.tcp_max_connections, _int_in(1, 100_000)
@@ -788,9 +796,17 @@ def _scope(value: Any) -> Scope:
 
 
 def _admin(r: _Reader) -> AdminConfig:
-    listen = r.get("listen", AdminConfig().listen, _optional_endpoint)
+    d = AdminConfig()
+    cfg = AdminConfig(
+        listen=r.get("listen", d.listen, _optional_endpoint),
+        notify_listen=r.get("notify_listen", d.notify_listen, _optional_endpoint),
+        max_connections=r.get("max_connections", d.max_connections, _int_in(1, 10_000)),
+        connection_lifetime=r.get("connection_lifetime", d.connection_lifetime, _seconds(0, 86400)),
+    )
+    if cfg.notify_listen is not None and cfg.listen is None:
+        r.doc.problem(r.key("notify_listen"), "needs admin.listen (it serves only notifications)")
     r.done()
-    return AdminConfig(listen=listen)
+    return cfg
 
 
 def _optional_endpoint(value: Any) -> Endpoint | None:

@@ -50,6 +50,7 @@ class SupervisorState:
     last_reload_success: float = 0.0
     install_failures: int = 0
     supervision_errors: int = 0
+    admin_refused: int = 0
     fd_limit: int = 0
     list_refusals: dict[tuple[str, str], int] = field(default_factory=dict)
     """(list name, guard reason) -> list files refused (filterd/lists/guard.py)."""
@@ -164,6 +165,12 @@ class FilterdCollector(Collector):
             "filterd_forward_overload",
             "Queries answered SERVFAIL because max_inflight was reached.",
             forward.get("overloaded", 0),
+        )
+        yield _counter(
+            "filterd_forward_client_overload",
+            "Queries answered SERVFAIL because their client prefix had "
+            "max_inflight_per_client upstream exchanges in flight.",
+            forward.get("client_overloaded", 0),
         )
         udp = stats.get("udp", {})
         yield _counter(
@@ -325,6 +332,11 @@ class FilterdCollector(Collector):
             "Worker restarts that failed (no descriptor left, index not mappable) and were "
             "tried again.",
             state.supervision_errors,
+        )
+        yield _counter(
+            "filterd_admin_connections_refused",
+            "Admin HTTP connections closed at accept because admin.max_connections were open.",
+            state.admin_refused,
         )
         yield _gauge(
             "filterd_fd_limit",

@@ -21,11 +21,12 @@ import argparse
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -144,7 +145,7 @@ class Worker:
         sources = message.sources if message.sources is not None else sources_of(index)
         mandatory = frozenset(i for i, source in enumerate(sources) if source.mandatory)
         matcher = Matcher(index, mandatory, message.overlay)
-        config = message.config
+        config = fit_to_descriptors(message.config)
         policy = Policy(
             matcher, sources, config.blocking, config.server.max_udp_size, self._block_counters
         )
@@ -316,6 +317,7 @@ class Worker:
                 "inflight": forwarder.inflight,
                 "coalesced": forwarder.coalesced,
                 "overloaded": forwarder.overloaded,
+                "client_overloaded": forwarder.client_overloaded,
             },
             "upstreams": [
                 {
@@ -344,6 +346,39 @@ class Worker:
         }
 
 
+FD_RESERVE: Final = 64
+"""Descriptors a worker keeps for itself (control channel, listening and
+upstream TCP sockets, the index mapping, logs)."""
+
+
+def fit_to_descriptors(config: Config) -> Config:
+    """``config`` with ``max_inflight`` and ``tcp_max_connections`` lowered in
+    proportion if together they need more descriptors than the open-file
+    limit allows (each holds one): reaching a configured bound then fails
+    cleanly (SERVFAIL, a refused connection) instead of every accept and
+    every upstream socket failing for want of a descriptor."""
+    server = config.server
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = soft - FD_RESERVE
+    wanted = server.max_inflight + server.tcp_max_connections
+    if soft == resource.RLIM_INFINITY or wanted <= budget:
+        return config
+    share = max(budget, 2) / wanted
+    inflight = max(1, int(server.max_inflight * share))
+    connections = max(1, int(server.tcp_max_connections * share))
+    log.warning(
+        "open-file limit %d: max_inflight %d -> %d, tcp_max_connections %d -> %d "
+        "(raise LimitNOFILE to keep the configured values)",
+        soft,
+        server.max_inflight,
+        inflight,
+        server.tcp_max_connections,
+        connections,
+    )
+    fitted = replace(server, max_inflight=inflight, tcp_max_connections=connections)
+    return replace(config, server=fitted)
+
+
 def tcp_limits(config: Config) -> TcpLimits:
     server = config.server
     return TcpLimits(
@@ -363,6 +398,7 @@ def carry_counts(old: Pipeline, new: Pipeline) -> None:
     new.cache.continue_counts(old.cache)
     new.forwarder.coalesced += old.forwarder.coalesced
     new.forwarder.overloaded += old.forwarder.overloaded
+    new.forwarder.client_overloaded += old.forwarder.client_overloaded
     previous = {u.name: u for u in old.forwarder.pool.upstreams}
     for upstream in new.forwarder.pool.upstreams:
         before = previous.get(upstream.name)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from filterd.config import CacheConfig, UpstreamConfig
 from filterd.pipeline.cache import Answer, ResponseCache, build_answer
+from filterd.pipeline.clients import prefix_of
 from filterd.upstream.exchange import Exchange, UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.answer import ResponseInfo
@@ -47,14 +48,24 @@ Resume = Callable[[Query, Reply, Answer | None, str], None]
 
 
 class Forwarder:
+    """Cache misses to the upstream pool: coalesced by question, bounded in
+    total (``max_inflight``) and per client prefix (``max_per_client``), so
+    that one source flooding uncached names at a slow zone takes at most its
+    share of the exchanges, never every other subscriber's. A query over
+    either bound is answered SERVFAIL at once (outcome ``servfail``, reason
+    ``overload``)."""
+
     __slots__ = (
+        "_by_prefix",
         "_cache",
         "_cache_config",
         "_max_inflight",
+        "_max_per_client",
         "_max_udp_size",
         "_pending",
         "_resume",
         "_upstream_config",
+        "client_overloaded",
         "coalesced",
         "io",
         "overloaded",
@@ -71,7 +82,9 @@ class Forwarder:
         max_udp_size: int,
         max_inflight: int,
         resume: Resume,
+        max_per_client: int = 0,
     ) -> None:
+        """``max_per_client`` 0: no per-prefix bound."""
         self.io = io
         self.pool = pool
         self._cache = cache
@@ -80,9 +93,13 @@ class Forwarder:
         self._max_udp_size = max_udp_size
         self._max_inflight = max_inflight
         self._resume = resume
+        self._max_per_client = max_per_client or max_inflight
         self._pending: dict[bytes, tuple[Exchange, list[Waiter]]] = {}
+        self._by_prefix: dict[bytes, int] = {}
+        """Exchanges in flight by the prefix of the client that started them."""
         self.coalesced = 0
         self.overloaded = 0
+        self.client_overloaded = 0
 
     @property
     def deadline(self) -> float:
@@ -104,9 +121,21 @@ class Forwarder:
             self.overloaded += 1
             self._resume(query, reply, None, "overload")
             return
+        prefix = prefix_of(reply.address)
+        started = self._by_prefix.get(prefix, 0)
+        if started >= self._max_per_client:
+            self.client_overloaded += 1
+            self._resume(query, reply, None, "overload")
+            return
+        self._by_prefix[prefix] = started + 1
         waiters: list[Waiter] = [(query, reply)]
 
         def done(message: bytes | None, info: ResponseInfo | None, reason: str) -> None:
+            left = self._by_prefix.get(prefix, 1) - 1
+            if left:
+                self._by_prefix[prefix] = left
+            else:
+                self._by_prefix.pop(prefix, None)
             self._completed(key, waiters, message, info, reason)
 
         exchange = Exchange(
@@ -148,4 +177,5 @@ class Forwarder:
         for exchange, _ in list(self._pending.values()):
             exchange.abort()
         self._pending.clear()
+        self._by_prefix.clear()
         self.io.close()

@@ -369,6 +369,7 @@ def build_pipeline(
             config.server.max_udp_size,
             config.server.max_inflight,
             pipeline.resume,
+            config.server.max_inflight_per_client,
         )
 
     return Pipeline(

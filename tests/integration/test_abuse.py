@@ -22,6 +22,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from tests.integration.conftest import DaemonFactory, standard_config
 from tests.integration.daemon import Daemon
 from tests.peers.authoritative import FakeUpstream
+from tests.peers.ports import free_port
 from tests.peers.processes import wait_until
 
 
@@ -155,8 +158,8 @@ def test_a_dead_worker_is_restarted_once_descriptors_come_back(
 ) -> None:
     """fd exhaustion used to kill the supervisor's watch for good: DNS stayed
     down (filterd_workers 0) after the descriptors came back."""
-    daemon = make_daemon(standard_config(upstream.endpoint)).start(nofile=96)
-    assert daemon.metrics()["filterd_fd_limit"] == 96
+    daemon = make_daemon(standard_config(upstream.endpoint)).start(nofile=64)
+    assert daemon.metrics()["filterd_fd_limit"] == 64
     admin = int(daemon.admin.rsplit(":", 1)[1])
     held: list[socket.socket] = []
     try:
@@ -332,3 +335,88 @@ def test_identical_answers_to_one_prefix_are_rate_limited_with_slip(
     # Another prefix, and another question, each have their own bucket.
     assert len([a for a in flood(daemon.port, "www.example.com", 5, "127.0.1.1") if a.answer]) == 5
     assert daemon.query("wild.example").rcode() == dns.rcode.NOERROR
+
+
+# ---------------------------------------------------------------- fairness
+
+
+def test_a_flood_of_uncached_names_from_one_prefix_leaves_room_for_others(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """A random-subdomain flood at a slow zone made 16-50 % of other
+    subscribers' uncached lookups fail: max_inflight was one shared pool."""
+    upstream.add("slow.example", "A", "192.0.2.44").behave("*", delay=2.0)
+    upstream.add("www.other.example", "A", "192.0.2.45")  # as slow as the rest
+    config = (
+        standard_config(upstream.endpoint)
+        .replace(
+            'server: {listen: ["{dns}"]}',
+            'server: {listen: ["{dns}"], max_inflight: 40, max_inflight_per_client: 10}',
+        )
+        .replace('allow: ["127.0.0.1/32", "::1/128"]', 'allow: ["127.0.0.0/8"]')
+    )
+    config = config.replace("timeout: 0.5, attempts: 2, deadline: 1.5", "timeout: 3, deadline: 4")
+    daemon = make_daemon(config).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        for number in range(30):  # 30 distinct uncached names: 10 go upstream
+            query = dns.message.make_query(f"r{number}.slow.example", "A")
+            sock.sendto(query.to_wire(), ("127.0.0.1", daemon.port))
+        sock.settimeout(1.0)
+        refused_at_once: list[int] = []
+        with contextlib.suppress(TimeoutError):
+            while len(refused_at_once) < 20:
+                refused_at_once.append(dns.message.from_wire(sock.recv(4096)).rcode())
+    assert refused_at_once == [dns.rcode.SERVFAIL] * 20
+    # Meanwhile another subscriber's uncached lookup goes through.
+    other = dns.message.make_query("www.other.example", "A")
+    answer = dns.query.udp(other, "127.0.0.1", port=daemon.port, timeout=5, source="127.0.1.1")
+    assert answer.rcode() == dns.rcode.NOERROR
+    assert daemon.metrics()["filterd_forward_client_overload_total"] == 20
+
+
+def test_the_inflight_bounds_fit_the_open_file_limit(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """With ulimit -n 1024, descriptors ran out before max_inflight: 900
+    'socket.accept() out of system resource' errors in 10 s."""
+    daemon = make_daemon(standard_config(upstream.endpoint)).start(nofile=1024)
+    assert "open-file limit 1024: max_inflight 10000 ->" in daemon.log
+    assert daemon.query("www.example.com").rcode() == dns.rcode.NOERROR
+
+
+# ------------------------------------------------------------------- admin
+
+
+def test_the_admin_listener_is_capped_and_notifications_can_move_out(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """1,500 idle connections to the admin port took every descriptor of the
+    supervisor; /metrics and /v1/notify shared one uncapped listener."""
+    notify_port = free_port()
+    extra = (
+        f"admin: {{listen: '{{admin}}', notify_listen: '127.0.0.1:{notify_port}', "
+        "max_connections: 8}\n"
+    )
+    config = standard_config(upstream.endpoint).replace('admin: {listen: "{admin}"}\n', extra)
+    daemon = make_daemon(config).start()
+    admin = int(daemon.admin.rsplit(":", 1)[1])
+    with connections(admin, 20) as held:
+        closed = [closed_by_peer(sock, 1.0) for sock in held]
+        assert closed.count(True) == 12  # the 8 first keep their slots
+        assert daemon.http("/healthz")[0] == 0  # no slot left for anyone
+    wait_until(lambda: daemon.http("/healthz")[0] == 200)
+    assert daemon.metrics()["filterd_admin_connections_refused_total"] >= 12
+    # Notifications are served on their own listener, and only there.
+    assert post(daemon.admin_port, "/v1/notify") == 404
+    assert post(notify_port, "/v1/notify") == 403  # reached, and refused: not signed
+    assert post(notify_port, "/metrics") in (404, 405)
+
+
+def post(port: int, path: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
