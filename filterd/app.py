@@ -43,6 +43,7 @@ from filterd.audit.events import lists_fields, next_boundary, start_fields, stat
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, ListError, StartupError
+from filterd.files import DirectoryInUse, lock_directory
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from filterd.lists import guard
 from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_indexes
@@ -326,6 +327,15 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        try:
+            # One instance per state directory: two would overwrite each other's
+            # indexes, snapshots and audit trail.
+            lock_directory(self.config.state_dir)
+        except DirectoryInUse as exc:
+            raise StartupError(f"state directory {exc}; not starting") from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise StartupError(f"state directory: {where}{exc.strerror}") from None
         self.state.fd_limit = raise_fd_limit()
         sockets = bind_sockets(self.config)
         self._log_listening(sockets)
@@ -782,6 +792,9 @@ class Supervisor:
         if config.admin != self.config.admin:
             log.warning("admin settings changed: take effect on restart")
             config = replace(config, admin=self.config.admin)
+        if config.state_dir != self.config.state_dir:
+            log.warning("state_dir changed: takes effect on restart")
+            config = replace(config, state_dir=self.config.state_dir)
         old = self.config.server
         new = config.server
         if (old.listen, old.udp, old.tcp, old.workers) != (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -129,6 +130,15 @@ def _run(args: argparse.Namespace) -> int:
     )
     config = load(args.config, overrides)
     configure_logging(config.logging.level, "supervisor")
+    private: Path | None = None
+    if args.config is None:
+        # Trying things out: a state directory of its own, gone at exit, and
+        # no admin listener unless asked, so that two such runs on different
+        # ports never share (or fight over) anything.
+        private = Path(tempfile.mkdtemp(prefix="filterd-run-"))
+        admin = config.admin if args.admin is not None else replace(config.admin, listen=None)
+        config = replace(config, state_dir=private, admin=admin)
+        logging.getLogger("filterd").info("no configuration file: state in %s until exit", private)
     try:
         return asyncio.run(run_daemon(args.config, overrides, config))
     except (ListError, ConfigError):
@@ -136,6 +146,9 @@ def _run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         logging.getLogger("filterd").error("%s", exc)
         return EXIT_FAILURE
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ says otherwise: an authority's list names sites that must not be advertised.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Callable
@@ -45,3 +46,30 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirectoryInUse(OSError):
+    """Another process holds the directory's lock; ``pid`` is the holder's, if known."""
+
+    def __init__(self, directory: Path, pid: str) -> None:
+        super().__init__(f"{directory} is in use by another process (pid {pid or 'unknown'})")
+        self.pid = pid
+
+
+def lock_directory(directory: Path) -> int:
+    """Take ``directory/.lock`` (flock, exclusive, without waiting) for as long
+    as this process lives, and write our pid in it; return the descriptor.
+    Raise ``DirectoryInUse`` naming the holder. The lock goes with the
+    process, so a crash never leaves it behind; child processes do not
+    inherit it (the descriptor is not inheritable)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DirectoryInUse(directory, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

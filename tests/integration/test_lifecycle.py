@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -19,6 +20,7 @@ from tests.integration.conftest import DaemonFactory, standard_config
 from tests.integration.daemon import FILTERD, Daemon
 from tests.peers.authoritative import FakeUpstream
 from tests.peers.ports import free_port, ipv6_loopback_available
+from tests.peers.processes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -258,3 +260,56 @@ def test_bundled_configuration_is_valid() -> None:
 
 def test_python_is_the_venv_one() -> None:
     assert Path(sys.executable).parent == FILTERD.parent
+
+
+def test_a_second_instance_on_the_same_state_directory_refuses_to_start(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    first = make_daemon(standard_config(upstream.endpoint)).start()
+    second = make_daemon(standard_config(upstream.endpoint))
+    # The same state directory as the first, on other ports.
+    second.write_config(
+        standard_config(upstream.endpoint).replace(
+            "state_dir: state", f"state_dir: {first.directory / 'state'}"
+        )
+    )
+    second.start(wait_ready=False)
+    assert second.process is not None
+    assert second.process.wait(30) == 1
+    errors = [line for line in second.log.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, second.log
+    assert first.process is not None
+    assert f"is in use by another process (pid {first.process.pid})" in errors[0]
+    assert first.query("www.example.com").rcode() == dns.rcode.NOERROR
+
+
+def test_two_runs_without_a_config_file_both_start(tmp_path: Path, upstream: FakeUpstream) -> None:
+    (tmp_path / "list.txt").write_text("blocked.example.com\n")
+    daemons = []
+    for number in range(2):
+        directory = tmp_path / f"run{number}"
+        directory.mkdir()
+        daemon = Daemon(directory, "")
+        daemon.start_args = ["--listen", daemon.dns, "--upstream", upstream.endpoint]
+        daemon.start_args += ["--blocklist", str(tmp_path / "list.txt")]
+        daemons.append(daemon.start(wait_ready=False))
+    try:
+        for daemon in daemons:
+            wait_until(lambda d=daemon: serves(d), timeout=30)  # type: ignore[misc]
+            assert daemon.blocked("www.blocked.example.com")
+            assert daemon.http("/readyz")[0] == 0  # no admin listener unless asked
+    finally:
+        for daemon in daemons:
+            assert daemon.stop() == 0
+    private = [line for d in daemons for line in d.log.splitlines() if "state in" in line]
+    assert len(private) == 2
+    for line in private:
+        assert not Path(line.rsplit(" ", 2)[-2]).exists()  # removed at exit
+
+
+def serves(daemon: Daemon) -> bool:
+    try:
+        daemon.query("www.example.com", timeout=0.5)
+    except dns.exception.Timeout:
+        return False
+    return True
