@@ -210,6 +210,10 @@ class RateLimitConfig:
     burst: float = 200.0
     all_per_second: float = 0.0
     slip: int = 2
+    exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,6 +838,7 @@ def _rate_limit(r: _Reader) -> RateLimitConfig:
         burst=r.get("burst", d.burst, _number_in(1, 10_000_000)),
         all_per_second=r.get("all_per_second", d.all_per_second, _number_in(0, 10_000_000)),
         slip=r.get("slip", d.slip, _int_in(0, 10)),
+        exempt=r.get("exempt", d.exempt, _list_of(_network)),
     )
     if cfg.all_per_second and not cfg.responses_per_second:
         r.doc.problem(r.key("all_per_second"), "needs responses_per_second (0 turns limiting off)")

@@ -14,7 +14,10 @@ A response over the limit is dropped, except every ``slip``-th one, which
 is sent as an empty truncated answer (TC=1, question only): a real client
 behind a forged flood retries over TCP, which cannot be forged, and gets
 its answer; the victim receives only small answers at 1/slip of the rate.
-TCP answers are never limited.
+TCP answers are never limited, nor are answers to the ``exempt`` networks
+(loopback by default: a packet from 127.0.0.0/8 or ::1 cannot arrive from
+the network, the kernel drops it as a martian, so it cannot be forged by a
+remote attacker; load generators and local forwarders live there).
 
 The table of buckets is bounded (``MAX_BUCKETS``); when full it is emptied
 at once, which lets a burst through rather than grow without bound. The
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Final
 
 from filterd.pipeline.clients import prefix_of
+from filterd.pipeline.guard import Guard, Network
 from filterd.pipeline.tally import Counters
 
 MAX_BUCKETS: Final = 200_000
@@ -33,7 +37,16 @@ FLAG_TC: Final = 0x02
 
 
 class ResponseRateLimit:
-    __slots__ = ("_all_burst", "_all_rate", "_buckets", "_burst", "_counters", "_rate", "_slip")
+    __slots__ = (
+        "_all_burst",
+        "_all_rate",
+        "_buckets",
+        "_burst",
+        "_counters",
+        "_exempt",
+        "_rate",
+        "_slip",
+    )
 
     def __init__(
         self,
@@ -42,6 +55,7 @@ class ResponseRateLimit:
         all_per_second: float,
         slip: int,
         counters: Counters,
+        exempt: tuple[Network, ...] = (),
     ) -> None:
         """``counters`` outlive this limiter (a reload rebuilds it): the drops
         and slips are counted there."""
@@ -52,12 +66,15 @@ class ResponseRateLimit:
         self._slip = slip
         self._buckets: dict[bytes, list[float]] = {}
         self._counters = counters
+        self._exempt = Guard(exempt)
 
     def limit(self, address: bytes, question: bytes, answer: bytes, now: float) -> bytes | None:
         """``answer`` as it may be sent to ``address`` now: itself, its
         truncated stand-in (a slip), or None (dropped). ``question`` is the
         query's key (its lower-cased wire question and one variant byte;
         empty when the question could not be decoded)."""
+        if self._exempt.allows(address):
+            return answer
         prefix = prefix_of(address)
         if self._all_rate and not self._take(prefix, self._all_rate, self._all_burst, now):
             return self._over(prefix, question, answer)

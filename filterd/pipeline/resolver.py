@@ -353,7 +353,12 @@ def build_pipeline(
     limits = config.rate_limit
     rrl = (
         ResponseRateLimit(
-            limits.responses_per_second, limits.burst, limits.all_per_second, limits.slip, counters
+            limits.responses_per_second,
+            limits.burst,
+            limits.all_per_second,
+            limits.slip,
+            counters,
+            limits.exempt,
         )
         if limits.responses_per_second
         else None
