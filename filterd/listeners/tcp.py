@@ -132,22 +132,24 @@ class TcpConnection(asyncio.Protocol):
         handle = pipeline.handle
         now = time.monotonic()
         answered = 0
-        complete = 0
+        forwarded = self._inflight
         while len(buffer) >= 2 and not self._closed:
             length = buffer[0] << 8 | buffer[1]
             if len(buffer) < 2 + length:
                 break
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
-            complete += 1
             answer = handle(message, self._address, False, self, None, now)
             if answer is not None:
                 answered += 1
                 self._write(answer)
         if answered:
             pipeline.counters.tcp_fast.observe(time.monotonic() - now, answered)
-        if complete:
-            self._arm_idle()  # only a whole query counts as activity
+        if answered or self._inflight > forwarded:
+            # Only a query that was answered or sent upstream is activity: an
+            # empty or junk message dropped unanswered (two zero bytes every
+            # few seconds) must not keep a connection.
+            self._arm_idle()
         self._watch_partial()
         self._update_reading()
 

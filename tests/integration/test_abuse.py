@@ -438,3 +438,25 @@ def test_loopback_clients_are_exempt_from_the_rate_limit_by_default(
     answers = flood(daemon.port, "www.example.com", 400)
     assert len([a for a in answers if a.answer]) == 400
     assert daemon.metrics()["filterd_rate_limit_dropped_total"] == 0
+
+
+def test_empty_messages_do_not_keep_a_connection(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """Two zero bytes (a message of length 0, dropped unanswered) every second
+    used to count as activity and keep the connection past the idle timeout."""
+    config = standard_config(upstream.endpoint).replace(
+        'server: {listen: ["{dns}"]}', 'server: {listen: ["{dns}"], tcp_idle_timeout: 2}'
+    )
+    daemon = make_daemon(config).start()
+    with connections(daemon.port, 1) as (sock,):
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8 and not closed:
+            try:
+                sock.send(b"\x00\x00")
+            except OSError:
+                closed = True
+                break
+            closed = closed_by_peer(sock, 1.0)
+        assert closed and time.monotonic() - started < 5
