@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -460,3 +461,35 @@ def test_empty_messages_do_not_keep_a_connection(
                 break
             closed = closed_by_peer(sock, 1.0)
         assert closed and time.monotonic() - started < 5
+
+
+# -------------------------------------------------------------- diagnostics
+
+
+def test_a_flood_of_refused_notifications_writes_a_few_lines(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """Every refused notification wrote a warning: 196 KB/s at 2k requests/s."""
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    for _ in range(300):
+        assert daemon.post_notify(b'{"type": "filterd-notify"}') == 403
+    lines = [line for line in daemon.log.splitlines() if "notify refused" in line]
+    assert 1 <= len(lines) <= 6
+    assert daemon.metrics()["filterd_sync_notifies_refused_total"] == 300
+
+
+def test_a_state_directory_that_cannot_be_written_is_named(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """A full or read-only state directory showed only 'list compiler exited
+    with status 1'. (Tests run as root, for whom permissions do not stop a
+    write: the index directory is replaced by a file instead.)"""
+    daemon = make_daemon(standard_config(upstream.endpoint)).start()
+    index = daemon.directory / "state" / "index"
+    shutil.rmtree(index)
+    index.write_text("not a directory\n")
+    (daemon.directory / "local.txt").write_text("phishing.example.com\nmore.example.net\n")
+    assert not daemon.reload()
+    line = next(line for line in daemon.log.splitlines() if "reload rejected" in line)
+    assert f"list compiler: {index}: File exists" in line, line
+    assert "Traceback" not in daemon.log
