@@ -70,6 +70,8 @@ from filterd.sync.store import SyncedState
 log = logging.getLogger("filterd.sync")
 
 MAX_MANIFEST_BYTES: Final = 1 << 20
+FIRST_RETRY: Final = 5.0
+"""Seconds before the first retry after a failed pull (at most interval/10)."""
 SESSION_GRACE: Final = 1.0
 """Seconds past ``sync.timeout`` before a replaced session is closed."""
 
@@ -312,7 +314,10 @@ class SyncClient:
         config = self.config
         interval = config.interval
         if failures:
-            interval = min(interval, interval / 10 * 2 ** (failures - 1))
+            # A short outage is over soon: the first retry comes after 5 s (or
+            # interval/10, if shorter), then the wait doubles up to interval.
+            first = min(FIRST_RETRY, interval / 10)
+            interval = min(interval, first * 2 ** (failures - 1))
         interval *= 1 + random.uniform(-config.jitter, config.jitter)
         wake = self._wake[list_id]
         try:
