@@ -197,7 +197,10 @@ def test_filterd_refusing_the_probe_client_is_no_compliance(
     make_daemon: DaemonFactory, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     config = FILTERD_CONFIG.format(upstream=upstream.endpoint, sinkhole=SINKHOLE)
-    daemon = make_daemon(config.replace('["127.0.0.1/32"]', '["10.0.0.0/8"]'), lists=False)
+    config = config.replace('["127.0.0.1/32"]', '["10.0.0.0/8"]')
+    # Deliberately empty lists: the guard (min_entries) must let them be.
+    config = config.replace("format: native", "format: native, min_entries: 0")
+    daemon = make_daemon(config, lists=False)
     for name in ("national.list", "kinds.list"):
         (daemon.directory / name).write_text("#filterd-list 1\n")
     (daemon.directory / "ads.hosts").write_text("".join(f"0.0.0.0 {n}\n" for n in ADS))
