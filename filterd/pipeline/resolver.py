@@ -262,9 +262,12 @@ class Pipeline:
         outcomes.refused += 1
         try:
             query = parse_query(data)
+            if query is None:
+                return None
+            # The answer echoes the question: walk its labels first, as for an
+            # allowed client, or a malformed name goes back out unparseable.
+            validate(query)
         except QueryError:
-            return None
-        if query is None:
             return None
         return query_error(query, REFUSED, self._max_udp_size, _REFUSED_EDE)
 
