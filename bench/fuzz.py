@@ -407,13 +407,16 @@ def answer_problem(query: bytes, answer: bytes, udp: bool) -> str | None:
 class _Reply:
     """One waiting client: records the later answer, and how many were sent."""
 
-    __slots__ = ("harness", "query", "received", "sent", "udp")
+    __slots__ = ("address", "harness", "query", "received", "sent", "udp")
 
-    def __init__(self, harness: PacketHarness, query: bytes, udp: bool, received: float) -> None:
+    def __init__(
+        self, harness: PacketHarness, query: bytes, udp: bool, received: float, address: bytes
+    ) -> None:
         self.harness = harness
         self.query = query
         self.udp = udp
         self.received = received
+        self.address = address
         self.sent = 0
 
     def send(self, answer: bytes) -> None:
@@ -463,8 +466,8 @@ state_dir: state
 
     def reply(self, client: object, received: float) -> _Reply:
         assert isinstance(client, tuple)
-        query, udp = client
-        waiting = _Reply(self, query, udp, received)
+        query, udp, address = client
+        waiting = _Reply(self, query, udp, received, address)
         self.waiting.append(waiting)
         return waiting
 
@@ -506,7 +509,7 @@ state_dir: state
                 udp = (i + batch_index) % 4 != 3
                 address = addresses[(i * 7 + batch_index) % len(addresses)]
                 try:
-                    out = pipeline.handle(data, address, udp, self, (data, udp), now)
+                    out = pipeline.handle(data, address, udp, self, (data, udp, address), now)
                 except Exception as exc:  # every exception is a finding
                     tally.fail(f"handle raised: {type(exc).__name__}: {exc}", data)
                     continue

@@ -100,7 +100,8 @@ def sandboxed(*command: str) -> list[str]:
 class SandboxedDaemon(Daemon):
     """``filterd run`` started through ``sandbox.py`` (its children inherit it)."""
 
-    def start(self, *, wait_ready: bool = True) -> Self:
+    def start(self, *, wait_ready: bool = True, nofile: int | None = None) -> Self:
+        assert nofile is None, "the sandbox keeps the limit it is given"
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 sandboxed(str(FILTERD), "run", *self.start_args),
