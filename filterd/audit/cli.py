@@ -5,27 +5,30 @@
 from a configuration (``-c``: its ``audit.path``, by default
 ``<state_dir>/audit/audit.jsonl``), or else at the default state directory.
 
-Exit statuses: 0 success (``verify``: the trail is intact); 1 the trail is
-broken or cannot be read; 2 bad usage or input (a date, an anchor, a
-configuration). Every error is one line on stderr, never a traceback.
+Exit statuses: 0 success (``verify``: every record is vouched for); 1 the
+trail is broken or cannot be read; 2 bad usage or input (a date, an anchor,
+a configuration); 3 (``verify``) the chain is intact but some records are
+vouched for by nothing (verify.py, "Verdicts"). Every error is one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any, Final
 
+from filterd.audit.anchors import Anchor, load_anchors, parse_anchor
 from filterd.audit.render import FORMATS, render
 from filterd.audit.report import ReportBuilder, parse_date
-from filterd.audit.verify import verify
+from filterd.audit.verify import read_records, verify
 from filterd.commands import EXIT_FAILURE, UsageError, error, guarded
 from filterd.config import AuditConfig, default_state_dir, load_config
 from filterd.files import write_atomically
 
-ANCHOR: Final = re.compile(r"([0-9]+):([0-9a-f]{64})")
+EXIT_UNVERIFIED: Final = 3
+VERDICT_STATUS: Final = {"ok": 0, "broken": EXIT_FAILURE, "unverified": EXIT_UNVERIFIED}
 
 _guarded = guarded("filterd")
 
@@ -46,18 +49,27 @@ def trail_path(args: argparse.Namespace) -> Path:
 # ----------------------------------------------------------------- verify
 
 
+def anchors_of(args: argparse.Namespace) -> list[Anchor] | None:
+    """``--anchors FILE`` and ``--expect SEQ:HASH``; None when neither is given."""
+    if args.anchors is None and not args.expect:
+        return None
+    try:
+        anchors = load_anchors(Path(args.anchors)) if args.anchors is not None else []
+        anchors += [parse_anchor(text) for text in args.expect]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--anchors {args.anchors}: {exc.strerror or exc}") from None
+    return anchors
+
+
 def _verify(args: argparse.Namespace) -> int:
-    expect = {}
-    for text in args.expect:
-        match = ANCHOR.fullmatch(text.strip().lower())
-        if match is None:
-            raise UsageError(f"--expect {text!r}: not SEQ:HASH (a number, 64 hex digits)")
-        expect[int(match[1])] = match[2]
-    result = verify(trail_path(args), check_head=not args.no_head, expect=expect)
+    anchors = anchors_of(args)
+    result = verify(trail_path(args), check_head=not args.no_head, anchors=anchors)
     print(result.summary())
-    for note in result.notes:
-        print(f"note: {note}")
-    return 0 if result.ok else EXIT_FAILURE
+    for line in result.details():
+        print(line)
+    return VERDICT_STATUS[result.verdict]
 
 
 # ----------------------------------------------------------------- report
@@ -83,12 +95,15 @@ def _report(args: argparse.Namespace) -> int:
             unreadable.append(int(record["seq"]))
 
     path = trail_path(args)
-    result = verify(path, on_record=add)
+    result = verify(path, anchors=anchors_of(args))
+    for record in read_records(path):  # what nothing vouches for is left out
+        if record["seq"] not in result.unvouched:
+            add(record)
     if unreadable:
         note = f"{len(unreadable)} record(s) with unreadable fields skipped (seq {unreadable[0]}"
         result.notes.append(note + (", ...)" if len(unreadable) > 1 else ")"))
     if not result.ok:
-        _error(f"warning: the audit trail does not verify: {result.problem}")
+        _error(f"warning: the audit trail does not verify: {result.summary()}")
     text = render(builder.build(result), args.format)
     if args.output is None:
         sys.stdout.write(text)
@@ -98,6 +113,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------- register
+
+
+def _anchor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--anchors",
+        metavar="FILE",
+        help="heads taken off this node (filterd authority heads, or SEQ:HASH lines): "
+        "the trail must contain each of them",
+    )
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="the record SEQ must still hash to HASH, e.g. a head from an earlier report "
+        "(repeatable)",
+    )
 
 
 def _trail_options(parser: argparse.ArgumentParser) -> None:
@@ -117,21 +149,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = commands.add_parser(
         "verify",
         help="check the hash chain, the sequence and the head",
-        description="Walk the rotated files and the current one; print 'ok: ...' (exit 0) "
-        "or the first broken record as FILE:LINE (exit 1).",
+        description="Walk the rotated files and the current one; print 'ok: ...' (exit 0), "
+        "'unverified: ...' when records are vouched for by nothing (exit 3), or the first "
+        "broken record as FILE:LINE (exit 1); then what is anchored and what is not yet.",
     )
     check.set_defaults(handler=_guarded(_verify))
     _trail_options(check)
+    _anchor_options(check)
     check.add_argument(
         "--no-head", action="store_true", help="do not compare with audit.head (a copy without it)"
-    )
-    check.add_argument(
-        "--expect",
-        action="append",
-        default=[],
-        metavar="SEQ:HASH",
-        help="the record SEQ must still hash to HASH, e.g. a head from an earlier report "
-        "(repeatable)",
     )
 
     report = subparsers.add_parser(
@@ -141,6 +167,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "against the SLA, sync failures, reloads, queries and blocked answers in a window.",
     )
     report.set_defaults(handler=_guarded(_report))
+    _anchor_options(report)
     report.add_argument(
         "--from", dest="start", required=True, metavar="DATE", help="YYYY-MM-DD or RFC 3339"
     )

@@ -30,7 +30,7 @@ from filterd.config import AuditConfig
 
 log = logging.getLogger("filterd.audit")
 
-LOGGED_HEAD_EVENTS = frozenset({"stats", "stop", "rotate", "recover"})
+LOGGED_HEAD_EVENTS = frozenset({"stats", "stop", "rotate", "recover", "clock_step"})
 """After these, the head goes to the log too: one more copy outside the trail."""
 
 
@@ -54,12 +54,12 @@ class AuditRecorder:
         """Queue one record; returns at once."""
         if not self.enabled:
             return
-        moment = datetime.now(UTC)
+        moment, monotonic = datetime.now(UTC), time.monotonic()
         if self._closed:
             self.write_failures += 1
             log.error("audit record %s after the trail was closed: not written", event)
             return
-        self._executor.submit(self._write, event, dict(fields), moment)
+        self._executor.submit(self._write, event, dict(fields), moment, monotonic)
 
     async def flush(self) -> None:
         """Wait until every record queued so far is written (or has failed)."""
@@ -81,9 +81,11 @@ class AuditRecorder:
         except OSError as exc:
             log.error("audit trail %s cannot be opened: %s", self.path, exc)
 
-    def _write(self, event: str, fields: dict[str, Any], moment: datetime) -> None:
+    def _write(
+        self, event: str, fields: dict[str, Any], moment: datetime, monotonic: float
+    ) -> None:
         try:
-            head = self._writer.append(event, fields, moment)
+            head = self._writer.append(event, fields, moment, monotonic)
         except OSError as exc:
             self.write_failures += 1
             log.error("audit record %s not written to %s: %s", event, self.path, exc)

@@ -166,7 +166,7 @@ def test_the_trail_verifies_and_the_report_matches_the_metrics(
     head = read_head(trail)
     assert head is not None
     assert verified.stdout.startswith(f"ok: {head.seq} records, seq 1..{head.seq}, head ")
-    assert verified.stdout.split()[-1] == head.hash
+    assert verified.stdout.splitlines()[0].split()[-1] == head.hash
     assert f"audit head: seq {head.seq} {head.hash}" in daemon.log
 
     # --- the events, in order, with what they must say

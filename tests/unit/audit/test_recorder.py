@@ -49,14 +49,15 @@ def test_records_are_written_in_order_off_the_loop(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         recorder.open()
+        recorder.emit("start", {"version": "x"})
         for generation in range(50):
             recorder.emit("reload", {"result": "success", "generation": generation})
         await recorder.close()
 
     asyncio.run(scenario())
     lines = recorder.path.read_bytes().splitlines()
-    assert [decode_record(line)["generation"] for line in lines] == list(range(50))
-    assert recorder.records_written == 50 and recorder.write_failures == 0
+    assert [decode_record(line).get("generation") for line in lines] == [None, *range(50)]
+    assert recorder.records_written == 51 and recorder.write_failures == 0
     assert verify(recorder.path).ok
 
 
