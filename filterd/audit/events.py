@@ -35,8 +35,9 @@ def lists_fields(
 ) -> dict[str, Any]:
     """Every source now enforced. ``version`` is what EDE text and metrics show
     (the authority's serial for a synced list, else the first 12 hex digits
-    of the file's SHA-256); ``sha256`` is the full hash where known (synced
-    lists: the authority's canonical snapshot)."""
+    of the file's SHA-256); ``sha256`` is the full hash: for a synced list
+    the authority's canonical snapshot (``sha256``, by list name), else the
+    SHA-256 of the file compiled (null only for built-in rules)."""
     return {
         "generation": generation,
         "cause": cause,
@@ -44,7 +45,7 @@ def lists_fields(
             {
                 "name": source.name,
                 "version": source.version,
-                "sha256": sha256.get(source.name),
+                "sha256": sha256.get(source.name) or source.sha256 or None,
                 "format": source.format,
                 "entries": source.entries,
                 "accepted": source.accepted,

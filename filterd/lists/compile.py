@@ -162,7 +162,7 @@ def compile_lists(config: Config, *, reuse: bool = True) -> CompileReport:
     for number, (lst, sha) in enumerate(zip(config.lists, hashes, strict=True)):
         # One list in memory at a time; the builder keeps only the names.
         parsed = _parse_list(lst)
-        sources.append(_source_info(lst, _version(config, lst, sha), parsed))
+        sources.append(_source_info(lst, _version(config, lst, sha), parsed, sha))
         for kind, names in parsed.groups.items():
             builder.add(names, _rule(number, lst, kind), kind.ref)
         del parsed
@@ -219,7 +219,7 @@ def _version(config: Config, lst: ListConfig, sha256: str) -> str:
     return sha256[:12]
 
 
-def _source_info(lst: ListConfig, version: str, parsed: ParsedList) -> SourceInfo:
+def _source_info(lst: ListConfig, version: str, parsed: ParsedList, sha256: str) -> SourceInfo:
     return SourceInfo(
         name=lst.name,
         version=version,
@@ -236,6 +236,7 @@ def _source_info(lst: ListConfig, version: str, parsed: ParsedList) -> SourceInf
         names=parsed.names,
         problems=[p.describe(str(lst.path)) for p in parsed.problems],
         reasons=dict(parsed.reasons),
+        sha256=sha256,
     )
 
 

@@ -32,6 +32,8 @@ class SourceInfo:
     names: int = 0
     problems: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    sha256: str = ""
+    """SHA-256 of the list file as compiled ("" for built-in rules)."""
 
 
 def sources_of(index: CompiledIndex) -> tuple[SourceInfo, ...]:
