@@ -1,13 +1,15 @@
 """The supervisor's handle on the trail: ordered, off the event loop, never fatal.
 
-``emit`` takes the time at once (the record says when the event happened,
-not when the disk got to it) and queues the write on a thread of its own,
-one record after another, so an fsync never stalls the supervisor's loop
-(admin HTTP, sync, worker control). A record that cannot be written (disk
-full, permissions) is logged and counted in ``write_failures``; the daemon
-keeps filtering, since stopping child-protection filtering because its
-paperwork failed would be the worse failure. The next record tries again
-(reopening the trail, which repairs a half-written line).
+``emit`` applies the privacy floor to ``stats`` records (events.py:
+``blocked_top`` only in records covering an hour or more), takes the time
+at once (the record says when the event happened, not when the disk got to
+it) and queues the write on a thread of its own, one record after another,
+so an fsync never stalls the supervisor's loop (admin HTTP, sync, worker
+control). A record that cannot be written (disk full, permissions) is
+logged and counted in ``write_failures``; the daemon keeps filtering, since
+stopping child-protection filtering because its paperwork failed would be
+the worse failure. The next record tries again (reopening the trail, which
+repairs a half-written line).
 
 Counters for the metrics (read from the loop, written by the one thread):
 ``records_written``, ``write_failures``, ``last_write`` (Unix time).
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from filterd.audit.chain import Head
+from filterd.audit.events import privacy_floor
 from filterd.audit.trail import TrailWriter
 from filterd.config import AuditConfig
 
@@ -44,6 +47,7 @@ class AuditRecorder:
         self.records_written = 0
         self.write_failures = 0
         self.last_write = 0.0
+        self._run_started: float | None = None
 
     def open(self) -> None:
         """Find the end of the trail and repair it, on the writer's thread."""
@@ -55,6 +59,10 @@ class AuditRecorder:
         if not self.enabled:
             return
         moment, monotonic = datetime.now(UTC), time.monotonic()
+        if event == "start":
+            self._run_started = moment.timestamp()
+        elif event == "stats":
+            fields = privacy_floor(fields, self._run_started)
         if self._closed:
             self.write_failures += 1
             log.error("audit record %s after the trail was closed: not written", event)

@@ -247,6 +247,8 @@ class ReportBuilder:
         boundary = record.get("boundary")
         at = parse_time(boundary) if isinstance(boundary, str) else moment
         now = _Counters.of(record)
+        if "blocked_top" not in record:  # the privacy floor: names only hourly
+            now.top = run.baseline.top
         if self.start < at <= self.end:
             self._increase.add_increase(run.baseline, now)
         run.baseline = now

@@ -211,6 +211,23 @@ def test_blocked_top_is_summed_when_present(tmp_path: Path) -> None:
     assert "blocked_top" not in report_of(tmp_path / "audit.jsonl", 5, 24)
 
 
+def test_blocked_top_is_not_counted_twice_across_records_without_it(tmp_path: Path) -> None:
+    """The privacy floor leaves names out of most records: the increase of a
+    name runs from the last record that had names, not from zero."""
+    path = tmp_path / "audit.jsonl"
+    history = list(HISTORY[:2])
+    for hours, count, named in [(1.0, 3, True), (1.5, 4, False), (2.0, 5, True)]:
+        event, fields = stats(10, count, boundary=hours)
+        if named:
+            fields["blocked_top"] = [{"name": "casino.example", "category": "gambling",
+                                      "count": count}]  # fmt: skip
+        history.append((hours, (event, fields)))
+    write_history(path, history)
+    assert report_of(path, 0, 24)["blocked_top"] == [
+        {"name": "casino.example", "category": "gambling", "count": 5}
+    ]
+
+
 # ------------------------------------------------------------------ dates
 
 
