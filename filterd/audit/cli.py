@@ -19,13 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from filterd.audit.anchor import key_path, load_node_key, public_path, rotate_node_key
 from filterd.audit.anchors import Anchor, load_anchors, parse_anchor
 from filterd.audit.render import FORMATS, render
 from filterd.audit.report import ReportBuilder, parse_date
+from filterd.audit.sealing import seal, verify_report
 from filterd.audit.verify import read_records, verify
 from filterd.commands import EXIT_FAILURE, UsageError, error, guarded
 from filterd.config import AuditConfig, default_state_dir, load_config
 from filterd.files import write_atomically
+from filterd.sync.model import SyncError, key_id, load_public_key, public_key_text
 
 EXIT_UNVERIFIED: Final = 3
 VERDICT_STATUS: Final = {"ok": 0, "broken": EXIT_FAILURE, "unverified": EXIT_UNVERIFIED}
@@ -75,7 +80,25 @@ def _verify(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- report
 
 
+def state_dir_of(args: argparse.Namespace) -> Path:
+    """Where the node key is: the configuration's state directory, else the
+    one ``--path`` lies in (``<state_dir>/audit/audit.jsonl``: the directory
+    above ``audit``; else the trail's own directory), else the default."""
+    if getattr(args, "state_dir", None) is not None:
+        return Path(args.state_dir)
+    if args.config is not None:
+        return load_config(Path(args.config)).state_dir
+    if getattr(args, "path", None) is not None:
+        directory = Path(args.path).resolve().parent
+        return directory.parent if directory.name == "audit" else directory
+    return default_state_dir()
+
+
 def _report(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return _verify_report(args)
+    if args.start is None or args.end is None:
+        raise UsageError("--from and --to are required (or --verify FILE)")
     try:
         start = parse_date(args.start)
         end = parse_date(args.end, end=True)
@@ -105,10 +128,81 @@ def _report(args: argparse.Namespace) -> int:
     if not result.ok:
         _error(f"warning: the audit trail does not verify: {result.summary()}")
     text = render(builder.build(result), args.format)
+    state_dir = state_dir_of(args)
+    private = load_node_key(state_dir, create=False)
+    if private is None:
+        _error(f"warning: report not signed: no node key in {state_dir} (filterd node-key show)")
+    else:
+        text = seal(text, args.format, private)
     if args.output is None:
         sys.stdout.write(text)
     else:
         write_atomically(Path(args.output), text.encode(), mode=0o640)
+    return 0
+
+
+def _verify_report(args: argparse.Namespace) -> int:
+    """``report --verify FILE``: the signature against the node's key, then the
+    head the report states against the trail (when one is found)."""
+    try:
+        text = Path(args.verify).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--verify {args.verify}: {exc}") from None
+    trusted = _trusted_key(args)
+    try:
+        checked = verify_report(text, trusted)
+    except SyncError as exc:
+        print(f"{args.verify}: NOT verified: {exc}")
+        return EXIT_FAILURE
+    print(f"{args.verify}: signature ok ({checked.format}, node key {checked.key_id})")
+    if checked.last_seq is None or checked.head is None:
+        print("trail not checked: the report states no head (HTML: check its JSON or CSV twin)")
+        return 0
+    path = trail_path(args)
+    if args.path is None and args.config is None and not path.exists():
+        print(f"trail not checked: no trail at {path} (-c CONFIG or --path FILE)")
+        return 0
+    anchor = Anchor(checked.last_seq, checked.head, source="the report's head")
+    result = verify(path, anchors=[anchor, *(anchors_of(args) or [])], check_head=False)
+    if result.problem:
+        print(f"the trail does not hold what the report was made from: {result.problem}")
+        return EXIT_FAILURE
+    print(f"the trail holds the report's head: seq {checked.last_seq} {checked.head}")
+    return 0
+
+
+def _trusted_key(args: argparse.Namespace) -> Ed25519PublicKey:
+    text = args.node_key
+    source = "--node-key"
+    if text is None:
+        path = public_path(state_dir_of(args))
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError:
+            raise UsageError(f"no trusted key: {path} missing (give --node-key KEY)") from None
+    elif Path(text).is_file():
+        text = Path(text).read_text()
+    try:
+        return load_public_key(text)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def _node_key(args: argparse.Namespace) -> int:
+    state_dir = state_dir_of(args)
+    if args.action == "rotate":
+        old, new = rotate_node_key(state_dir)
+        print(new)
+        if old is not None:
+            print(f"replaced {old} (kept as {key_path(state_dir).name}.<time>)")
+        print("register the new key with the authority (filterd authority node add) now")
+        return 0
+    private = load_node_key(state_dir)
+    assert private is not None
+    public = private.public_key()
+    print(public_key_text(public))
+    print(f"node key {key_id(public)} in {key_path(state_dir)}")
     return 0
 
 
@@ -168,15 +262,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     report.set_defaults(handler=_guarded(_report))
     _anchor_options(report)
-    report.add_argument(
-        "--from", dest="start", required=True, metavar="DATE", help="YYYY-MM-DD or RFC 3339"
-    )
+    report.add_argument("--from", dest="start", metavar="DATE", help="YYYY-MM-DD or RFC 3339")
     report.add_argument(
         "--to",
         dest="end",
-        required=True,
         metavar="DATE",
         help="YYYY-MM-DD (the end of that day) or RFC 3339 (excluded)",
+    )
+    report.add_argument(
+        "--verify",
+        metavar="FILE",
+        help="check a report's signature, and that the trail holds the head it states",
+    )
+    report.add_argument(
+        "--node-key", metavar="KEY_OR_FILE", help="the node's public key (default: its node.pub)"
     )
     report.add_argument("--format", choices=FORMATS, default="json")
     report.add_argument(
@@ -184,3 +283,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     report.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     _trail_options(report)
+
+    keys = subparsers.add_parser(
+        "node-key",
+        help="show or rotate this node's key (signed receipts and reports)",
+        description="Each node has its own Ed25519 key in its state directory (node.key), "
+        "created at first use; the authority registers its public key (node.pub).",
+    )
+    keys.set_defaults(handler=_guarded(_node_key))
+    keys.add_argument("action", choices=("show", "rotate"))
+    where = keys.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="CONFIG", help="configuration (its state_dir)")
+    where.add_argument("--state-dir", metavar="DIR", help="the state directory")

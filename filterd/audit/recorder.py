@@ -30,6 +30,7 @@ from filterd.audit.chain import Head
 from filterd.audit.events import privacy_floor
 from filterd.audit.trail import TrailWriter
 from filterd.config import AuditConfig
+from filterd.sync.model import AuditHead
 
 log = logging.getLogger("filterd.audit")
 
@@ -48,6 +49,7 @@ class AuditRecorder:
         self.write_failures = 0
         self.last_write = 0.0
         self._run_started: float | None = None
+        self._anchor: AuditHead | None = None
 
     def open(self) -> None:
         """Find the end of the trail and repair it, on the writer's thread."""
@@ -69,6 +71,12 @@ class AuditRecorder:
             return
         self._executor.submit(self._write, event, dict(fields), moment, monotonic)
 
+    def anchor(self) -> AuditHead | None:
+        """The last record written (seq, hash, time), for a receipt to carry
+        (anchor.py); None before the first. Safe to call from the loop: the
+        writer thread replaces the value in one assignment."""
+        return self._anchor
+
     async def flush(self) -> None:
         """Wait until every record queued so far is written (or has failed)."""
         if not self._closed:
@@ -86,6 +94,9 @@ class AuditRecorder:
     def _open(self, moment: datetime) -> None:
         try:
             self._writer.open(moment)
+            head, last = self._writer.head, self._writer.last_time
+            if head.seq and last is not None:
+                self._anchor = AuditHead(head.seq, head.hash, last)
         except OSError as exc:
             log.error("audit trail %s cannot be opened: %s", self.path, exc)
 
@@ -104,6 +115,7 @@ class AuditRecorder:
             return
         self.records_written += 1
         self.last_write = time.time()
+        self._anchor = AuditHead(head.seq, head.hash, self._writer.last_time or moment)
         if event in LOGGED_HEAD_EVENTS:
             _log_head(head)
 

@@ -92,6 +92,11 @@ class TrailWriter:
     def head(self) -> Head:
         return Head(self._seq, self._prev)
 
+    @property
+    def last_time(self) -> datetime | None:
+        """Time of the last record written or found."""
+        return self._time
+
     # ------------------------------------------------------------------ open
 
     def open(self, moment: datetime) -> None:

@@ -7,7 +7,10 @@ serial enforced, how many serials behind the latest publication it is, the
 lag between publication and application (``applied_at - published_at`` of
 that serial, as the protocol defines it), whether the SHA-256 the node
 reports is the one published for that serial (the effective list is then
-exactly the published one), and when the node was last heard from.
+exactly the published one), when the node was last heard from, whether
+that receipt was signed by the node's registered key, and the node's audit
+head it carried (its latest anchor; ``filterd authority heads`` exports
+them all).
 Operators that never sent a receipt are listed too: silence is the first
 thing a Department needs to see.
 
@@ -25,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from filterd.authority.store import Publication, ReceiptRecord
-from filterd.sync.model import format_time
+from filterd.sync.model import AuditHead, format_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,10 @@ class NodeStatus:
     entries: int
     software: str
     last_seen: datetime
+    signed: bool = False
+    """The latest receipt was signed by the node's registered key."""
+    audit_head: AuditHead | None = None
+    """The node's audit head in that receipt: its latest anchor."""
 
     @property
     def compliant(self) -> bool:
@@ -69,6 +76,8 @@ class NodeStatus:
             "software": self.software,
             "last_seen": format_time(self.last_seen),
             "compliant": self.compliant,
+            "signed": self.signed,
+            "audit_head": self.audit_head.to_json() if self.audit_head is not None else None,
         }
 
 
@@ -148,6 +157,8 @@ def build_report(
                 entries=receipt.entries,
                 software=receipt.software,
                 last_seen=record.received_at,
+                signed=record.signed,
+                audit_head=receipt.audit_head,
             )
         )
     return Report(
@@ -182,6 +193,8 @@ _COLUMNS = (
     "SHA-256 matches",
     "Last seen",
     "Software",
+    "Signed",
+    "Audit head (seq, time)",
 )
 
 
@@ -221,6 +234,10 @@ def render_html(report: Report) -> str:
             {True: "yes", False: "NO", None: "unknown serial"}[node.sha256_matches],
             format_time(node.last_seen),
             node.software,
+            "yes" if node.signed else "NO (unsigned)",
+            "-"
+            if node.audit_head is None
+            else f"{node.audit_head.seq}, {format_time(node.audit_head.time)}",
         )
         parts.append(f'<tr class="{state}">' + "".join(f"<td>{e(c)}</td>" for c in cells))
         parts.append("</tr>")
