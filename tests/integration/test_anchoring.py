@@ -1,28 +1,34 @@
 """Audit heads anchored at the authority, end to end, with real processes.
 
-A real node (``filterd run``) syncs from a real ``filterd authority serve``
+First, a real node (``filterd run``) syncs from a real ``filterd authority serve``
 and writes its audit trail; its key (``filterd node-key show``) is
 registered at the authority (``filterd authority node add``); receipts
 signed with it carry the node's audit head. Then every tampering case the
 authority and the anchors must catch, each with its message: an unsigned
 receipt, one signed by another node, an altered one, a replayed one, a stale
 one; and a trail rewritten together with its head, which the files alone
-cannot reveal but the heads exported by the authority do.
+cannot reveal but the heads exported by the authority do. Then the trail
+of a real run, tampered with in every other way: a forged record appended,
+the head rewritten, the end cut, records reordered, time set back, and a
+signed report edited.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import dns.rcode
 
 from filterd.audit.anchor import signed_receipt
 from filterd.audit.chain import GENESIS, decode_record, encode_record, head_path, line_hash
 from filterd.audit.chain import parse_time as audit_time
 from filterd.sync.model import AuditHead, Receipt, parse_time, utc_now
-from tests.integration.conftest import DaemonFactory, synced_node
+from tests.integration.conftest import DaemonFactory, standard_config, synced_node
 from tests.integration.daemon import FILTERD
 from tests.peers.authoritative import FakeUpstream
 from tests.peers.processes import wait_until
@@ -144,3 +150,114 @@ def test_signed_receipts_anchor_the_trail_and_catch_a_rewrite(
     assert caught.returncode == 1
     assert f"seq {head.seq} differs from anchor seq {head.seq}" in caught.stdout
     assert "altered since" in caught.stdout
+
+
+def test_every_tampering_case_on_a_real_trail(
+    tmp_path: Path, make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """The trail of a real run, tampered with in each way the issue lists; each
+    is caught by ``filterd audit verify`` (or ``report --verify``) with a clear
+    message, and a restart on a forged trail records what it found."""
+    daemon = make_daemon(standard_config(upstream.endpoint, extra="audit: {stats_interval: 1}\n"))
+    daemon.start()
+    for _ in range(3):
+        assert daemon.query("phishing.example.com").rcode() == dns.rcode.NXDOMAIN
+    time.sleep(1.2)  # a periodic statistics record
+    assert daemon.stop() == 0
+    config = daemon.config_path
+    audit = daemon.directory / "state" / "audit"
+    trail = audit / "audit.jsonl"
+    pristine = {path.name: path.read_bytes() for path in audit.iterdir()}
+    lines = trail.read_bytes().splitlines(keepends=True)
+    assert filterd("audit", "verify", "-c", config).returncode == 0
+
+    def restore() -> None:
+        for name, content in pristine.items():
+            (audit / name).write_bytes(content)
+
+    def verify(status: int, *words: str) -> str:
+        result = filterd("audit", "verify", "-c", config)
+        assert result.returncode == status, result.stdout + result.stderr
+        for word in words:
+            assert word in result.stdout, result.stdout
+        return result.stdout
+
+    def append(event: str, fields: dict[str, Any]) -> None:
+        last = decode_record(lines[-1][:-1])
+        moment = audit_time(last["time"]) + timedelta(seconds=1)
+        line = encode_record(last["seq"] + 1, moment, event, fields, line_hash(lines[-1][:-1]))
+        trail.write_bytes(b"".join(lines) + line + b"\n")
+
+    # a single forged statistics record appended, head left alone: the run had stopped
+    stats = next(decode_record(x[:-1]) for x in reversed(lines) if b'"event":"stats"' in x)
+    forged = {k: v for k, v in stats.items() if k not in CHAIN}
+    forged["blocked"] = [dict(row, count=500_000) for row in forged["blocked"]]
+    append("stats", forged)
+    verify(1, "stats record after the run that ended at seq")
+    today = utc_now().date()
+    window = [str(today - timedelta(days=1)), str(today + timedelta(days=1))]
+    report = filterd("report", "--from", window[0], "--to", window[1], "-c", config)
+    assert json.loads(report.stdout)["trail"]["ok"] is False
+    assert "The audit trail does NOT verify" in json.loads(report.stdout)["trail"]["statement"]
+
+    # a single forged, well-formed record appended, head left alone: never verified
+    append("start", {"version": "0.1.0", "config": None, "node": "forged", "pid": 1})
+    verify(3, "unverified: ", "nothing vouches for seq", "past the head")
+    daemon.start()  # ... and a restart on it says so in the trail
+    assert daemon.stop() == 0
+    recover = next(
+        decode_record(x) for x in trail.read_bytes().splitlines() if b'"event":"recover"' in x
+    )
+    assert recover["unvouched_seq"] == len(lines) + 1 and recover["unclean_stop"] is True
+    verify(3, f"unverified: seq {len(lines) + 1}: past the head at start-up (recover record")
+
+    # the head rewritten
+    restore()
+    head = json.loads((audit / "audit.head").read_text())
+    (audit / "audit.head").write_text(json.dumps(dict(head, hash="0" * 64)))
+    verify(1, f"last record seq {head['seq']} does not match the head (altered)")
+
+    # truncation
+    restore()
+    trail.write_bytes(b"".join(lines[:-2]))
+    verify(1, f"but the head names seq {len(lines)}", "removed (truncated)")
+
+    # reorder
+    restore()
+    swapped = list(lines)
+    swapped[2], swapped[3] = swapped[3], swapped[2]
+    trail.write_bytes(b"".join(swapped))
+    verify(1, "seq 4 follows seq 2")
+
+    # time going back, the chain and head redone to match
+    restore()
+    records = [decode_record(x[:-1]) for x in lines]
+    earlier = audit_time(records[1]["time"]) - timedelta(hours=1)
+    redone = [
+        encode_record(1, audit_time(records[0]["time"]), records[0]["event"],
+                      {k: v for k, v in records[0].items() if k not in CHAIN}, GENESIS)
+    ]  # fmt: skip
+    for record in records[1:]:
+        moment = earlier if record["seq"] == 3 else audit_time(record["time"])
+        fields = {k: v for k, v in record.items() if k not in CHAIN}
+        redone.append(encode_record(record["seq"], moment, record["event"], fields,
+                                    line_hash(redone[-1])))  # fmt: skip
+    trail.write_bytes(b"".join(line + b"\n" for line in redone))
+    last_head = {"seq": len(redone), "hash": line_hash(redone[-1]), "time": "x"}
+    (audit / "audit.head").write_text(json.dumps(last_head))
+    verify(1, ":3: time goes back", "with no clock_step record")
+
+    # a forged report
+    restore()
+    assert filterd("node-key", "show", "-c", config).returncode == 0
+    signed = tmp_path / "report.json"
+    made = filterd("report", "--from", window[0], "--to", window[1], "-c", config, "-o", signed)
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    checked = filterd("report", "--verify", signed, "-c", config)
+    assert checked.returncode == 0 and "signature ok" in checked.stdout, checked.stdout
+    document = json.loads(signed.read_text())
+    document["blocked"]["total"] += 500_000
+    signed.write_text(json.dumps(document))
+    checked = filterd("report", "--verify", signed, "-c", config)
+    assert checked.returncode == 1
+    assert "NOT verified: signature does not verify (altered after signing)" in checked.stdout
