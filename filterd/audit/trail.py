@@ -19,6 +19,9 @@ each in a ``recover`` record (never silently), before anything else:
   daemon was down: the files cannot tell which) is brought forward, and the
   record names that last record in ``unvouched_seq``: ``verify`` never
   counts it as verified;
+- a rotation cut short between the rename and its ``rotate`` record (no
+  current file, rotated ones present) is finished: the ``rotate`` record
+  comes first;
 - a trail whose last record is not a ``stop`` (the previous run was killed,
   crashed, or lost power): ``unclean_stop: true``, which closes that run;
 - anything else (the head names a later record than the file ends with, or
@@ -106,6 +109,8 @@ class TrailWriter:
         dropped = tail.drop_partial_line(self.path)
         last_line = tail.last_line(self.path)
         first_seq = 0
+        unfinished: tuple[str, int, int] | None = None
+        """A rotation cut short after the rename: (renamed file, first seq, last seq)."""
         if last_line is not None:
             first_line = tail.first_line(self.path)
             first_seq = tail.seq_of(first_line) if first_line is not None else 0
@@ -113,6 +118,8 @@ class TrailWriter:
             rotated = rotated_files(self.path)
             if rotated:
                 last_line = tail.last_line(rotated[-1][1])
+                if last_line is not None:
+                    unfinished = (rotated[-1][1].name, rotated[-1][0], tail.seq_of(last_line))
         seq, prev = 0, GENESIS
         readable = True
         if last_line is not None:
@@ -156,6 +163,11 @@ class TrailWriter:
         self._time = tail.time_of(last_line) if last_line is not None else None
         self._monotonic = None
         self._opened = True
+        if unfinished is not None:
+            # a crash between the rename and the rotate record: finish the rotation
+            name, first, last = unfinished
+            fields = {"file": name, "first_seq": first, "last_seq": last, "pruned": []}
+            self._append("rotate", fields, moment)
         if problems:
             self._clock_step(moment, None)
             for found in problems:

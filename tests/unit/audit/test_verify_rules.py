@@ -234,6 +234,24 @@ def test_a_rotate_record_must_name_the_file_before(tmp_path: Path) -> None:
     broken(verify(path), "rotate record names audit.jsonl.", "with seq 2..", "but the file before")
 
 
+def test_a_rotation_cut_short_by_a_crash_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    writer = TrailWriter(path, 1 << 20, 0)
+    writer.open(at(0))
+    for seconds, event, fields in RUN:
+        writer.append(event, fields, at(seconds))
+    writer.close()
+    path.rename(path.with_name("audit.jsonl.1"))  # renamed; the rotate record never written
+    writer = TrailWriter(path, 1 << 20, 0)
+    writer.open(at(100))
+    writer.append("start", {"version": "x"}, at(100))
+    writer.close()
+    first = decode_record(lines(path)[0])
+    assert first["event"] == "rotate" and (first["first_seq"], first["last_seq"]) == (1, 4)
+    result = verify(path)
+    assert result.ok, result.problem
+
+
 # --------------------------------------------------------------- anchors
 
 
