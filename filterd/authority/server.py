@@ -15,6 +15,7 @@ Endpoints (docs/authority.md; the protocol is docs/sync-protocol.md):
 - ``GET /v1/compliance`` (JSON) and ``GET /compliance`` (HTML): the admin
   token is required, in the ``Authorization`` header only (a token in a URL
   ends up in logs and browser history);
+- ``GET /metrics``: Prometheus metrics (metrics.py), admin token required;
 - ``GET /healthz``: liveness, no token.
 
 The list and receipt endpoints need an operator's bearer token (``401``
@@ -45,12 +46,15 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from filterd.authority.compliance import Report, build_report, latest_receipts, render_html
+from filterd.authority.metrics import build_registry
 from filterd.authority.receipts import ReceiptCheck, ReceiptRefused
 from filterd.authority.store import AuthorityError, ReceiptRecord, Store
 from filterd.config import Endpoint
@@ -90,6 +94,8 @@ class AuthorityServer:
         self._latest = latest_receipts(store.receipts())
         self._receipt_lock = asyncio.Lock()
         self._receipts = ReceiptCheck(store, require_signed=require_signed)
+        self._receipt_counts = {"accepted": 0, "refused": 0}
+        self._registry = build_registry(self._report, self._receipt_counts)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RECEIPT_BYTES)
@@ -103,6 +109,8 @@ class AuthorityServer:
         app.router.add_post("/v1/receipts", self._receipt)
         app.router.add_get("/v1/compliance", self._compliance_json)
         app.router.add_get("/compliance", self._compliance_html)
+        app.router.add_get("/metrics", self._metrics)
+        app.middlewares.append(self._count_receipts)
         return app
 
     # ------------------------------------------------------------ lists
@@ -173,6 +181,31 @@ class AuthorityServer:
             receipt, received_at, operator, signature is not None
         )
         return web.Response(status=204)
+
+    @web.middleware
+    async def _count_receipts(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Count every receipt posted with a valid token, accepted or refused."""
+        if request.path != "/v1/receipts" or request.method != "POST":
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status != 401:
+                self._receipt_counts["refused"] += 1
+            raise
+        self._receipt_counts["accepted" if response.status < 300 else "refused"] += 1
+        return response
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        return web.Response(
+            body=generate_latest(self._registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+        )
 
     # ------------------------------------------------------- compliance
 

@@ -121,6 +121,12 @@ def test_signed_receipts_anchor_the_trail_and_catch_a_rewrite(
     node = json.loads(page)["nodes"][0]
     assert status == 200 and node["signed"] is True
     assert node["audit_head"]["seq"] == head.seq and node["audit_head"]["hash"] == head.hash
+    status, _, metrics = server.request("GET", "/metrics", token=data.admin_token)
+    labels = 'list="national",node="resolver-01",operator="vnpt-hanoi"'
+    assert status == 200
+    assert f"filterd_authority_node_receipt_signed{{{labels}}} 1.0" in metrics.decode()
+    assert 'filterd_authority_receipts_total{result="refused"} 5.0' in metrics.decode()
+    assert server.request("GET", "/metrics")[0] == 401
 
     # --- a second run: records after the last anchor are not yet anchored
     daemon.start()
