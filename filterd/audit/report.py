@@ -29,74 +29,20 @@ but running sums) and gives the report for a window ``[start, end)``:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from filterd import __version__
 from filterd.audit.chain import format_time, parse_time
+from filterd.audit.counters import Counters
 from filterd.audit.enforcement import Enforced, Enforcement
 from filterd.audit.verify import Result
 
 TRANSPORT_REASONS: Final = frozenset({"network", "timeout", "http"})
 """Sync failures where no answer of the authority's was judged (not a rejection)."""
 TOP_ROWS: Final = 100
-
-K = TypeVar("K", bound=Hashable)
-QueryKey = tuple[str, ...]  # protocol, (qtype,) outcome: the labels of filterd_queries_total
-BlockKey = tuple[str, str, str]  # list, category, action
-TopKey = tuple[str, str]  # name, category
-
-
-@dataclass(slots=True)
-class _Counters:
-    """One reading of the counters of a ``stats`` record (or their increase)."""
-
-    queries: dict[QueryKey, int] = field(default_factory=dict)
-    blocked: dict[BlockKey, int] = field(default_factory=dict)
-    top: dict[TopKey, int] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, record: Mapping[str, Any]) -> _Counters:
-        queries = _summed(_paths(record.get("queries") or {}, ()))
-        blocked = _summed(
-            ((str(row["list"]), str(row["category"]), str(row["action"])), row["count"])
-            for row in record.get("blocked") or ()
-        )
-        top = _summed(
-            ((str(row["name"]), str(row["category"])), row["count"])
-            for row in record.get("blocked_top") or ()
-        )
-        return cls(queries, blocked, top)
-
-    def add_increase(self, before: _Counters, now: _Counters) -> None:
-        _increase(self.queries, before.queries, now.queries)
-        _increase(self.blocked, before.blocked, now.blocked)
-        _increase(self.top, before.top, now.top)
-
-
-def _paths(value: Any, prefix: QueryKey) -> Iterable[tuple[QueryKey, Any]]:
-    """Nested counters as (key path, count)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, str(key)))
-    else:
-        yield prefix, value
-
-
-def _increase(total: dict[K, int], before: Mapping[K, int], now: Mapping[K, int]) -> None:
-    """Prometheus' ``increase()``: a value below the one before means a restart."""
-    for key, value in now.items():
-        previous = before.get(key, 0)
-        total[key] = total.get(key, 0) + (value - previous if value >= previous else value)
-
-
-def _summed(rows: Iterable[tuple[K, Any]]) -> dict[K, int]:
-    out: dict[K, int] = {}
-    for key, count in rows:
-        out[key] = out.get(key, 0) + int(count)
-    return out
 
 
 @dataclass(slots=True)
@@ -107,7 +53,7 @@ class _Run:
     last: datetime
     serving_from: datetime | None = None
     enforced: dict[str, Enforced] = field(default_factory=dict)
-    baseline: _Counters = field(default_factory=_Counters)
+    baseline: Counters = field(default_factory=Counters)
 
 
 class ReportBuilder:
@@ -123,7 +69,7 @@ class ReportBuilder:
         self._rejected: list[dict[str, Any]] = []
         self._reloads: list[dict[str, Any]] = []
         self._trail_events: list[dict[str, Any]] = []
-        self._increase = _Counters()
+        self._increase = Counters()
 
     # ------------------------------------------------------------- records
 
@@ -246,7 +192,7 @@ class ReportBuilder:
     def _stats(self, run: _Run, moment: datetime, record: Mapping[str, Any]) -> None:
         boundary = record.get("boundary")
         at = parse_time(boundary) if isinstance(boundary, str) else moment
-        now = _Counters.of(record)
+        now = Counters.of(record)
         if "blocked_top" not in record:  # the privacy floor: names only hourly
             now.top = run.baseline.top
         if self.start < at <= self.end:
