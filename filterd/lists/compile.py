@@ -44,7 +44,7 @@ from filterd.matching.rules import Action, Rule, Scope
 from filterd.sync.store import load_state
 from filterd.wire.codes import EDE_BLOCKED
 
-COMPILER_VERSION: Final = "4"
+COMPILER_VERSION: Final = "5"
 MAX_LIST_BYTES: Final = 1 << 30
 CANARY_SOURCE: Final = "bypass-canaries"
 
