@@ -39,8 +39,14 @@ EVENTS: Final = (
     "sync_rejected",  # an authority update refused (bounded reason)
     "stats",  # counters since the daemon started (periodic, and at stop)
     "rotate",  # first record of a new file: what was rotated and pruned
-    "recover",  # at start-up the trail was not as the head said
+    "recover",  # at start-up: a crash or a loss found, and what was done about it
+    "clock_step",  # the wall clock stepped (more than CLOCK_TOLERANCE) between records
 )
+
+CLOCK_TOLERANCE: Final = 2.0
+"""Seconds a record's time may lie before the previous record's without a
+``clock_step`` record between them, and the largest difference between the
+wall clock and the monotonic clock the writer lets pass without one."""
 
 
 class FormatError(ValueError):

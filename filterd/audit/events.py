@@ -14,10 +14,10 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from filterd import __version__
-from filterd.audit.chain import format_time
+from filterd.audit.chain import format_time, parse_time
 from filterd.lists.sources import SourceInfo
 
 
@@ -95,3 +95,34 @@ def next_boundary(now: float, interval: float) -> float:
     """The next wall-clock multiple of ``interval`` strictly after ``now``: hourly
     records land on the hour, so a report for whole days starts and ends on one."""
     return (math.floor(now / interval) + 1) * interval
+
+
+PRIVACY_INTERVAL: Final = 3600
+"""Seconds: the shortest period a record's counts of blocked list entries
+(``blocked_top``) may cover, whatever ``audit.stats_interval`` is."""
+
+
+def privacy_floor(fields: Mapping[str, Any], run_started: float | None) -> dict[str, Any]:
+    """``fields`` of a ``stats`` record without ``blocked_top`` unless the
+    record lands on a whole multiple of ``PRIVACY_INTERVAL`` (UTC hours) at
+    least that long after the run started (``run_started``, Unix time).
+
+    The counts of a name are totals since the start, so the difference
+    between two records is what was asked in between: with records a second
+    apart (``stats_interval: 1``) the trail would say which listed site was
+    asked for in which second, which joined with a subscriber's NAT log
+    names the subscriber. Keeping names only in records on the hour, the
+    first a full hour into the run, makes every difference cover an hour or
+    more of everyone's queries. The record written at stop never carries
+    them (it would cover the last, partial interval)."""
+    out = dict(fields)
+    if "blocked_top" not in out:
+        return out
+    boundary = out.get("boundary")
+    keep = False
+    if isinstance(boundary, str) and run_started is not None:
+        at = parse_time(boundary).timestamp()
+        keep = at % PRIVACY_INTERVAL == 0 and at - run_started >= PRIVACY_INTERVAL
+    if not keep:
+        del out["blocked_top"]
+    return out

@@ -1,13 +1,15 @@
 """The supervisor's handle on the trail: ordered, off the event loop, never fatal.
 
-``emit`` takes the time at once (the record says when the event happened,
-not when the disk got to it) and queues the write on a thread of its own,
-one record after another, so an fsync never stalls the supervisor's loop
-(admin HTTP, sync, worker control). A record that cannot be written (disk
-full, permissions) is logged and counted in ``write_failures``; the daemon
-keeps filtering, since stopping child-protection filtering because its
-paperwork failed would be the worse failure. The next record tries again
-(reopening the trail, which repairs a half-written line).
+``emit`` applies the privacy floor to ``stats`` records (events.py:
+``blocked_top`` only in records covering an hour or more), takes the time
+at once (the record says when the event happened, not when the disk got to
+it) and queues the write on a thread of its own, one record after another,
+so an fsync never stalls the supervisor's loop (admin HTTP, sync, worker
+control). A record that cannot be written (disk full, permissions) is
+logged and counted in ``write_failures``; the daemon keeps filtering, since
+stopping child-protection filtering because its paperwork failed would be
+the worse failure. The next record tries again (reopening the trail, which
+repairs a half-written line).
 
 Counters for the metrics (read from the loop, written by the one thread):
 ``records_written``, ``write_failures``, ``last_write`` (Unix time).
@@ -25,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from filterd.audit.chain import Head
+from filterd.audit.events import privacy_floor
 from filterd.audit.trail import TrailWriter
 from filterd.config import AuditConfig
+from filterd.sync.model import AuditHead
 
 log = logging.getLogger("filterd.audit")
 
-LOGGED_HEAD_EVENTS = frozenset({"stats", "stop", "rotate", "recover"})
+LOGGED_HEAD_EVENTS = frozenset({"stats", "stop", "rotate", "recover", "clock_step"})
 """After these, the head goes to the log too: one more copy outside the trail."""
 
 
@@ -44,6 +48,8 @@ class AuditRecorder:
         self.records_written = 0
         self.write_failures = 0
         self.last_write = 0.0
+        self._run_started: float | None = None
+        self._anchor: AuditHead | None = None
 
     def open(self) -> None:
         """Find the end of the trail and repair it, on the writer's thread."""
@@ -54,12 +60,22 @@ class AuditRecorder:
         """Queue one record; returns at once."""
         if not self.enabled:
             return
-        moment = datetime.now(UTC)
+        moment, monotonic = datetime.now(UTC), time.monotonic()
+        if event == "start":
+            self._run_started = moment.timestamp()
+        elif event == "stats":
+            fields = privacy_floor(fields, self._run_started)
         if self._closed:
             self.write_failures += 1
             log.error("audit record %s after the trail was closed: not written", event)
             return
-        self._executor.submit(self._write, event, dict(fields), moment)
+        self._executor.submit(self._write, event, dict(fields), moment, monotonic)
+
+    def anchor(self) -> AuditHead | None:
+        """The last record written (seq, hash, time), for a receipt to carry
+        (anchor.py); None before the first. Safe to call from the loop: the
+        writer thread replaces the value in one assignment."""
+        return self._anchor
 
     async def flush(self) -> None:
         """Wait until every record queued so far is written (or has failed)."""
@@ -78,12 +94,17 @@ class AuditRecorder:
     def _open(self, moment: datetime) -> None:
         try:
             self._writer.open(moment)
+            head, last = self._writer.head, self._writer.last_time
+            if head.seq and last is not None:
+                self._anchor = AuditHead(head.seq, head.hash, last)
         except OSError as exc:
             log.error("audit trail %s cannot be opened: %s", self.path, exc)
 
-    def _write(self, event: str, fields: dict[str, Any], moment: datetime) -> None:
+    def _write(
+        self, event: str, fields: dict[str, Any], moment: datetime, monotonic: float
+    ) -> None:
         try:
-            head = self._writer.append(event, fields, moment)
+            head = self._writer.append(event, fields, moment, monotonic)
         except OSError as exc:
             self.write_failures += 1
             log.error("audit record %s not written to %s: %s", event, self.path, exc)
@@ -94,6 +115,7 @@ class AuditRecorder:
             return
         self.records_written += 1
         self.last_write = time.time()
+        self._anchor = AuditHead(head.seq, head.hash, self._writer.last_time or moment)
         if event in LOGGED_HEAD_EVENTS:
             _log_head(head)
 

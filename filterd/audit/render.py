@@ -4,7 +4,8 @@
 - CSV is *long*: one rectangular table ``section,row,field,value`` that
   every spreadsheet and CSV tool reads without knowing where one table
   ends, and that a pivot turns back into any table (``row`` numbers the
-  items of a list section, ``1.2`` for the second version of the first list).
+  items of a list section, ``1_2`` for the second version of the first list:
+  not ``1.2``, which a spreadsheet reads as the number that ``1.20`` also is).
 - HTML is one page, inline CSS, no script and nothing fetched: it can be
   mailed, archived or printed to PDF as it is. It is also well-formed XML
   (after the doctype), which keeps it easy to check.
@@ -53,7 +54,7 @@ def _flatten(section: str, row: str, value: Any) -> Iterator[list[str]]:
                 yield [section, row, str(key), _cell(item)]
     elif isinstance(value, list):
         for i, item in enumerate(value, 1):
-            number = f"{row}.{i}" if row else str(i)
+            number = f"{row}_{i}" if row else str(i)  # "2_10" is not "2_1"; "2.10" was
             if isinstance(item, Mapping | list):
                 yield from _flatten(section, number, item)
             else:
@@ -97,11 +98,17 @@ def render_html(report: Mapping[str, Any]) -> str:
     title = f"filterd report {head['from']} to {head['to']}"
     queries = report["queries"]
     blocked = report["blocked"]
-    versions = [
-        [lst["list"], lst["mandatory"], lst["hours_enforced"], *_pick(v, VERSION_COLUMNS)]
-        for lst in report["lists"]
-        for v in lst["versions"]
-    ]
+    intervals = sorted(
+        (
+            [lst["list"], lst["mandatory"], v["version"], v["sha256"], *_pick(i, SPAN_COLUMNS)]
+            for lst in report["lists"]
+            for v in lst["versions"]
+            for i in v["intervals"]
+        ),
+        key=lambda row: (row[0], row[4]),
+    )
+    gaps = [[lst["list"], *_pick(g, SPAN_COLUMNS)] for lst in report["lists"] for g in lst["gaps"]]
+    totals = [_pick(lst, LIST_COLUMNS) for lst in report["lists"]]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"/>',
@@ -110,8 +117,14 @@ def render_html(report: Mapping[str, Any]) -> str:
         _table("Report", ["field", "value"], list(head.items())),
         _trail(report["trail"]),
         _table("Runs", RUN_COLUMNS, [_pick(r, RUN_COLUMNS) for r in report["runs"]]),
+        _table("Lists enforced", LIST_COLUMNS, totals),
         _table(
-            "Lists enforced", ["list", "mandatory", "hours_enforced", *VERSION_COLUMNS], versions
+            "Versions enforced, interval by interval",
+            ["list", "mandatory", "version", "sha256", *SPAN_COLUMNS],
+            intervals,
+        ),
+        _table(
+            "Gaps: lists not enforced (node down or not serving)", ["list", *SPAN_COLUMNS], gaps
         ),
         _table(
             "Authority updates and enforcement lag",
@@ -171,7 +184,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-VERSION_COLUMNS: Final = ("version", "sha256", "from", "to", "hours", "seconds")
+SPAN_COLUMNS: Final = ("from", "to", "seconds")
+LIST_COLUMNS: Final = ("list", "mandatory", "from", "to", "hours_enforced", "seconds_enforced")
 
 
 def _pick(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
@@ -183,14 +197,17 @@ def _details(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _trail(trail: Mapping[str, Any]) -> str:
-    verdict = (
-        '<p class="ok">The audit trail verifies.</p>'
-        if trail["ok"]
-        else f'<p class="bad">The audit trail does NOT verify: {escape(str(trail["problem"]))}</p>'
-    )
-    rows = [[key, value] for key, value in trail.items() if key not in ("problem", "notes")]
+    css = "ok" if trail["verdict"] == "ok" else "bad"
+    verdict = f'<p class="{css}">{escape(str(trail["statement"]))}</p>'
+    shown = ("verdict", "records", "first_seq", "last_seq", "head", "anchors_checked",
+             "anchored_seq", "anchored_at")  # fmt: skip
+    rows = [[key, trail[key]] for key in shown]
+    if trail["not_yet_anchored"]:
+        first, last = trail["not_yet_anchored"]
+        rows.append(["not yet anchored", f"seq {first}..{last}"])
+    rows += [["unverified", f"seq {row['seq']}: {row['why']}"] for row in trail["unverified"]]
     rows += [["note", note] for note in trail["notes"]]
-    return _table("Audit trail", ["field", "value"], rows) + "\n" + verdict
+    return verdict + "\n" + _table("Audit trail", ["field", "value"], rows)
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -8,8 +8,9 @@ but running sums) and gives the report for a window ``[start, end)``:
   That under-claims rather than over-claims: enforcement is never counted
   past the last moment the daemon wrote anything;
 - **lists**: from each ``lists`` record until the next one, or the end of
-  the run, the lists it names are enforced at the versions it names; hours
-  are summed per list and per version, clipped to the window;
+  the run, the lists it names are enforced at the versions it names: exact
+  intervals per version, gaps between them, sums per list and per version,
+  clipped to the window (enforcement.py);
 - **updates**: every ``sync_applied`` in the window with its lag against the
   SLA (the record's ``lag_sla_seconds``, or ``--sla``), met when lag <= SLA;
 - **sync failures** (every ``sync_rejected``, by list and reason) and the
@@ -28,92 +29,20 @@ but running sums) and gives the report for a window ``[start, end)``:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from filterd import __version__
 from filterd.audit.chain import format_time, parse_time
+from filterd.audit.counters import Counters
+from filterd.audit.enforcement import Enforced, Enforcement
 from filterd.audit.verify import Result
 
 TRANSPORT_REASONS: Final = frozenset({"network", "timeout", "http"})
 """Sync failures where no answer of the authority's was judged (not a rejection)."""
 TOP_ROWS: Final = 100
-
-K = TypeVar("K", bound=Hashable)
-QueryKey = tuple[str, ...]  # protocol, (qtype,) outcome: the labels of filterd_queries_total
-BlockKey = tuple[str, str, str]  # list, category, action
-TopKey = tuple[str, str]  # name, category
-
-
-@dataclass(slots=True)
-class _Counters:
-    """One reading of the counters of a ``stats`` record (or their increase)."""
-
-    queries: dict[QueryKey, int] = field(default_factory=dict)
-    blocked: dict[BlockKey, int] = field(default_factory=dict)
-    top: dict[TopKey, int] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, record: Mapping[str, Any]) -> _Counters:
-        queries = _summed(_paths(record.get("queries") or {}, ()))
-        blocked = _summed(
-            ((str(row["list"]), str(row["category"]), str(row["action"])), row["count"])
-            for row in record.get("blocked") or ()
-        )
-        top = _summed(
-            ((str(row["name"]), str(row["category"])), row["count"])
-            for row in record.get("blocked_top") or ()
-        )
-        return cls(queries, blocked, top)
-
-    def add_increase(self, before: _Counters, now: _Counters) -> None:
-        _increase(self.queries, before.queries, now.queries)
-        _increase(self.blocked, before.blocked, now.blocked)
-        _increase(self.top, before.top, now.top)
-
-
-def _paths(value: Any, prefix: QueryKey) -> Iterable[tuple[QueryKey, Any]]:
-    """Nested counters as (key path, count)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, str(key)))
-    else:
-        yield prefix, value
-
-
-def _increase(total: dict[K, int], before: Mapping[K, int], now: Mapping[K, int]) -> None:
-    """Prometheus' ``increase()``: a value below the one before means a restart."""
-    for key, value in now.items():
-        previous = before.get(key, 0)
-        total[key] = total.get(key, 0) + (value - previous if value >= previous else value)
-
-
-def _summed(rows: Iterable[tuple[K, Any]]) -> dict[K, int]:
-    out: dict[K, int] = {}
-    for key, count in rows:
-        out[key] = out.get(key, 0) + int(count)
-    return out
-
-
-@dataclass(slots=True)
-class _Interval:
-    version: str
-    sha256: str | None
-    mandatory: bool
-    since: datetime
-
-
-@dataclass(slots=True)
-class _Version:
-    list: str
-    version: str
-    sha256: str | None
-    mandatory: bool
-    first: datetime
-    last: datetime
-    seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -123,8 +52,8 @@ class _Run:
     node: str
     last: datetime
     serving_from: datetime | None = None
-    enforced: dict[str, _Interval] = field(default_factory=dict)
-    baseline: _Counters = field(default_factory=_Counters)
+    enforced: dict[str, Enforced] = field(default_factory=dict)
+    baseline: Counters = field(default_factory=Counters)
 
 
 class ReportBuilder:
@@ -134,13 +63,13 @@ class ReportBuilder:
         self.sla = sla
         self._run: _Run | None = None
         self._runs: list[dict[str, Any]] = []
-        self._versions: dict[tuple[str, str], _Version] = {}
+        self._enforcement = Enforcement(start, end)
         self._updates: list[dict[str, Any]] = []
         self._failures: Counter[tuple[str, str]] = Counter()
         self._rejected: list[dict[str, Any]] = []
         self._reloads: list[dict[str, Any]] = []
         self._trail_events: list[dict[str, Any]] = []
-        self._increase = _Counters()
+        self._increase = Counters()
 
     # ------------------------------------------------------------- records
 
@@ -220,31 +149,18 @@ class ReportBuilder:
     def _lists(self, run: _Run, moment: datetime, record: Mapping[str, Any]) -> None:
         if run.serving_from is None:
             run.serving_from = moment
-        now: dict[str, _Interval] = {}
+        now: dict[str, Enforced] = {}
         for row in record.get("lists") or ():
             name, version = str(row["name"]), str(row["version"])
             current = run.enforced.get(name)
             if current is not None and current.version == version:
                 now[name] = current
             else:
-                now[name] = _Interval(version, row.get("sha256"), bool(row["mandatory"]), moment)
+                now[name] = Enforced(version, row.get("sha256"), bool(row["mandatory"]), moment)
         for name, interval in run.enforced.items():
             if now.get(name) is not interval:
-                self._close(name, interval, moment)
+                self._enforcement.close(name, interval, moment)
         run.enforced = now
-
-    def _close(self, name: str, interval: _Interval, until: datetime) -> None:
-        first, last = max(interval.since, self.start), min(until, self.end)
-        if last <= first:
-            return  # not enforced within the window
-        key = (name, interval.version)
-        seen = self._versions.get(key)
-        if seen is None:
-            seen = self._versions[key] = _Version(
-                name, interval.version, interval.sha256, interval.mandatory, first, last
-            )
-        seen.first, seen.last = min(seen.first, first), max(seen.last, last)
-        seen.seconds += (last - first).total_seconds()
 
     def _end_run(self, stop: Mapping[str, Any] | None) -> None:
         run = self._run
@@ -252,7 +168,7 @@ class ReportBuilder:
             return
         self._run = None
         for name, interval in run.enforced.items():
-            self._close(name, interval, run.last)
+            self._enforcement.close(name, interval, run.last)
         ending = "open" if stop is None else ("stop" if stop.get("clean") else "error")
         serving = 0.0
         if run.serving_from is not None:
@@ -276,7 +192,9 @@ class ReportBuilder:
     def _stats(self, run: _Run, moment: datetime, record: Mapping[str, Any]) -> None:
         boundary = record.get("boundary")
         at = parse_time(boundary) if isinstance(boundary, str) else moment
-        now = _Counters.of(record)
+        now = Counters.of(record)
+        if "blocked_top" not in record:  # the privacy floor: names only hourly
+            now.top = run.baseline.top
         if self.start < at <= self.end:
             self._increase.add_increase(run.baseline, now)
         run.baseline = now
@@ -315,17 +233,9 @@ class ReportBuilder:
                 "software": f"filterd {__version__}",
                 "sla_seconds": self.sla,
             },
-            "trail": {
-                "ok": trail.ok,
-                "records": trail.records,
-                "first_seq": trail.first_seq,
-                "last_seq": trail.last_seq,
-                "head": trail.head,
-                "problem": trail.problem or None,
-                "notes": trail.notes,
-            },
+            "trail": trail_section(trail),
             "runs": self._runs,
-            "lists": self._lists_report(),
+            "lists": self._enforcement.report(),
             "updates": updates,
             "sla": {
                 "updates": len(updates),
@@ -371,29 +281,54 @@ class ReportBuilder:
             ]
         return report
 
-    def _lists_report(self) -> list[dict[str, Any]]:
-        lists: dict[str, dict[str, Any]] = {}
-        for version in sorted(self._versions.values(), key=lambda v: (v.list, v.first)):
-            entry = lists.setdefault(
-                version.list,
-                {"list": version.list, "mandatory": version.mandatory, "seconds_enforced": 0.0,
-                 "hours_enforced": 0.0, "versions": []},
-            )  # fmt: skip
-            entry["seconds_enforced"] += version.seconds
-            entry["versions"].append(
-                {
-                    "version": version.version,
-                    "sha256": version.sha256,
-                    "from": format_time(version.first),
-                    "to": format_time(version.last),
-                    "seconds": round(version.seconds, 3),
-                    "hours": round(version.seconds / 3600, 3),
-                }
-            )
-        for entry in lists.values():
-            entry["hours_enforced"] = round(entry["seconds_enforced"] / 3600, 3)
-            entry["seconds_enforced"] = round(entry["seconds_enforced"], 3)
-        return list(lists.values())
+
+def trail_section(trail: Result) -> dict[str, Any]:
+    """What was verified, and how far anchors vouch for it (docs/audit.md)."""
+    unanchored = None
+    if trail.records and trail.anchored_seq < trail.last_seq:
+        unanchored = [max(trail.anchored_seq + 1, trail.first_seq), trail.last_seq]
+    return {
+        "ok": trail.ok,
+        "verdict": trail.verdict,
+        "records": trail.records,
+        "first_seq": trail.first_seq,
+        "last_seq": trail.last_seq,
+        "head": trail.head,
+        "problem": trail.problem or None,
+        "unverified": [{"seq": seq, "why": why} for seq, why in sorted(trail.unvouched.items())],
+        "anchors_given": trail.anchored,
+        "anchors_checked": trail.anchors_checked,
+        "anchored_seq": trail.anchored_seq or None,
+        "anchored_at": trail.anchored_at,
+        "not_yet_anchored": unanchored,
+        "statement": statement(trail),
+        "notes": trail.notes,
+    }
+
+
+def statement(trail: Result) -> str:
+    """One sentence an authority can read: what was checked, against what."""
+    if trail.problem:
+        return f"The audit trail does NOT verify: {trail.problem}"
+    text = (
+        f"The hash chain of records seq {trail.first_seq}..{trail.last_seq} is intact "
+        "and ends at the node's own head"
+    )
+    if trail.unvouched:
+        seqs = ", ".join(str(seq) for seq in sorted(trail.unvouched))
+        text += f", except seq {seqs}: vouched for by nothing, left out of this report"
+    if not trail.anchored:
+        return text + "; no anchors were given: nothing off the node vouches for it."
+    if not trail.anchored_seq:
+        return text + "; none of the anchors given is in the trail: nothing is anchored."
+    when = f" (taken {trail.anchored_at})" if trail.anchored_at else ""
+    text += (
+        f"; records up to seq {trail.anchored_seq} match {trail.anchors_checked} "
+        f"anchor(s) held off the node, the last at seq {trail.anchored_seq}{when}"
+    )
+    if trail.anchored_seq < trail.last_seq:
+        text += f"; seq {trail.anchored_seq + 1}..{trail.last_seq} are not yet anchored"
+    return text + "."
 
 
 def _rows(name: str, counts: Counter[str]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
+from filterd.authority import nodecli
 from filterd.authority.convert import import_list
 from filterd.authority.notify import Outcome, Target, notification, push
 from filterd.authority.server import AuthorityServer, check_manifests, serve
@@ -229,7 +230,12 @@ def _serve(args: argparse.Namespace) -> int:
     store.operators()  # a damaged operators.json stops start-up, not every request
     configure_logging("info", "authority")
     check_manifests(store)
-    server = AuthorityServer(store, admin_token=admin_token, loopback_open=args.compliance_open)
+    server = AuthorityServer(
+        store,
+        admin_token=admin_token,
+        loopback_open=args.compliance_open,
+        require_signed=args.require_signed,
+    )
     asyncio.run(serve(server, args.listen, tls))
     return 0
 
@@ -464,6 +470,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="file holding the admin token for the compliance view",
     )
     serve_parser.add_argument(
+        "--require-signed-receipts",
+        dest="require_signed",
+        action="store_true",
+        help="refuse unsigned receipts even from nodes with no registered key",
+    )
+    serve_parser.add_argument(
         "--compliance-loopback-open",
         dest="compliance_open",
         action="store_true",
@@ -477,3 +489,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("file", type=Path, metavar="FILE")
 
     data_dir(command("status", _status, "lists, serials, entries and publication times"))
+    nodecli.register(commands, _guarded, data_dir)

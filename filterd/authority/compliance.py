@@ -5,9 +5,14 @@ history (serial, time, SHA-256), the registered operators, and the latest
 receipt of every (operator, node, list). For each of those it reports the
 serial enforced, how many serials behind the latest publication it is, the
 lag between publication and application (``applied_at - published_at`` of
-that serial, as the protocol defines it), whether the SHA-256 the node
-reports is the one published for that serial (the effective list is then
-exactly the published one), and when the node was last heard from.
+that serial, as the protocol defines it), how long ago the first serial it
+has not acknowledged was published (a node whose receipts stopped arriving
+shows here, and in ``filterd_authority_node_overdue_seconds``), whether the
+SHA-256 the node reports is the one published for that serial (the
+effective list is then exactly the published one), when the node was last heard from, whether
+that receipt was signed by the node's registered key, and the node's audit
+head it carried (its latest anchor; ``filterd authority heads`` exports
+them all).
 Operators that never sent a receipt are listed too: silence is the first
 thing a Department needs to see.
 
@@ -25,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from filterd.authority.store import Publication, ReceiptRecord
-from filterd.sync.model import format_time
+from filterd.sync.model import AuditHead, format_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,13 @@ class NodeStatus:
     entries: int
     software: str
     last_seen: datetime
+    overdue_seconds: int | None = None
+    """Seconds since the first serial the node has not acknowledged was
+    published (None: up to date, or the history is unknown)."""
+    signed: bool = False
+    """The latest receipt was signed by the node's registered key."""
+    audit_head: AuditHead | None = None
+    """The node's audit head in that receipt: its latest anchor."""
 
     @property
     def compliant(self) -> bool:
@@ -69,6 +81,9 @@ class NodeStatus:
             "software": self.software,
             "last_seen": format_time(self.last_seen),
             "compliant": self.compliant,
+            "overdue_seconds": self.overdue_seconds,
+            "signed": self.signed,
+            "audit_head": self.audit_head.to_json() if self.audit_head is not None else None,
         }
 
 
@@ -130,6 +145,8 @@ def build_report(
         by_serial = {p.serial: p for p in history}
         published = history[-1].serial if history else None
         enforced = by_serial.get(receipt.serial)
+        pending = [p.published_at for p in history if p.serial > receipt.serial]
+        overdue = int((now - min(pending)).total_seconds()) if pending else None
         nodes.append(
             NodeStatus(
                 operator=operator,
@@ -148,6 +165,9 @@ def build_report(
                 entries=receipt.entries,
                 software=receipt.software,
                 last_seen=record.received_at,
+                overdue_seconds=overdue,
+                signed=record.signed,
+                audit_head=receipt.audit_head,
             )
         )
     return Report(
@@ -178,10 +198,13 @@ _COLUMNS = (
     "Enforced serial",
     "Published serial",
     "Serials behind",
+    "Overdue (s)",
     "Lag (s)",
     "SHA-256 matches",
     "Last seen",
     "Software",
+    "Signed",
+    "Audit head (seq, time)",
 )
 
 
@@ -217,10 +240,15 @@ def render_html(report: Report) -> str:
             str(node.enforced_serial),
             _text(node.published_serial),
             _text(node.serials_behind),
+            _text(node.overdue_seconds),
             _text(node.lag_seconds),
             {True: "yes", False: "NO", None: "unknown serial"}[node.sha256_matches],
             format_time(node.last_seen),
             node.software,
+            "yes" if node.signed else "NO (unsigned)",
+            "-"
+            if node.audit_head is None
+            else f"{node.audit_head.seq}, {format_time(node.audit_head.time)}",
         )
         parts.append(f'<tr class="{state}">' + "".join(f"<td>{e(c)}</td>" for c in cells))
         parts.append("</tr>")

@@ -10,10 +10,12 @@ Endpoints (docs/authority.md; the protocol is docs/sync-protocol.md):
   the compressed bytes it reads against its limits and the manifest, so no
   HTTP layer may inflate them on the way);
 - ``POST /v1/receipts``: a receipt from the operator the token belongs to
-  (``403`` for another operator's, ``413`` over 16 KiB, ``422`` malformed);
+  (``403`` for another operator's, or not signed as receipts.py requires,
+  ``409`` replayed or stale, ``413`` over 16 KiB, ``422`` malformed);
 - ``GET /v1/compliance`` (JSON) and ``GET /compliance`` (HTML): the admin
   token is required, in the ``Authorization`` header only (a token in a URL
   ends up in logs and browser history);
+- ``GET /metrics``: Prometheus metrics (metrics.py), admin token required;
 - ``GET /healthz``: liveness, no token.
 
 The list and receipt endpoints need an operator's bearer token (``401``
@@ -44,12 +46,16 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from filterd.authority.compliance import Report, build_report, latest_receipts, render_html
+from filterd.authority.metrics import build_registry
+from filterd.authority.receipts import ReceiptCheck, ReceiptRefused
 from filterd.authority.store import AuthorityError, ReceiptRecord, Store
 from filterd.config import Endpoint
 from filterd.errors import StartupError
@@ -75,13 +81,21 @@ class AuthorityServer:
     """The request handlers over one ``Store``."""
 
     def __init__(
-        self, store: Store, *, admin_token: str | None = None, loopback_open: bool = False
+        self,
+        store: Store,
+        *,
+        admin_token: str | None = None,
+        loopback_open: bool = False,
+        require_signed: bool = False,
     ) -> None:
         self._store = store
         self._admin_token = admin_token
         self._loopback_open = loopback_open
         self._latest = latest_receipts(store.receipts())
         self._receipt_lock = asyncio.Lock()
+        self._receipts = ReceiptCheck(store, require_signed=require_signed)
+        self._receipt_counts = {"accepted": 0, "refused": 0}
+        self._registry = build_registry(self._report, self._receipt_counts)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RECEIPT_BYTES)
@@ -95,6 +109,8 @@ class AuthorityServer:
         app.router.add_post("/v1/receipts", self._receipt)
         app.router.add_get("/v1/compliance", self._compliance_json)
         app.router.add_get("/compliance", self._compliance_html)
+        app.router.add_get("/metrics", self._metrics)
+        app.middlewares.append(self._count_receipts)
         return app
 
     # ------------------------------------------------------------ lists
@@ -149,11 +165,47 @@ class AuthorityServer:
             raise web.HTTPNotFound(text=f"no list {receipt.list_id}\n")
         received_at = utc_now().replace(microsecond=0)
         async with self._receipt_lock:
-            await asyncio.to_thread(self._store.append_receipt, receipt, operator, received_at)
+            try:
+                signature = self._receipts.check(document, receipt, operator, received_at)
+            except ReceiptRefused as exc:
+                log.warning("receipt from %s refused: %s", operator, exc)
+                status = {403: web.HTTPForbidden, 409: web.HTTPConflict}.get(
+                    exc.status, web.HTTPUnprocessableEntity
+                )
+                raise status(text=f"{exc}\n") from None
+            await asyncio.to_thread(
+                self._store.append_receipt, receipt, operator, received_at, signature
+            )
+            self._receipts.accepted(signature)
         self._latest[(operator, receipt.node, receipt.list_id)] = ReceiptRecord(
-            receipt, received_at, operator
+            receipt, received_at, operator, signature is not None
         )
         return web.Response(status=204)
+
+    @web.middleware
+    async def _count_receipts(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Count every receipt posted with a valid token, accepted or refused."""
+        if request.path != "/v1/receipts" or request.method != "POST":
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status != 401:
+                self._receipt_counts["refused"] += 1
+            raise
+        self._receipt_counts["accepted" if response.status < 300 else "refused"] += 1
+        return response
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        return web.Response(
+            body=generate_latest(self._registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+        )
 
     # ------------------------------------------------------- compliance
 

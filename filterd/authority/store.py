@@ -168,6 +168,8 @@ class ReceiptRecord:
     receipt: Receipt
     received_at: datetime
     authenticated_operator: str
+    signed: bool = False
+    """Signed by the node's registered key (authority/receipts.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,8 +562,16 @@ class Store:
 
     # ---------------------------------------------------------- receipts
 
-    def append_receipt(self, receipt: Receipt, operator_id: str, received_at: datetime) -> None:
+    def append_receipt(
+        self,
+        receipt: Receipt,
+        operator_id: str,
+        received_at: datetime,
+        signature: dict[str, Any] | None = None,
+    ) -> None:
         record = receipt.to_json()
+        if signature is not None:
+            record["signature"] = signature
         record["received_at"] = format_time(received_at)
         record["authenticated_operator"] = operator_id
         append_line(self.receipts_path, record)
@@ -574,6 +584,7 @@ class Store:
                     parse_receipt(record),
                     parse_time(record["received_at"], "received_at"),
                     str(record["authenticated_operator"]),
+                    isinstance(record.get("signature"), dict),
                 )
 
 

@@ -293,6 +293,18 @@ def parse_notify(document: dict[str, Any]) -> Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditHead:
+    """A node's audit head when it sent a receipt: the anchor the authority keeps."""
+
+    seq: int
+    hash: str
+    time: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "time": format_time(self.time)}
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     operator: str
     node: str
@@ -302,9 +314,13 @@ class Receipt:
     sha256: str
     entries: int
     software: str
+    audit_head: AuditHead | None = None
+    """The node's audit head (signed receipts carry it; filterd/audit/anchor.py)."""
+    sent_at: datetime | None = None
+    """When the node signed it: a replay later than ``CLOCK_SKEW`` is refused."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "type": "filterd-receipt",
             "version": VERSION,
             "operator": self.operator,
@@ -316,6 +332,11 @@ class Receipt:
             "entries": self.entries,
             "software": self.software,
         }
+        if self.audit_head is not None:
+            document["audit_head"] = self.audit_head.to_json()
+        if self.sent_at is not None:
+            document["sent_at"] = format_time(self.sent_at)
+        return document
 
 
 def parse_receipt(document: dict[str, Any]) -> Receipt:
@@ -341,7 +362,20 @@ def parse_receipt(document: dict[str, Any]) -> Receipt:
         sha256=sha,
         entries=entries,
         software=names["software"],
+        audit_head=_audit_head(document.get("audit_head")),
+        sent_at=parse_time(document["sent_at"], "sent_at") if "sent_at" in document else None,
     )
+
+
+def _audit_head(raw: Any) -> AuditHead | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SyncError("manifest", "audit_head: expected an object")
+    seq, digest = _field(raw, "seq", int), _field(raw, "hash", str)
+    if seq < 0 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise SyncError("manifest", "audit_head: seq not a whole number or hash not 64 hex digits")
+    return AuditHead(seq, digest, parse_time(raw.get("time"), "audit_head.time"))
 
 
 # ---------------------------------------------------------------- entries

@@ -166,7 +166,7 @@ def test_the_trail_verifies_and_the_report_matches_the_metrics(
     head = read_head(trail)
     assert head is not None
     assert verified.stdout.startswith(f"ok: {head.seq} records, seq 1..{head.seq}, head ")
-    assert verified.stdout.split()[-1] == head.hash
+    assert verified.stdout.splitlines()[0].split()[-1] == head.hash
     assert f"audit head: seq {head.seq} {head.hash}" in daemon.log
 
     # --- the events, in order, with what they must say
@@ -224,6 +224,24 @@ def test_the_trail_verifies_and_the_report_matches_the_metrics(
     national_seconds = hours["national"]["seconds_enforced"]
     served = sum(r["serving_seconds"] for r in report["runs"])
     assert 0 < national_seconds == pytest.approx(served, abs=0.01) and served < 60
+
+    # --- exact intervals: the local list changed at the reload (no gap), its
+    # second version was enforced in both runs, never while the node was down
+    runs = report["runs"]
+    local = hours["local"]
+    first, second = local["versions"]
+    assert len(first["intervals"]) == 1 and len(second["intervals"]) == 2
+    assert first["intervals"][0]["to"] == second["intervals"][0]["from"]
+    assert second["intervals"][0]["to"] == runs[0]["ended"]
+    assert runs[1]["started"] <= second["intervals"][1]["from"]
+    assert second["intervals"][1]["to"] == runs[1]["ended"]
+    assert [(g["from"], g["to"]) for g in local["gaps"]] == [
+        (runs[0]["ended"], second["intervals"][1]["from"])
+    ]
+    assert first["sha256"] != second["sha256"] and len(second["sha256"]) == 64
+    v1, v2 = hours["national"]["versions"]
+    assert [len(v1["intervals"]), len(v2["intervals"])] == [1, 2]
+    assert hours["national"]["gaps"] == local["gaps"]
 
     # --- the HTML report is one well-formed page of tables
     page = filterd("report", "--from", window[0], "--to", window[1], "--format", "html",

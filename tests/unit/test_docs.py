@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from filterd.audit.recorder import AuditRecorder
+from filterd.authority.compliance import Report, build_report, latest_receipts
+from filterd.authority.metrics import build_registry as authority_registry
+from filterd.authority.store import ReceiptRecord
 from filterd.config import AuditConfig, Config, ListConfig, SyncConfig
 from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import Counters
 from filterd.sync.client import ListStatus
+from filterd.sync.model import Receipt
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # Keys the code keeps that are not configuration: where the file was read from.
@@ -51,9 +56,17 @@ def test_every_configuration_key_is_documented() -> None:
     assert not missing, f"undocumented in docs/configuration.md: {missing}"
 
 
+def authority_report() -> Report:
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    receipt = Receipt("vnpt", "r1", "national", 1, now, "0" * 64, 1, "filterd")
+    records = latest_receipts([ReceiptRecord(receipt, now, "vnpt")])
+    return build_report({"national": []}, ["vnpt"], records, now)
+
+
 def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
     """Every family the registry can export (with a synced list, a worker
-    report and the audit writer present) has a row in docs/metrics.md."""
+    report and the audit writer present), and every family of the authority's
+    registry (with a node that sent a receipt), has a row in docs/metrics.md."""
     documented = set(
         re.findall(r"^\| `(filterd_[a-z0-9_]+)`", (DOCS / "metrics.md").read_text(), re.M)
     )
@@ -61,9 +74,11 @@ def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
     stats = {"generation": 1, **Counters().as_dict(), "cache": {}, "upstreams": {}}
     audit = AuditRecorder(AuditConfig(enabled=False), tmp_path)
     registry = build_registry(state, lambda: stats, lambda: [ListStatus("national")], audit)
+    authority = authority_registry(authority_report, {"accepted": 1, "refused": 0})
     exported = set()
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        name = family.name + ("_total" if family.type == "counter" else "")
-        exported.add(name)
+    for scraped in (registry, authority):
+        for family in text_string_to_metric_families(generate_latest(scraped).decode()):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exported.add(name)
     assert not exported - documented, f"undocumented in docs/metrics.md: {exported - documented}"
     assert not documented - exported, f"documented but never exported: {documented - exported}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from filterd.audit.chain import decode_record
-from filterd.audit.events import next_boundary, stats_fields
+from filterd.audit.events import next_boundary, privacy_floor, stats_fields
 from filterd.audit.recorder import AuditRecorder
 from filterd.audit.verify import verify
 from filterd.config import AuditConfig, parse_config
@@ -49,14 +50,15 @@ def test_records_are_written_in_order_off_the_loop(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         recorder.open()
+        recorder.emit("start", {"version": "x"})
         for generation in range(50):
             recorder.emit("reload", {"result": "success", "generation": generation})
         await recorder.close()
 
     asyncio.run(scenario())
     lines = recorder.path.read_bytes().splitlines()
-    assert [decode_record(line)["generation"] for line in lines] == list(range(50))
-    assert recorder.records_written == 50 and recorder.write_failures == 0
+    assert [decode_record(line).get("generation") for line in lines] == [None, *range(50)]
+    assert recorder.records_written == 51 and recorder.write_failures == 0
     assert verify(recorder.path).ok
 
 
@@ -113,3 +115,43 @@ def test_statistics_land_on_wall_clock_boundaries() -> None:
     assert next_boundary(7199.5, 3600) == 7200
     assert next_boundary(7200.0, 3600) == 10800  # strictly after: never the same one twice
     assert next_boundary(61.0, 60) == 120
+
+
+def test_blocked_names_are_kept_only_in_records_covering_an_hour() -> None:
+    """The privacy floor: whatever ``stats_interval`` is, a record names
+    blocked list entries only on the hour, a full hour or more into its run."""
+    top = [{"name": "casino.example", "category": "gambling", "count": 3}]
+    hour = 1_795_000_000 - 1_795_000_000 % 3600  # a whole UTC hour
+
+    def kept(boundary: float | None, started: float | None) -> bool:
+        fields = stats_fields({"blocked_top": top}, boundary)
+        return "blocked_top" in privacy_floor(fields, started)
+
+    assert kept(hour, hour - 3600) and kept(hour, hour - 7201)
+    assert not kept(hour, hour - 3599)  # the first hour of a run: less than an hour of queries
+    assert not kept(hour + 1, hour - 7200)  # stats_interval: 1, between hours
+    assert not kept(hour + 1800, hour - 7200)  # half-hourly
+    assert not kept(None, hour - 7200)  # the record at stop: the last, partial interval
+    assert not kept(hour, None)
+    assert privacy_floor({"boundary": None, "queries": {}}, None) == {
+        "boundary": None,
+        "queries": {},
+    }
+
+
+def test_the_recorder_applies_the_privacy_floor(tmp_path: Path) -> None:
+    recorder = AuditRecorder(AuditConfig(path=tmp_path / "a" / "audit.jsonl"), tmp_path)
+    top = [{"name": "casino.example", "category": "gambling", "count": 3}]
+
+    async def scenario() -> None:
+        recorder.open()
+        recorder.emit("start", {"version": "x"})
+        now = time.time()
+        recorder.emit("stats", stats_fields({"blocked_top": top}, next_boundary(now, 1)))
+        recorder.emit("stats", stats_fields({"blocked_top": top}, None))
+        await recorder.close()
+
+    asyncio.run(scenario())
+    records = [decode_record(line) for line in recorder.path.read_bytes().splitlines()]
+    assert [r["event"] for r in records] == ["start", "stats", "stats"]
+    assert all("blocked_top" not in r for r in records)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from filterd.audit.chain import line_hash
+from filterd.audit.chain import encode_record, line_hash
 from filterd.audit.render import render
 from filterd.audit.report import ReportBuilder, parse_date
 from filterd.audit.trail import TrailWriter
@@ -158,6 +158,22 @@ def test_hours_enforced_per_list_and_version(trail: Path) -> None:
     assert national["hours_enforced"] == pytest.approx(3.0)
     local = next(lst for lst in report["lists"] if lst["list"] == "local")
     assert local["hours_enforced"] == pytest.approx(3.0)
+    # exact intervals, not first-seen/last-seen: version 2 was enforced in
+    # both runs, not while the node was down in between
+    assert versions["2"]["intervals"] == [
+        {"from": "2026-11-23T01:30:00.000Z", "to": "2026-11-23T02:00:00.000Z", "seconds": 1800.0},
+        {"from": "2026-11-23T03:00:00.000Z", "to": "2026-11-23T03:12:00.000Z", "seconds": 720.0},
+    ]
+    assert versions["1"]["intervals"] == [
+        {"from": "2026-11-23T00:00:00.000Z", "to": "2026-11-23T01:30:00.000Z", "seconds": 5400.0}
+    ]
+    assert national["gaps"] == [
+        {"from": "2026-11-23T02:00:00.000Z", "to": "2026-11-23T03:00:00.000Z", "seconds": 3600.0}
+    ]
+    assert (national["from"], national["to"]) == (
+        "2026-11-23T00:00:00.000Z",
+        "2026-11-23T04:00:00.000Z",
+    )
     runs = report["runs"]
     assert [r["end"] for r in runs] == ["stop", "open"]
     assert [r["serving_hours"] for r in runs] == [2.0, 1.0]
@@ -195,6 +211,23 @@ def test_blocked_top_is_summed_when_present(tmp_path: Path) -> None:
     assert "blocked_top" not in report_of(tmp_path / "audit.jsonl", 5, 24)
 
 
+def test_blocked_top_is_not_counted_twice_across_records_without_it(tmp_path: Path) -> None:
+    """The privacy floor leaves names out of most records: the increase of a
+    name runs from the last record that had names, not from zero."""
+    path = tmp_path / "audit.jsonl"
+    history = list(HISTORY[:2])
+    for hours, count, named in [(1.0, 3, True), (1.5, 4, False), (2.0, 5, True)]:
+        event, fields = stats(10, count, boundary=hours)
+        if named:
+            fields["blocked_top"] = [{"name": "casino.example", "category": "gambling",
+                                      "count": count}]  # fmt: skip
+        history.append((hours, (event, fields)))
+    write_history(path, history)
+    assert report_of(path, 0, 24)["blocked_top"] == [
+        {"name": "casino.example", "category": "gambling", "count": 5}
+    ]
+
+
 # ------------------------------------------------------------------ dates
 
 
@@ -219,12 +252,19 @@ def test_json_csv_and_html(trail: Path) -> None:
     assert ["queries", "", "total", "20"] in rows
     assert ["blocked.by_category", "1", "count", "5"] in rows
     assert ["lists", "2", "list", "national"] in rows
-    assert ["lists.versions", "2.1", "version", "1"] in rows
+    assert ["lists.versions", "2_1", "version", "1"] in rows
+    assert ["lists.versions.intervals", "2_2_2", "from", "2026-11-23T03:00:00.000Z"] in rows
     page = render(report, "html")
     assert page.startswith("<!DOCTYPE html>")
     root = ET.fromstring(page.split("\n", 1)[1])  # well-formed XML after the doctype
     titles = [h.text for h in root.iter("h2")]
     assert "Lists enforced" in titles and "Blocked answers by category" in titles
+    assert "Versions enforced, interval by interval" in titles
+    verdict = next(p for p in root.iter("p") if p.get("class") == "ok")
+    assert verdict.text is not None and verdict.text.startswith(
+        "The hash chain of records seq 1..16 is intact and ends at the node's own head; "
+        "no anchors were given"
+    )
     assert len(list(root.iter("table"))) == len(titles)
     assert not list(root.iter("script"))
 
@@ -263,7 +303,9 @@ def test_cli_reports_a_broken_trail_in_one_line(
     status, out, err = run(capsys, "report", "--from", "2026-11-23", "--to", "2026-11-23",
                            "--path", str(trail))  # fmt: skip
     assert status == 0 and json.loads(out)["trail"]["ok"] is False
-    assert err.count("\n") == 1 and "does not verify" in err
+    problems = err.splitlines()
+    assert len(problems) == 2 and "does not verify" in problems[0]
+    assert problems[1].startswith("filterd: warning: report not signed: no node key in ")
 
 
 def bad_usage() -> Iterator[tuple[list[str], str]]:
@@ -293,3 +335,41 @@ def test_cli_config_errors_and_missing_trail(
     config.write_text("state_dir: state\nupstream: {servers: ['192.0.2.1']}\n")
     status, out, _ = run(capsys, "audit", "verify", "-c", str(config))
     assert status == 1 and out == f"{tmp_path}/state/audit/audit.jsonl: no audit trail here\n"
+
+
+def test_csv_row_keys_never_collide(tmp_path: Path) -> None:
+    """Eleven versions of one list: the 1st and the 10th used to be ``1.1``
+    and ``1.10``, one number to every spreadsheet."""
+    path = tmp_path / "audit.jsonl"
+    history = [HISTORY[0]] + [(0.1 * n, lists(str(n))) for n in range(1, 12)]
+    write_history(path, [*history, (2.0, ("stop", {"clean": True, "error": None}))])
+    rows = list(csv.reader(io.StringIO(render(report_of(path, 0, 24), "csv"))))
+    keys = {row[1] for row in rows if row[0] == "lists.versions"}
+    assert {"2_1", "2_10", "2_11"} <= keys
+    assert len({float(key.replace("_", ".")) for key in keys}) < len(keys)  # as it was
+    versions = [row for row in rows if row[0] == "lists.versions" and row[2] == "version"]
+    assert len(versions) == len({row[1] for row in versions}) == 11 + 1  # national, local
+
+
+def test_a_forged_append_is_left_out_of_the_report(
+    trail: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hand check of the issue: one forged, correctly chained stats record
+    appended with the head left alone must not show up as verified counts."""
+    honest = report_of(trail, 0, 24)
+    last = trail.read_bytes().splitlines()[-1]
+    event, fields = stats(500_005, 500_001, 0)
+    forged = encode_record(17, at(4.5), event, fields, line_hash(last))
+    with trail.open("ab") as file:
+        file.write(forged + b"\n")
+    status, out, err = run(capsys, "report", "--from", "2026-11-23", "--to", "2026-11-23",
+                           "--path", str(trail))  # fmt: skip
+    report = json.loads(out)
+    assert status == 0 and "does not verify: unverified: " in err
+    assert report["queries"] == honest["queries"] and report["blocked"] == honest["blocked"]
+    assert report["trail"]["verdict"] == "unverified" and report["trail"]["ok"] is False
+    assert [row["seq"] for row in report["trail"]["unverified"]] == [17]
+    assert "except seq 17: vouched for by nothing" in report["trail"]["statement"]
+    status, out, _ = run(capsys, "report", "--from", "2026-11-23", "--to", "2026-11-23",
+                         "--format", "html", "--path", str(trail))  # fmt: skip
+    assert "The audit trail verifies" not in out and "vouched for by nothing" in out

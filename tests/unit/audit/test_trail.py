@@ -21,6 +21,8 @@ from filterd.audit.trail import TrailWriter
 from filterd.audit.verify import Result, verify
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+LATER = T0 + timedelta(hours=1)
+"""After any record ``write`` makes: a restart."""
 
 
 class Clock:
@@ -33,10 +35,12 @@ class Clock:
 
 
 def write(path: Path, count: int, *, max_bytes: int = 1 << 20, keep: int = 0) -> TrailWriter:
+    """A run of ``count`` records: a start, then reloads (generation = seq)."""
     clock = Clock()
     writer = TrailWriter(path, max_bytes, keep)
     writer.open(clock())
-    for i in range(count):
+    writer.append("start", {"version": "0.1.0"}, clock())
+    for i in range(1, count):
         writer.append("reload", {"result": "success", "generation": i + 1, "error": None}, clock())
     writer.close()
     return writer
@@ -85,11 +89,17 @@ def test_records_chain_from_64_zeros_and_the_head_names_the_last(trail: Path) ->
 
 def test_a_reopened_trail_continues_the_chain(trail: Path) -> None:
     writer = TrailWriter(trail, 1 << 20, 0)
-    writer.open(T0)
-    writer.append("stop", {"clean": True, "error": None}, T0 + timedelta(hours=1))
+    writer.open(LATER)
+    writer.append("start", {"version": "0.1.0"}, LATER)
+    writer.append("stop", {"clean": True, "error": None}, LATER)
     writer.close()
-    assert decode_record(lines(trail)[-1])["seq"] == 9
+    events = [(r["seq"], r["event"]) for r in map(decode_record, trail.read_bytes().splitlines())]
+    assert events[-3:] == [(9, "recover"), (10, "start"), (11, "stop")]  # the first run: killed
     assert verify(trail).ok
+    writer = TrailWriter(trail, 1 << 20, 0)
+    writer.open(LATER)  # after a stop: nothing to recover
+    writer.close()
+    assert len(lines(trail)) == 11
 
 
 def test_a_record_cannot_hold_a_newline_or_shadow_the_chain_fields() -> None:
@@ -138,7 +148,8 @@ def test_swapped_records(trail: Path) -> None:
 
 def test_an_inserted_record_with_a_correct_prev(trail: Path) -> None:
     content = lines(trail)
-    forged = encode_record(4, T0, "reload", {"result": "success"}, line_hash(content[2][:-1]))
+    moment = T0 + timedelta(seconds=4)  # the time of seq 3: only the chain can tell
+    forged = encode_record(4, moment, "reload", {"result": "success"}, line_hash(content[2][:-1]))
     content.insert(3, forged + b"\n")
     put(trail, content)
     broken(verify(trail), f"{trail}:5:", "seq 4 follows seq 4", "inserted")
@@ -195,7 +206,7 @@ def test_anchors_from_an_earlier_report(trail: Path) -> None:
     anchor = {5: line_hash(content[4][:-1])}
     assert verify(trail, expect=anchor).ok
     assert not verify(trail, expect={5: "0" * 64}).ok
-    broken(verify(trail, expect={12: "0" * 64}), f"{trail}:8:", "expected seq 12")
+    broken(verify(trail, expect={12: "0" * 64}), f"{trail}:8:", "anchor seq 12", "is missing")
 
 
 # ---------------------------------------------------------------- rotation
@@ -257,34 +268,45 @@ def test_a_partial_line_from_a_crash_is_dropped_and_recorded(trail: Path) -> Non
     with trail.open("ab") as file:
         file.write(b'{"seq":9,"time":"2026-')
     writer = TrailWriter(trail, 1 << 20, 0)
-    writer.open(T0)
+    writer.open(LATER)
     writer.close()
     record = decode_record(lines(trail)[-1][:-1])
     assert record["event"] == "recover" and record["seq"] == 9
     assert record["dropped_bytes"] == 22 and record["lost"] == 0
+    assert record["unclean_stop"] is True and record["unvouched_seq"] is None
+    assert "partial last line dropped" in record["problem"]
     result = verify(trail)
     assert result.ok, result.problem
 
 
-def test_a_head_one_behind_after_a_crash_is_accepted_and_repaired(trail: Path) -> None:
+def test_a_record_past_the_head_is_never_verified(trail: Path) -> None:
+    """A crash between a record's fsync and the head's update leaves exactly
+    what a forger leaves who appends one correctly chained record and cannot
+    touch the head: neither is verified, before or after a restart."""
     content = lines(trail)
     behind = {"seq": 7, "hash": line_hash(content[6][:-1]), "time": "2026-11-23T10:00:00.000Z"}
     head_path(trail).write_text(json.dumps(behind))
     result = verify(trail)
-    assert result.ok and "one record behind" in result.notes[0]
+    assert result.verdict == "unverified" and not result.ok
+    assert result.summary().startswith("unverified: 8 records, seq 1..8")
+    assert "past the head (seq 7)" in result.unvouched[8]
     writer = TrailWriter(trail, 1 << 20, 0)
-    writer.open(T0)
+    writer.open(LATER)  # the restart: the head is brought forward, and said so
+    writer.append("start", {"version": "0.1.0"}, LATER)
     writer.close()
-    head = read_head(trail)
-    assert head is not None and head.seq == 8
-    assert len(lines(trail)) == 8  # nothing to record: a benign crash
+    recover = decode_record(lines(trail)[-2][:-1])
+    assert recover["event"] == "recover" and recover["unvouched_seq"] == 8
+    assert recover["lost"] == 0 and "past the head (seq 7)" in recover["problem"]
+    result = verify(trail)
+    assert result.verdict == "unverified" and list(result.unvouched) == [8]
+    assert "recover record seq 9" in result.unvouched[8]
 
 
 def test_a_cut_found_at_start_up_is_recorded_and_never_verifies_again(trail: Path) -> None:
     put(trail, lines(trail)[:-3])
     writer = TrailWriter(trail, 1 << 20, 0)
-    writer.open(T0)
-    writer.append("start", {"version": "x"}, T0)
+    writer.open(LATER)
+    writer.append("start", {"version": "x"}, LATER)
     writer.close()
     recover = decode_record(lines(trail)[-2][:-1])
     assert recover["event"] == "recover" and recover["lost"] == 3
@@ -308,12 +330,13 @@ def test_a_failed_write_is_cut_back_and_the_next_one_succeeds(tmp_path: Path) ->
 def test_one_writer_at_a_time(trail: Path) -> None:
     """A second daemon on the same state directory must not interleave records."""
     first = TrailWriter(trail, 1 << 20, 0)
-    first.open(T0)
+    first.open(LATER)
     second = TrailWriter(trail, 1 << 20, 0)
     with pytest.raises(OSError, match="another process writes this audit trail"):
-        second.append("start", {"version": "x"}, T0)
-    first.append("stop", {"clean": True}, T0)
+        second.append("start", {"version": "x"}, LATER)
+    first.append("start", {"version": "x"}, LATER)
+    first.append("stop", {"clean": True}, LATER)
     first.close()
-    second.append("start", {"version": "x"}, T0)  # free again
+    second.append("start", {"version": "x"}, LATER)  # free again
     second.close()
     assert verify(trail).ok
