@@ -39,10 +39,11 @@ from typing import Any, Final
 
 from filterd import control
 from filterd.admin.server import AdminServer
+from filterd.audit.anchor import load_node_key, signed_receipt
 from filterd.audit.events import lists_fields, next_boundary, start_fields, stats_fields
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
-from filterd.errors import ConfigError, ListError, StartupError
+from filterd.errors import ConfigError, FilterdError, ListError, StartupError
 from filterd.files import DirectoryInUse, lock_directory
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from filterd.lists import guard
@@ -54,7 +55,7 @@ from filterd.metrics import SupervisorState, build_registry, merge_stats
 from filterd.sync import store
 from filterd.sync.client import Change, ListStatus, SyncClient
 from filterd.sync.fetch import Settings
-from filterd.sync.model import SyncError
+from filterd.sync.model import Receipt, SyncError
 
 log = logging.getLogger("filterd")
 
@@ -316,6 +317,7 @@ class Supervisor:
                 list_ids,
                 self._install_sync,
                 on_event=self.audit.emit,
+                sign=self._sign_receipt,
             )
             for name, list_ids in synced_lists(config).items()
         }
@@ -337,6 +339,13 @@ class Supervisor:
             where = f"{exc.filename}: " if exc.filename else ""
             raise StartupError(f"state directory: {where}{exc.strerror}") from None
         self.state.fd_limit = raise_fd_limit()
+        if self._syncs:
+            # The node key signs receipts: made at the first start, so that
+            # `filterd node-key show` has it for the authority to register.
+            try:
+                load_node_key(self.config.state_dir)
+            except (FilterdError, OSError) as exc:
+                raise StartupError(f"node key in {self.config.state_dir}: {exc}") from None
         sockets = bind_sockets(self.config)
         self._log_listening(sockets)
         self._workers = [WorkerHandle(i, s) for i, s in enumerate(sockets)]
@@ -666,6 +675,11 @@ class Supervisor:
         except SyncError:
             self.notify_refused()
             raise
+
+    def _sign_receipt(self, receipt: Receipt) -> dict[str, Any]:
+        """A receipt signed with the node key, carrying the audit head (the
+        authority keeps the heads: anchors of the trail off this machine)."""
+        return signed_receipt(self.config.state_dir, self.audit.anchor(), receipt)
 
     def notify_refused(self) -> None:
         """Count a notification refused before or after it was read."""

@@ -46,6 +46,7 @@ import aiohttp
 
 from filterd import __version__
 from filterd.config import SyncConfig
+from filterd.errors import FilterdError
 from filterd.sync import store
 from filterd.sync.fetch import Settings, get, get_file
 from filterd.sync.model import (
@@ -95,9 +96,17 @@ The supervisor calls ``SyncClient.enforced`` once it is installed."""
 EventSink = Callable[[str, dict[str, Any]], None]
 """Receives ``(event, fields)``: ``sync_applied`` and ``sync_rejected`` (docs/audit.md)."""
 
+Sign = Callable[[Receipt], dict[str, Any]]
+"""Turns a receipt into the document to POST: the supervisor's signs it with
+the node key and adds the audit head (filterd/audit/anchor.py)."""
+
 
 def _no_events(event: str, fields: dict[str, Any]) -> None:
     pass
+
+
+def _unsigned(receipt: Receipt) -> dict[str, Any]:
+    return receipt.to_json()
 
 
 @dataclass(slots=True)
@@ -132,11 +141,13 @@ class SyncClient:
         list_ids: list[str],
         install: Install,
         on_event: EventSink = _no_events,
+        sign: Sign = _unsigned,
     ) -> None:
         self._settings = Settings.load(config)
         self._state_dir = state_dir
         self._install = install
         self._on_event = on_event
+        self._sign = sign
         self._lists = list_ids
         self.status = {
             list_id: ListStatus(list_id, last_success=store.load_last_success(state_dir, list_id))
@@ -495,11 +506,12 @@ class SyncClient:
         counts = self.status[list_id].receipts
         try:
             async with self._session.post(
-                self._settings.url("receipts"), json=receipt.to_json()
+                self._settings.url("receipts"), json=self._sign(receipt)
             ) as answer:
                 if answer.status not in (200, 201, 202, 204):
                     raise SyncError("http", f"receipt: HTTP {answer.status}")
-        except (SyncError, aiohttp.ClientError, TimeoutError) as exc:
+        except (FilterdError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+            # SyncError is a FilterdError, as is a node key that cannot be read.
             counts["failed"] += 1
             log.warning(
                 "sync %s: receipt for serial %d not delivered: %s", list_id, enforced.serial, exc

@@ -22,7 +22,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from filterd.sync.fetch import compressed_bound
-from filterd.sync.model import Entry, FileRef, Manifest, make_entry, seal, sha256_hex, utc_now
+from filterd.sync.model import (
+    Entry,
+    FileRef,
+    Manifest,
+    load_public_key,
+    make_entry,
+    seal,
+    sha256_hex,
+    utc_now,
+)
+from filterd.sync.signed import check
 from tests.integration.conftest import DaemonFactory
 from tests.integration.daemon import FILTERD, Daemon
 from tests.integration.test_sync import BASE, failures, make, sync_config
@@ -428,3 +438,21 @@ def test_receipts_and_metrics_never_run_ahead_of_queries_under_reloads(
         stop.set()
         watcher.join(10)
     assert lies == []
+
+
+# ------------------------------------------------------- signed, anchored
+
+
+def test_the_nodes_receipts_are_signed_with_its_key_and_carry_its_audit_head(
+    make_daemon: DaemonFactory, upstream: FakeUpstream, authority: FakeAuthority
+) -> None:
+    authority.publish(BASE)
+    daemon = make(make_daemon, upstream, authority).start()
+    wait_until(lambda: bool(authority.seen.receipts))
+    (receipt,) = authority.seen.receipts
+    public = load_public_key((daemon.directory / "state" / "node.pub").read_text())
+    check(dict(receipt), public)  # raises if the signature does not verify
+    head = receipt["audit_head"]
+    assert isinstance(head, dict) and isinstance(head["seq"], int) and head["seq"] >= 1
+    trail = (daemon.directory / "state" / "audit" / "audit.jsonl").read_text().splitlines()
+    assert head["seq"] <= len(trail)
