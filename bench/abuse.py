@@ -30,11 +30,9 @@ import contextlib
 import json
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -43,10 +41,12 @@ import dns.exception
 import dns.message
 import dns.query
 
-from bench.targets import FILTERD_BIN, LOOPBACK, free_port
+from bench.sync import wait_ready
+from bench.targets import FILTERD_BIN, LOOPBACK, free_port, spawn
 from tests.peers.authoritative import FakeUpstream
 
 NAME: Final = "big.example"
+SERVER_CPU: Final = 0
 DURATION_LIMIT: Final = 30.0
 
 
@@ -120,28 +120,23 @@ class Node:
                 state=work / "state",
             )
         )
-        self.log = (work / "filterd.log").open("wb")
-        self.process = subprocess.Popen(
-            [str(FILTERD_BIN), "run", "-c", str(config)], stdout=self.log, stderr=self.log
+        # The harness's own process handling: a session of its own, stopped
+        # by its PID, pinned like every server of bench/run.
+        self.process = spawn(
+            "filterd",
+            [str(FILTERD_BIN), "run", "-c", str(config)],
+            SERVER_CPU,
+            work / "filterd.log",
+            work,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            url = f"http://{self.admin}/readyz"
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"filterd not ready:\n{(work / 'filterd.log').read_text()[-2000:]}")
+        try:
+            wait_ready(self.process, self.admin)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+        self.process.stop()
 
 
 def amplification(upstream: FakeUpstream, node: Node) -> Amplification:

@@ -471,7 +471,7 @@ class Supervisor:
             raise
         finally:
             for list_id in pins:
-                store.unpin_except(config.state_dir, list_id, set())
+                store.unpin(config.state_dir, list_id)
         for source in report.sources:
             level = logging.WARNING if source.invalid else logging.INFO
             log.log(

@@ -29,9 +29,9 @@ from filterd.wire.codes import EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED, EDE_PROH
 
 T = TypeVar("T")
 
+LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 DEFAULT_ACCESS: Final = (
-    "127.0.0.0/8",
-    "::1/128",
+    *LOOPBACK,
     "10.0.0.0/8",
     "172.16.0.0/12",
     "192.168.0.0/16",
@@ -210,9 +210,8 @@ class RateLimitConfig:
     burst: float = 200.0
     all_per_second: float = 0.0
     slip: int = 2
-    exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("::1/128"),
+    exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+        ipaddress.ip_network(net) for net in LOOPBACK
     )
 
 
@@ -687,8 +686,8 @@ def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
         cfg = replace(
             cfg,
             min_entries=r.get("min_entries", 1, _int_in(0, 100_000_000)),
-            max_invalid=r.get("max_invalid", invalid, _share),
-            max_shrink=r.get("max_shrink", shrink, _share),
+            max_invalid=r.get("max_invalid", invalid, _number_in(0, 1)),
+            max_shrink=r.get("max_shrink", shrink, _number_in(0, 1)),
         )
         if sync:
             for key in ("min_entries", "max_invalid", "max_shrink"):
@@ -703,12 +702,6 @@ def _lists(doc: _Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
 
 MANDATORY_GUARDS: Final = (0.1, 0.2)
 """Defaults of ``max_invalid`` and ``max_shrink`` for a mandatory list file."""
-
-
-def _share(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"must be a number from 0 to 1, got {value!r}")
-    return float(value)
 
 
 def _list_id(value: Any) -> str:

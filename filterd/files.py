@@ -9,11 +9,12 @@ says otherwise: an authority's list names sites that must not be advertised.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -37,6 +38,16 @@ def write_atomically_with(
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None if it is missing, unreadable or
+    not an object (state that is rebuilt when absent)."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def fsync_directory(directory: Path) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from filterd.errors import ListError
-from filterd.files import write_atomically
+from filterd.files import read_json_object, write_atomically
 
 REASONS: Final = ("invalid", "empty", "shrink")
 """Bounded labels of ``filterd_list_refusals_total``."""
@@ -124,11 +124,7 @@ def acknowledged_path(state_dir: Path) -> Path:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
+    return read_json_object(path) or {}
 
 
 def load_baseline(state_dir: Path) -> Baseline:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from filterd.files import write_atomically
+from filterd.files import read_json_object, write_atomically
 
 LIST_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 """An authority list id (docs/sync-protocol.md, "Lists")."""
@@ -69,14 +69,6 @@ class SyncedState:
         return other is not None and (self.serial, self.sha256) == (other.serial, other.sha256)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
-
-
 def _state(raw: dict[str, Any] | None) -> SyncedState | None:
     if raw is None:
         return None
@@ -89,7 +81,7 @@ def _state(raw: dict[str, Any] | None) -> SyncedState | None:
 def load_state(state_dir: Path, list_id: str) -> SyncedState | None:
     """The obtained state of a list, or ``None`` if it was never obtained (or
     its snapshot is missing or is not the one the state names)."""
-    state = _state(_read(list_dir(state_dir, list_id) / "state.json"))
+    state = _state(read_json_object(list_dir(state_dir, list_id) / "state.json"))
     if state is None:
         return None
     try:
@@ -102,7 +94,7 @@ def load_state(state_dir: Path, list_id: str) -> SyncedState | None:
 
 def load_enforced(state_dir: Path, list_id: str) -> SyncedState | None:
     """What was last enforced (possibly before a restart), or ``None``."""
-    return _state(_read(list_dir(state_dir, list_id) / "enforced.json"))
+    return _state(read_json_object(list_dir(state_dir, list_id) / "enforced.json"))
 
 
 def save_enforced(state_dir: Path, list_id: str, state: SyncedState) -> None:
@@ -112,7 +104,7 @@ def save_enforced(state_dir: Path, list_id: str, state: SyncedState) -> None:
 
 
 def load_last_success(state_dir: Path, list_id: str) -> float:
-    raw = _read(list_dir(state_dir, list_id) / "checked.json") or {}
+    raw = read_json_object(list_dir(state_dir, list_id) / "checked.json") or {}
     value = raw.get("last_success", 0.0)
     return float(value) if isinstance(value, int | float) else 0.0
 
@@ -189,10 +181,9 @@ def pin_in_place(state_dir: Path, list_id: str) -> Pin | None:
     return None if state is None else Pin(list_id, snapshot_path(state_dir, list_id), state)
 
 
-def unpin_except(state_dir: Path, list_id: str, keep: set[Path]) -> None:
-    """Remove the pins no compile or installed index needs any more."""
-    directory = list_dir(state_dir, list_id)
-    for candidate in directory.glob("pinned-*.list"):
-        if candidate not in keep:
-            with contextlib.suppress(OSError):
-                candidate.unlink()
+def unpin(state_dir: Path, list_id: str) -> None:
+    """Remove the list's pins once the compile that read them is over
+    (compiles never overlap; an installed index does not need its pin)."""
+    for candidate in list_dir(state_dir, list_id).glob("pinned-*.list"):
+        with contextlib.suppress(OSError):
+            candidate.unlink()

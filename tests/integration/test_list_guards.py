@@ -35,10 +35,6 @@ def refusals(daemon: Daemon, name: str, reason: str) -> float:
     return daemon.metrics()[f'filterd_list_refusals_total{{list="{name}",reason="{reason}"}}']
 
 
-def blocked(daemon: Daemon, name: str) -> bool:
-    return daemon.blocked(name)
-
-
 CORRUPTIONS = {
     "html error page for the mandatory list": ("national.txt", "national", HTML_502, "invalid"),
     "binary blob for the mandatory list": (
@@ -57,10 +53,10 @@ def test_a_corrupt_list_file_is_refused_and_the_last_good_keeps_serving(
 ) -> None:
     filename, name, content, reason = CORRUPTIONS[case]
     daemon = make_daemon(standard_config(upstream.endpoint)).start()
-    assert blocked(daemon, "www.gambling.example") and blocked(daemon, "phishing.example.com")
+    assert daemon.blocked("www.gambling.example") and daemon.blocked("phishing.example.com")
     (daemon.directory / filename).write_bytes(content)
     assert not daemon.reload()
-    assert blocked(daemon, "www.gambling.example") and blocked(daemon, "phishing.example.com")
+    assert daemon.blocked("www.gambling.example") and daemon.blocked("phishing.example.com")
     assert daemon.http("/readyz")[0] == 200
     assert refusals(daemon, name, reason) == 1
     assert f"reload rejected: list '{name}'" in daemon.log
@@ -74,7 +70,7 @@ def test_one_fifty_megabyte_line_is_refused(
     daemon = make_daemon(standard_config(upstream.endpoint)).start()
     (daemon.directory / "local.txt").write_bytes(b"a" * (50 * 1024 * 1024))
     assert not daemon.reload(timeout=120)
-    assert blocked(daemon, "phishing.example.com")
+    assert daemon.blocked("phishing.example.com")
     assert refusals(daemon, "local", "invalid") == 1
 
 
@@ -85,19 +81,19 @@ def test_a_large_shrink_waits_for_accept_shrink(
     many = "".join(f"site{i}.shrink.example\n" for i in range(100))
     (daemon.directory / "local.txt").write_text(many)
     daemon.start()
-    assert blocked(daemon, "site99.shrink.example")
+    assert daemon.blocked("site99.shrink.example")
     (daemon.directory / "local.txt").write_text("site1.shrink.example\n")
     assert not daemon.reload()
     assert refusals(daemon, "local", "shrink") == 1
-    assert blocked(daemon, "site99.shrink.example")  # the last good version
+    assert daemon.blocked("site99.shrink.example")  # the last good version
     assert "filterd accept-shrink -c CONFIG local" in daemon.log
     check = filterd("check-config", "-c", str(daemon.config_path))
     assert check.returncode == 2 and "down from 100" in check.stderr, check.stderr
     accepted = filterd("accept-shrink", "-c", str(daemon.config_path), "local")
     assert accepted.returncode == 0, accepted.stderr
     assert daemon.reload()
-    assert not blocked(daemon, "site99.shrink.example")
-    assert blocked(daemon, "site1.shrink.example")
+    assert not daemon.blocked("site99.shrink.example")
+    assert daemon.blocked("site1.shrink.example")
     # The acknowledgement was for that content only, and is used up.
     (daemon.directory / "local.txt").write_text(many)
     assert daemon.reload()  # growing is always fine
@@ -131,7 +127,7 @@ def test_a_special_file_in_a_list_s_place_is_refused_at_once(
     assert time.monotonic() - started < 10
     reason = "Is a directory" if kind == "directory" else "is not a regular file"
     assert f"cannot read list 'local': {reason}" in daemon.log or reason in daemon.log
-    assert blocked(daemon, "phishing.example.com")
+    assert daemon.blocked("phishing.example.com")
     assert daemon.reload() is False  # still refused, and still not hung
 
 
@@ -150,5 +146,5 @@ def test_a_compile_past_its_timeout_is_killed_and_refused(
     assert not daemon.reload(timeout=60)
     assert time.monotonic() - started < 20
     assert "did not finish in 1 s (compile.timeout)" in daemon.log
-    assert blocked(daemon, "phishing.example.com")
+    assert daemon.blocked("phishing.example.com")
     assert not any(p.endswith(".tmp") for p in os.listdir(Path(daemon.directory, "state", "index")))

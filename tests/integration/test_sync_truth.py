@@ -46,10 +46,6 @@ AUTHORITY_SERIAL = 'filterd_sync_authority_serial{list="national"}'
 LAST_SUCCESS = 'filterd_sync_last_success_timestamp_seconds{list="national"}'
 
 
-def blocked(daemon: Daemon, name: str) -> bool:
-    return daemon.blocked(name)
-
-
 def served(daemon: Daemon) -> dict[str, tuple[str, str]]:
     """``/readyz``'s lines: list name -> (version, sha256) served now."""
     lines = daemon.http("/readyz")[1].splitlines()
@@ -88,13 +84,13 @@ def test_a_transient_fault_is_retried_until_enforced_and_no_304_hides_it(
     wait_until(lambda: failures(daemon, "hash") >= 10, timeout=30)
     assert daemon.metrics()[LAST_SUCCESS] == stalled_since  # failures are not successes
     assert manifest_304s(authority, mark) == 0  # never a conditional GET while behind
-    assert not blocked(daemon, "added.example")
+    assert not daemon.blocked("added.example")
     for path, canned in good.items():
         authority.serve_raw(path, canned)
     restored = time.monotonic()
     wait_until(lambda: daemon.metrics()[SERIAL] == 2, timeout=10)
     assert time.monotonic() - restored < 2.0  # within one (short) poll interval
-    assert blocked(daemon, "added.example")
+    assert daemon.blocked("added.example")
     assert daemon.metrics()[LAST_SUCCESS] > stalled_since
     wait_until(lambda: any(r["serial"] == 2 for r in authority.seen.receipts))
 
@@ -112,7 +108,7 @@ def test_a_refused_rollback_does_not_stop_later_updates(
     authority.serve_raw("lists/national/manifest", current)
     authority.publish([*BASE, ADDED])
     wait_until(lambda: daemon.metrics()[SERIAL] == 3, timeout=10)
-    assert blocked(daemon, "added.example")
+    assert daemon.blocked("added.example")
 
 
 @pytest.mark.parametrize("fault", ["missing", "wrong base"])
@@ -132,7 +128,7 @@ def test_a_bad_delta_falls_back_to_the_snapshot(
     wait_until(lambda: daemon.metrics()[SERIAL] == 2, timeout=10)
     assert failures(daemon, reason) >= 1
     assert "falling back to the full snapshot" in daemon.log
-    assert blocked(daemon, "added.example")
+    assert daemon.blocked("added.example")
     assert served(daemon)["national"] == ("2", sha256_hex(publication.snapshot))
 
 
@@ -185,7 +181,7 @@ def test_a_restart_with_a_newer_serial_pending_reports_only_what_it_serves(
         if receipt["serial"] != 2:
             return
         try:
-            enforced = blocked(daemon, "added.example")
+            enforced = daemon.blocked("added.example")
         except Exception as exc:  # not even answering DNS yet
             lies.append(f"receipt for serial 2 while DNS is not served ({exc!r})")
             return
@@ -200,7 +196,7 @@ def test_a_restart_with_a_newer_serial_pending_reports_only_what_it_serves(
         if status == 200:
             serial = daemon.metrics()[SERIAL]
             if serial == 2:
-                assert blocked(daemon, "added.example"), "metrics say serial 2, not enforced"
+                assert daemon.blocked("added.example"), "metrics say serial 2, not enforced"
                 break
             assert serial in (0, 1)
         time.sleep(0.02)
@@ -233,7 +229,7 @@ def test_sighup_applies_new_sync_settings(
         asked_before = len(authority.seen.requests)
         assert daemon.reload()
         wait_until(lambda: daemon.metrics()[SERIAL] == 2, timeout=10)
-        assert blocked(daemon, "added.example")
+        assert daemon.blocked("added.example")
         assert all(status != 401 for _, status in moved.seen.answers)
         assert daemon.post_notify(moved.notify(3)) == 202  # the new key verifies
         time.sleep(1.0)  # several polls at the new interval
@@ -275,7 +271,7 @@ def test_a_fork_is_detected_counted_and_resolved_by_the_snapshot(
     fork = authority.publish([*BASE, ADDED], serial=1)
     wait_until(lambda: failures(daemon, "fork") >= 1, timeout=10)
     wait_until(lambda: served(daemon)["national"] == ("1", sha256_hex(fork.snapshot)))
-    assert blocked(daemon, "added.example")
+    assert daemon.blocked("added.example")
     assert failures(daemon, "fork") == 1  # resolved, not repeated
     assert "(a fork)" in daemon.log
     forked = sha256_hex(fork.snapshot)
@@ -303,7 +299,7 @@ def test_an_expired_manifest_is_not_applied_and_stops_last_success(
     metrics = daemon.metrics()
     assert metrics[LAST_SUCCESS] == before
     assert metrics[SERIAL] == 1
-    assert not blocked(daemon, "added.example")
+    assert not daemon.blocked("added.example")
     assert "expired at" in daemon.log and "not applied as current" in daemon.log
 
 
@@ -418,10 +414,10 @@ def test_receipts_and_metrics_never_run_ahead_of_queries_under_reloads(
         # marker being blocked.
         while not stop.is_set():
             serial = int(daemon.metrics()[SERIAL])
-            if serial <= 1 or blocked(daemon, f"s{serial}.marker.example"):
+            if serial <= 1 or daemon.blocked(f"s{serial}.marker.example"):
                 continue
             later = range(serial + 1, 7)
-            newer = any(blocked(daemon, f"s{n}.marker.example") for n in later)
+            newer = any(daemon.blocked(f"s{n}.marker.example") for n in later)
             if not newer and int(daemon.metrics()[SERIAL]) == serial:
                 lies.append(f"serial {serial} reported, its marker resolves")
 

@@ -29,8 +29,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import dns.edns
-import dns.rcode
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -117,12 +115,6 @@ class SyncUnderFaults(RuleBasedStateMachine):
                 return int(fields[3]), fields[5]
         return None
 
-    def _blocked(self, name: str) -> bool:
-        answer = self.daemon.query(name, timeout=3.0)
-        return answer.rcode() == dns.rcode.NXDOMAIN and any(
-            isinstance(option, dns.edns.EDEOption) for option in answer.options
-        )
-
     def _check_receipt(self, receipt: dict[str, object]) -> None:
         key = (int(str(receipt["serial"])), str(receipt["sha256"]))
         if key not in self.markers:
@@ -131,7 +123,7 @@ class SyncUnderFaults(RuleBasedStateMachine):
         try:
             if (
                 self._served() == key
-                and not self._blocked(self.markers[key])
+                and not self.daemon.blocked(self.markers[key])
                 and self._served() == key  # not moved on during the query
             ):
                 self.lies.append(f"receipt for {key} while its marker resolves")
@@ -234,8 +226,8 @@ class SyncUnderFaults(RuleBasedStateMachine):
             metrics = self.daemon.metrics()
             marker = self.markers[served]
             others = [m for key, m in self.markers.items() if key != served and m != marker]
-            blocked = self._blocked(marker)
-            stray = next((m for m in others if self._blocked(m)), None)
+            blocked = self.daemon.blocked(marker)
+            stray = next((m for m in others if self.daemon.blocked(m)), None)
             if self._served() != served:
                 continue  # the report moved meanwhile: look again
             assert metrics['filterd_sync_serial{list="national"}'] == served[0]
