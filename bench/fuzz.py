@@ -23,7 +23,7 @@ address. Checked for every packet:
 - every query that went upstream is answered exactly once within the
   upstream deadline (no lost client, no double answer).
 
-**Lists.** ``filterd.lists.parsers.parse`` in every ``Format`` (and
+**Lists.** ``filterd.formats.parse`` in every ``Format`` (and
 ``detect_format``) on mutated list text: the sample lists and snippets of
 each format, mutated by lines (duplicated, dropped, swapped, tokens from
 every format spliced in, long lines, CR, NUL, UTF-8 and broken UTF-8) and
@@ -78,13 +78,14 @@ import dns.rdataclass
 import dns.rdatatype
 
 from bench.runs import RESULTS, timestamp
-from filterd.config import Config, parse_config
+from filterd.config import Config
+from filterd.config.load import parse_config
+from filterd.formats import Format, ParseOptions, detect_format, parse
 from filterd.lists.compile import compile_lists
-from filterd.lists.parsers import Format, ParseOptions, detect_format, parse
 from filterd.lists.sources import open_matcher
-from filterd.matching.rules import Scope
+from filterd.model.rules import Scope
+from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import Policy
-from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.pipeline.tally import Counters
 from filterd.wire.names import InvalidName, normalise
 from tests.peers.authoritative import FakeUpstream

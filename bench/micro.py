@@ -35,13 +35,13 @@ import dns.message
 import dns.rdatatype
 import dns.rrset
 
-from filterd.config import parse_config
+from filterd.config.load import parse_config
 from filterd.listeners.mmsg import Batch
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.pipeline.cache import build_answer
+from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import Policy
-from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.pipeline.tally import Counters
 from filterd.wire.answer import inspect_response
 from filterd.wire.names import wire_to_text

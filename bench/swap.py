@@ -114,7 +114,7 @@ def _rss_mib(root: int) -> tuple[float, float]:
             if line.startswith("VmRSS:"):
                 kib = int(line.split()[1])
                 total += kib
-                if b"filterd.lists.compiler" not in cmdline:
+                if b"filterd.lists.compile_child" not in cmdline:
                     serving += kib
     return total / 1024, serving / 1024
 

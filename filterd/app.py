@@ -42,16 +42,18 @@ from filterd.admin.server import AdminServer
 from filterd.audit.anchor import load_node_key, signed_receipt
 from filterd.audit.events import lists_fields, next_boundary, start_fields, stats_fields
 from filterd.audit.recorder import AuditRecorder
-from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
+from filterd.config import Config, Endpoint, ListConfig
+from filterd.config.load import load_config, parse_config
 from filterd.errors import ConfigError, FilterdError, ListError, StartupError
 from filterd.files import DirectoryInUse, lock_directory
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from filterd.lists import guard
 from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_indexes
 from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
-from filterd.lists.sources import SourceInfo, open_matcher
+from filterd.lists.sources import open_matcher
 from filterd.matching.matcher import Matcher
 from filterd.metrics import SupervisorState, build_registry, merge_stats
+from filterd.model.sources import SourceInfo
 from filterd.sync import store
 from filterd.sync.client import Change, ListStatus, SyncClient
 from filterd.sync.fetch import Settings

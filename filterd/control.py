@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from filterd.config import Config
-from filterd.lists.sources import SourceInfo
 from filterd.matching.matcher import Overlaid
+from filterd.model.sources import SourceInfo
 
 _LENGTH: Final = struct.Struct("!I")
 MAX_MESSAGE: Final = 64 * 1024 * 1024

@@ -39,8 +39,8 @@ from filterd.lists.sources import sources_of
 from filterd.logs import configure_logging
 from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.matching.matcher import Matcher
+from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import BlockCounter, Policy
-from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.pipeline.tally import BlockedNames, Counters
 from filterd.upstream.exchange import Exchange
 

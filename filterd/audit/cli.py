@@ -28,7 +28,8 @@ from filterd.audit.report import ReportBuilder, parse_date
 from filterd.audit.sealing import seal, verify_report
 from filterd.audit.verify import read_records, verify
 from filterd.commands import EXIT_FAILURE, UsageError, error, guarded
-from filterd.config import AuditConfig, default_state_dir, load_config
+from filterd.config import AuditConfig, default_state_dir
+from filterd.config.load import load_config
 from filterd.files import write_atomically
 from filterd.sync.model import SyncError, key_id, load_public_key, public_key_text
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from filterd import __version__
 from filterd.audit.chain import format_time, parse_time
-from filterd.lists.sources import SourceInfo
+from filterd.model.sources import SourceInfo
 
 
 def start_fields(config_path: Path | None, node: str) -> dict[str, Any]:

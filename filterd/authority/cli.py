@@ -31,7 +31,7 @@ from filterd.authority.server import AuthorityServer, check_manifests, serve
 from filterd.authority.store import AuthorityError, Store
 from filterd.commands import EXIT_FAILURE, error, guarded
 from filterd.config import Endpoint, parse_endpoint
-from filterd.lists.parsers import Format
+from filterd.formats import Format
 from filterd.logs import configure_logging
 from filterd.sync.model import (
     SyncError,

@@ -1,6 +1,6 @@
 """A list file in any supported format, turned into canonical entries for staging.
 
-The parsers (``filterd.lists.parsers``) say what each name means as an
+The parsers (``filterd.formats``) say what each name means as an
 ``EntryKind``: a scope (exact, subtree, below), block or allow, an optional
 category and reference. The native format has one entry per name and five
 kinds, so two things need care:
@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
-from filterd.lists.parsers import (
+from filterd.formats import (
     EntryKind,
     Format,
     ParseOptions,
@@ -35,7 +35,7 @@ from filterd.lists.parsers import (
     detect_format,
     parse,
 )
-from filterd.matching.rules import Scope
+from filterd.model.rules import Scope
 from filterd.sync.model import Entry, make_entry
 
 _AT_NAME: Final = 1

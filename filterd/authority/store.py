@@ -55,7 +55,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from filterd.errors import FilterdError
 from filterd.files import fsync_directory, write_atomically
-from filterd.lists.parsers import NATIVE_HEADER
+from filterd.formats import NATIVE_HEADER
+from filterd.model.layout import LIST_ID
 from filterd.sync.model import (
     Delta,
     Entry,
@@ -83,7 +84,6 @@ from filterd.sync.model import (
     snapshot_entries,
     utc_now,
 )
-from filterd.sync.store import LIST_ID
 from filterd.wire.names import InvalidName, normalise_text
 
 OPERATOR_ID: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")

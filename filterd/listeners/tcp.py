@@ -31,7 +31,7 @@ from typing import Final
 
 from filterd.pipeline.clients import prefix_of
 from filterd.pipeline.forward import Reply
-from filterd.pipeline.resolver import Pipeline
+from filterd.pipeline.pipeline import Pipeline
 
 BACKLOG: Final = 1024
 """Pending connections per listening socket (the supervisor listens with it,

@@ -22,7 +22,7 @@ from typing import Final
 
 from filterd.listeners.mmsg import SOCKADDR_SIZE, Batch
 from filterd.pipeline.forward import Reply
-from filterd.pipeline.resolver import Pipeline
+from filterd.pipeline.pipeline import Pipeline
 
 BATCH: Final = 64
 RECV_SIZE: Final = 4096

@@ -3,7 +3,7 @@
 ``compile_lists`` is the whole job of the compiler process: read every list,
 parse it, merge all entries into one ``IndexBuilder`` and write the index
 into the state directory. It runs in a child process (see
-``filterd.lists.compiler``) so that neither the parse's CPU nor its memory
+``filterd.lists.compile_child``) so that neither the parse's CPU nor its memory
 peak lands on a serving process.
 
 The output is content-addressed: its file name is a digest of the list
@@ -31,8 +31,7 @@ from typing import Any, BinaryIO, Final
 
 from filterd.config import Config, ListConfig
 from filterd.errors import ListError
-from filterd.lists import guard
-from filterd.lists.parsers import (
+from filterd.formats import (
     FORMAT_HEAD,
     EntryKind,
     ParsedList,
@@ -40,10 +39,12 @@ from filterd.lists.parsers import (
     detect_format,
     parse,
 )
-from filterd.lists.sources import SourceInfo, sources_of
+from filterd.lists import guard
+from filterd.lists.sources import sources_of
 from filterd.matching.build import IndexBuilder
 from filterd.matching.index import CompiledIndex, IndexFormatError
-from filterd.matching.rules import Action, Rule, Scope
+from filterd.model.rules import Action, Rule, Scope
+from filterd.model.sources import SourceInfo
 from filterd.sync.store import Pin
 from filterd.wire.codes import EDE_BLOCKED
 
@@ -90,15 +91,15 @@ class CompileRequest:
 async def compile_in_child(
     config: Config, pins: Mapping[str, Pin], baseline: guard.Baseline
 ) -> CompileReport:
-    """Run ``compile_lists(config, pins, baseline)`` in a fresh ``filterd.lists.compiler``
+    """Run ``compile_lists(config, pins, baseline)`` in a fresh ``filterd.lists.compile_child``
     process; raise ``ListError`` on failure. It runs in its own session, so
     signals meant for the daemon (SIGHUP, a terminal's SIGINT) do not reach
     it, and so that it has a scheduler group of its own to lower
-    (``filterd.lists.compiler.run_idle``)."""
+    (``filterd.lists.compile_child.run_idle``)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "filterd.lists.compiler",
+        "filterd.lists.compile_child",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,

@@ -16,10 +16,10 @@ from dataclasses import replace
 from typing import Final
 
 from filterd.config import ListConfig
-from filterd.lists.parsers import NATIVE_KINDS
-from filterd.lists.sources import SourceInfo
+from filterd.formats import NATIVE_KINDS
 from filterd.matching.matcher import Matcher, Overlaid
-from filterd.matching.rules import Rule
+from filterd.model.rules import Rule
+from filterd.model.sources import SourceInfo
 from filterd.sync.model import Delta
 
 OVERLAY_LIMIT: Final = 100_000

@@ -1,4 +1,4 @@
-"""The sources of rules in a compiled index, and opening an index to serve.
+"""Opening a compiled index to serve, with the sources of its rules.
 
 Kept apart from the compiler so that a worker, which only opens indexes,
 never imports the compiler's dependencies (NumPy).
@@ -6,34 +6,11 @@ never imports the compiler's dependencies (NumPy).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from filterd.matching.index import CompiledIndex
 from filterd.matching.matcher import Matcher
-
-
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    """What the runtime needs to know about one source of rules."""
-
-    name: str
-    version: str
-    mandatory: bool
-    ede: int
-    category: str
-    action: str | None
-    path: str
-    format: str
-    entries: int = 0
-    accepted: int = 0
-    invalid: int = 0
-    ignored: int = 0
-    names: int = 0
-    problems: list[str] = field(default_factory=list)
-    reasons: dict[str, int] = field(default_factory=dict)
-    sha256: str = ""
-    """SHA-256 of the list file as compiled (hex); "" for built-in rules."""
+from filterd.model.sources import SourceInfo
 
 
 def sources_of(index: CompiledIndex) -> tuple[SourceInfo, ...]:

@@ -17,15 +17,15 @@ import numpy as np
 import numpy.typing as npt
 
 from filterd.files import write_atomically_with
-from filterd.lists.names import Names
+from filterd.formats.names import Names
 from filterd.matching.index import MAGIC, SECTIONS
-from filterd.matching.rules import Rule
+from filterd.model.rules import Rule
 
 
 class IndexBuilder:
     """Collects (name, rule) pairs and writes the compiled index file.
 
-    Names arrive packed (``filterd.lists.names.Names``) and are appended to
+    Names arrive packed (``filterd.formats.names.Names``) and are appended to
     one blob in input order, with their CRC-32 and length, rule and
     reference numbers in ``array('I')``: no per-name object outlives
     ``add``, so a million names cost their text plus 16 bytes each, not the

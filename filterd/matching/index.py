@@ -35,7 +35,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Final
 
-from filterd.matching.rules import Rule
+from filterd.model.rules import Rule
 
 MAGIC: Final = b"FILTERD\x02"
 SECTIONS: Final = ("buckets", "hashes", "starts", "lengths", "rulesets", "refs")

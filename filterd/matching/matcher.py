@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from filterd.matching.index import CompiledIndex
-from filterd.matching.rules import Rule
+from filterd.model.rules import Rule
 
 
 @dataclass(frozen=True, slots=True)

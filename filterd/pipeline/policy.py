@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from filterd.config import BlockingConfig
-from filterd.lists.sources import SourceInfo
 from filterd.matching.matcher import Decision, Matcher
-from filterd.matching.rules import Action, Rule
+from filterd.model.rules import Action, Rule
+from filterd.model.sources import SourceInfo
 from filterd.wire.names import wire_to_text
 from filterd.wire.synth import BlockAnswer
 

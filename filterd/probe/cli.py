@@ -22,8 +22,8 @@ from typing import Final
 
 from filterd.commands import EXIT_FAILURE, UsageError, error, guarded
 from filterd.config import Endpoint, parse_endpoint
-from filterd.lists.parsers import Format, ParseOptions, detect_format, parse
-from filterd.matching.rules import Scope
+from filterd.formats import Format, ParseOptions, detect_format, parse
+from filterd.model.rules import Scope
 from filterd.probe.client import ask_all_sync
 from filterd.probe.report import Check, Report, RunInfo
 from filterd.probe.sample import (

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from filterd.lists.parsers import (
+from filterd.formats import (
     NATIVE_HEADER,
     EntryKind,
     Format,
@@ -43,7 +43,7 @@ from filterd.lists.parsers import (
     ParseOptions,
     parse,
 )
-from filterd.matching.rules import Action, Scope
+from filterd.model.rules import Action, Scope
 from filterd.wire.names import MAX_NAME_LENGTH
 
 GZIP_MAGIC: Final = b"\x1f\x8b"

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from filterd.errors import FilterdError
-from filterd.lists.parsers import NATIVE_HEADER, NATIVE_KINDS
-from filterd.sync.store import LIST_ID
+from filterd.formats import NATIVE_HEADER, NATIVE_KINDS
+from filterd.model.layout import LIST_ID
 from filterd.wire.names import InvalidName, normalise
 
 VERSION: Final = 1

@@ -31,25 +31,14 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from filterd.files import read_json_object, write_atomically
-
-LIST_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-"""An authority list id (docs/sync-protocol.md, "Lists")."""
+from filterd.model.layout import list_dir, snapshot_path
 
 HASH_CHUNK: Final = 1 << 20
-
-
-def list_dir(state_dir: Path, list_id: str) -> Path:
-    return state_dir / "sync" / list_id
-
-
-def snapshot_path(state_dir: Path, list_id: str) -> Path:
-    return list_dir(state_dir, list_id) / "snapshot.list"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from filterd.matching.rules import Action
+from filterd.model.rules import Action
 from filterd.wire.codes import (
     EDE_OPTION_CODE,
     FLAG_QR,

@@ -31,9 +31,7 @@ from typing import Final, NamedTuple
 
 import pytest
 
-from filterd.lists import parsers
-from filterd.lists.parsers import (
-    MAX_REPORTED_PROBLEMS,
+from filterd.formats import (
     EntryKind,
     Format,
     ParsedList,
@@ -41,7 +39,9 @@ from filterd.lists.parsers import (
     detect_format,
     parse,
 )
-from filterd.matching.rules import Action, Scope
+from filterd.formats import common as parsers
+from filterd.formats.common import MAX_REPORTED_PROBLEMS
+from filterd.model.rules import Action, Scope
 
 pytestmark = pytest.mark.slow
 

@@ -144,7 +144,7 @@ def test_compiler_gets_idle_priority_inside_the_sandbox() -> None:
     ``compile_in_child`` starts it, so this test's group is left alone)."""
     script = (
         "import os\n"
-        "from filterd.lists.compiler import run_idle\n"
+        "from filterd.lists.compile_child import run_idle\n"
         "run_idle()\n"
         "print(os.sched_getscheduler(0) == os.SCHED_IDLE)\n"
         "print(open('/proc/self/autogroup').read().split()[-1])\n"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from filterd.matching.build import IndexBuilder
 from filterd.matching.index import CompiledIndex
 from filterd.matching.matcher import Matcher
-from filterd.matching.rules import Rule, Scope
+from filterd.model.rules import Rule, Scope
 
 labels = st.sampled_from(["a", "b", "c", "xn--d1a", "_e"])
 names = st.lists(labels, min_size=1, max_size=4).map(lambda parts: ".".join(parts).encode())

@@ -15,11 +15,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filterd.lists.parsers import Format, ParseOptions, parse
+from filterd.formats import Format, ParseOptions, parse
 from filterd.matching.build import IndexBuilder
 from filterd.matching.index import CompiledIndex
 from filterd.matching.matcher import Decision, Matcher
-from filterd.matching.rules import Rule
+from filterd.model.rules import Rule
 
 labels = st.sampled_from(["a", "b", "c"])
 names = st.lists(labels, min_size=2, max_size=3).map(".".join)

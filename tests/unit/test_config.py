@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from filterd.config import Endpoint, load_config, parse_config, parse_endpoint, system_resolvers
+from filterd.config import Endpoint, parse_endpoint, system_resolvers
+from filterd.config.load import load_config, parse_config
 from filterd.errors import ConfigError
-from filterd.matching.rules import Action, Scope
+from filterd.model.rules import Action, Scope
 
 
 def problems(text: str) -> list[str]:

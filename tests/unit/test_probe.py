@@ -18,8 +18,8 @@ import pytest
 from dnslib import EDNS0, RCODE, RR, DNSRecord, EDNSOption
 
 from filterd.cli import main
-from filterd.lists.parsers import Format, ParseOptions, detect_format, parse
-from filterd.matching.rules import Action, Scope
+from filterd.formats import Format, ParseOptions, detect_format, parse
+from filterd.model.rules import Action, Scope
 from filterd.probe.report import Check, Report, RunInfo, percent
 from filterd.probe.sample import (
     ListInputError,

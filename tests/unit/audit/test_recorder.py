@@ -12,7 +12,8 @@ from filterd.audit.chain import decode_record
 from filterd.audit.events import next_boundary, privacy_floor, stats_fields
 from filterd.audit.recorder import AuditRecorder
 from filterd.audit.verify import verify
-from filterd.config import AuditConfig, parse_config
+from filterd.config import AuditConfig
+from filterd.config.load import parse_config
 from filterd.errors import ConfigError
 
 UPSTREAM = "upstream: {servers: ['192.0.2.1']}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from filterd.authority.convert import import_list
-from filterd.lists.parsers import Format
+from filterd.formats import Format
 from filterd.sync.model import Entry, check_snapshot, serialize_snapshot
 
 

@@ -21,15 +21,15 @@ import dns.rrset
 import pytest
 
 from filterd.config import BlockingConfig, CacheConfig, Config, ListConfig
+from filterd.formats import Format
 from filterd.lists.compile import compile_lists
-from filterd.lists.parsers import Format
 from filterd.lists.sources import open_matcher
 from filterd.pipeline.cache import ResponseCache, build_answer
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
+from filterd.pipeline.pipeline import Pipeline
 from filterd.pipeline.policy import Policy
 from filterd.pipeline.ratelimit import ResponseRateLimit
-from filterd.pipeline.resolver import Pipeline
 from filterd.pipeline.tally import Counters
 from filterd.wire.answer import inspect_response
 from filterd.wire.query import Query

@@ -11,11 +11,11 @@ import dns.message
 import dns.rcode
 import pytest
 
-from filterd.config import parse_config
+from filterd.config.load import parse_config
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
+from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import Policy
-from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.pipeline.tally import Counters
 
 ALLOWED = b"\x7f\x00\x00\x01"

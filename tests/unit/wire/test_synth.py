@@ -11,7 +11,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from filterd.matching.rules import Action
+from filterd.model.rules import Action
 from filterd.wire.codes import EDE_CENSORED, FORMERR, NOTIMP, SERVFAIL
 from filterd.wire.query import Query, parse_query
 from filterd.wire.synth import BlockAnswer, error_response, query_error, truncated

@@ -1,7 +1,7 @@
 """The five list formats, proved line by line on small inline examples.
 
 Each test feeds a few lines (most copied from the real lists described in
-``../shared/data/NOTES.md``) to ``filterd.lists.parsers.parse`` and checks
+``../shared/data/NOTES.md``) to ``filterd.formats.parse`` and checks
 the documented meaning (docs/list-formats.md): which canonical names come
 out, with which ``EntryKind`` (scope, allow/block, category, action,
 reference); which lines are *invalid* or *ignored*, with the exact reason
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from filterd.lists.parsers import (
-    MAX_REPORTED_PROBLEMS,
+from filterd.formats import (
     EntryKind,
     Format,
     ParsedList,
@@ -24,7 +23,8 @@ from filterd.lists.parsers import (
     detect_format,
     parse,
 )
-from filterd.matching.rules import Action, Scope
+from filterd.formats.common import MAX_REPORTED_PROBLEMS
+from filterd.model.rules import Action, Scope
 
 SUBTREE = EntryKind(Scope.SUBTREE)
 EXACT = EntryKind(Scope.EXACT)

@@ -1,4 +1,4 @@
-"""The compiler process: ``python -m filterd.lists.compiler``.
+"""The compiler process: ``python -m filterd.lists.compile_child``.
 
 The supervisor starts it (``compile_in_child``) for every (re)load, writes
 the pickled ``CompileRequest`` to its stdin and reads one pickled result from its

@@ -14,8 +14,8 @@ import io
 
 import pytest
 
-from filterd.lists import parsers
-from filterd.lists.parsers import Format, ParsedList, ParseOptions, parse
+from filterd.formats import Format, ParsedList, ParseOptions, parse
+from filterd.formats import common as parsers
 
 SAMPLES = {
     Format.DOMAINS: (

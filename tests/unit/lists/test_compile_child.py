@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from filterd.lists.compiler import AUTOGROUP_NICENESS
+from filterd.lists.compile_child import AUTOGROUP_NICENESS
 
 PROBE = """
 import os
-from filterd.lists.compiler import run_idle
+from filterd.lists.compile_child import run_idle
 run_idle()
 print(os.sched_getscheduler(0))
 try:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filterd.lists.names import Names
+from filterd.formats.names import Names
 
 name = st.binary(min_size=0, max_size=30)
 

@@ -37,7 +37,7 @@ from typing import Final, Protocol
 
 from filterd.config import Config
 from filterd.errors import QueryError
-from filterd.matching.rules import Action
+from filterd.model.rules import Action
 from filterd.pipeline.cache import Answer, ResponseCache
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
