@@ -50,7 +50,7 @@ from bench.swap import list_version
 from bench.targets import FILTERD_BIN, LOOPBACK, Nsd, Proc, free_port, spawn
 from filterd.authority.store import Store
 from filterd.files import write_atomically
-from filterd.sync.model import Delta, Entry, apply_delta
+from filterd.sync.snapshot import Delta, Entry, apply_delta
 
 NODE_CPU: Final = 0
 LOAD_CPU: Final = 1

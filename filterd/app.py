@@ -55,9 +55,10 @@ from filterd.matching.matcher import Matcher
 from filterd.metrics import SupervisorState, build_registry, merge_stats
 from filterd.model.sources import SourceInfo
 from filterd.sync import store
-from filterd.sync.client import Change, ListStatus, SyncClient
+from filterd.sync.client import Change, SyncClient
 from filterd.sync.fetch import Settings
 from filterd.sync.model import Receipt, SyncError
+from filterd.sync.status import ListStatus
 
 log = logging.getLogger("filterd")
 

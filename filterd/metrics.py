@@ -33,8 +33,8 @@ from filterd.audit.recorder import AuditRecorder
 from filterd.histogram import LATENCY_BOUNDS
 from filterd.lists.guard import REASONS as GUARD_REASONS
 from filterd.pipeline.tally import blocked_rows
-from filterd.sync.client import ListStatus
 from filterd.sync.model import REASONS
+from filterd.sync.status import ListStatus
 
 
 @dataclass(slots=True)

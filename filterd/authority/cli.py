@@ -27,8 +27,9 @@ from typing import Final
 from filterd.authority import nodecli
 from filterd.authority.convert import import_list
 from filterd.authority.notify import Outcome, Target, notification, push
+from filterd.authority.records import AuthorityError
 from filterd.authority.server import AuthorityServer, check_manifests, serve
-from filterd.authority.store import AuthorityError, Store
+from filterd.authority.store import Store
 from filterd.commands import EXIT_FAILURE, error, guarded
 from filterd.config import Endpoint, parse_endpoint
 from filterd.formats import Format
@@ -38,15 +39,14 @@ from filterd.sync.model import (
     format_time,
     key_id,
     load_public_key,
-    make_entry,
     open_envelope,
     parse_manifest,
     parse_notify,
     public_key_text,
     sha256_hex,
-    snapshot_entries,
     utc_now,
 )
+from filterd.sync.snapshot import make_entry, snapshot_entries
 
 PROG: Final = "filterd authority"
 MIN_ADMIN_TOKEN: Final = 16
@@ -72,27 +72,27 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _operator_add(args: argparse.Namespace) -> int:
-    token = Store(args.dir).add_operator(args.id, args.notify)
+    token = Store(args.dir).operators.add(args.id, args.notify)
     print(token)
     print(f"operator {args.id}: the token above is shown once; only its SHA-256 is kept")
     return 0
 
 
 def _operator_token(args: argparse.Namespace) -> int:
-    token = Store(args.dir).new_token(args.id)
+    token = Store(args.dir).operators.new_token(args.id)
     print(token)
     print(f"operator {args.id}: new token shown once; the previous one no longer works")
     return 0
 
 
 def _operator_remove(args: argparse.Namespace) -> int:
-    Store(args.dir).remove_operator(args.id)
+    Store(args.dir).operators.remove(args.id)
     print(f"operator {args.id} removed; its token no longer works")
     return 0
 
 
 def _operator_list(args: argparse.Namespace) -> int:
-    operators = Store(args.dir).operators()
+    operators = Store(args.dir).operators.all()
     if not operators:
         print("no operators (add one with: operator add)")
     for operator in operators.values():
@@ -194,7 +194,7 @@ def _notify(args: argparse.Namespace) -> int:
 def _notify_all(store: Store, list_id: str, serial: int) -> list[Outcome] | None:
     """Push serial ``serial`` to every registered node; None if there is none."""
     targets = [
-        Target(op.operator_id, url) for op in store.operators().values() for url in op.notify
+        Target(op.operator_id, url) for op in store.operators.all().values() for url in op.notify
     ]
     if not targets:
         print("no notify URL registered: operators pull at their interval")
@@ -227,7 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise AuthorityError(f"TLS certificate, key or client CA: {exc}") from None
     admin_token = _admin_token(args.admin_token_file)
-    store.operators()  # a damaged operators.json stops start-up, not every request
+    store.operators.all()  # a damaged operators.json stops start-up, not every request
     configure_logging("info", "authority")
     check_manifests(store)
     server = AuthorityServer(
@@ -298,7 +298,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"signing key: id {key_id(public)}, public key {public_key_text(public)}")
     except AuthorityError:
         print("signing key: none (run keygen)")
-    operators = store.operators()
+    operators = store.operators.all()
     urls = sum(len(op.notify) for op in operators.values())
     print(f"operators: {len(operators)}, notify URLs: {urls}")
     lists = store.list_ids()

@@ -36,7 +36,7 @@ from filterd.formats import (
     parse,
 )
 from filterd.model.rules import Scope
-from filterd.sync.model import Entry, make_entry
+from filterd.sync.snapshot import Entry, make_entry
 
 _AT_NAME: Final = 1
 _BELOW: Final = 2

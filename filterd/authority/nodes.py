@@ -22,7 +22,9 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from filterd.authority.store import OPERATOR_ID, AuthorityError, Store, _json_lines
+from filterd.authority.operators import OPERATOR_ID
+from filterd.authority.records import AuthorityError, json_lines
+from filterd.authority.store import Store
 from filterd.errors import FilterdError
 from filterd.files import write_atomically
 from filterd.sync.model import format_time, load_public_key, public_key_text
@@ -72,7 +74,7 @@ class NodeKeys:
         if not node or len(node) > NODE_ID_MAX or "/" in node or not node.isprintable():
             raise AuthorityError(f"node {node[:64]!r}: 1-{NODE_ID_MAX} printable characters, no /")
         with self.store.locked():
-            if operator not in self.store.operators():
+            if operator not in self.store.operators.all():
                 raise AuthorityError(f"no operator {operator!r} (operator add first)")
             nodes = dict(self.all())
             nodes[f"{operator}/{node}"] = {"public_key": text, "added_at": format_time(now)}
@@ -97,7 +99,7 @@ def heads(store: Store, operator: str, node: str) -> dict[str, Any]:
     if not OPERATOR_ID.fullmatch(operator):
         raise AuthorityError(f"operator id {operator!r}: not an operator id")
     rows = []
-    for record in _json_lines(store.receipts_path):
+    for record in json_lines(store.receipts_path):
         head = record.get("audit_head")
         if (
             record.get("authenticated_operator") != operator

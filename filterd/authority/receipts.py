@@ -26,7 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from filterd.authority.nodes import NodeKeys
-from filterd.authority.store import Store, _json_lines
+from filterd.authority.records import json_lines
+from filterd.authority.store import Store
 from filterd.sync.model import Receipt, SyncError, format_time
 from filterd.sync.signed import check, signature_value
 
@@ -48,7 +49,7 @@ class ReceiptCheck:
         self.require_signed = require_signed
         self._seen = {
             value
-            for record in _json_lines(store.receipts_path)
+            for record in json_lines(store.receipts_path)
             if (value := signature_value(record)) is not None
         }
 

@@ -56,7 +56,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from filterd.authority.compliance import Report, build_report, latest_receipts, render_html
 from filterd.authority.metrics import build_registry
 from filterd.authority.receipts import ReceiptCheck, ReceiptRefused
-from filterd.authority.store import AuthorityError, ReceiptRecord, Store
+from filterd.authority.records import AuthorityError
+from filterd.authority.store import ReceiptRecord, Store
 from filterd.config import Endpoint
 from filterd.errors import StartupError
 from filterd.sync.model import SyncError, parse_receipt, sha256_hex, utc_now
@@ -226,7 +227,7 @@ class AuthorityServer:
     def _report(self) -> Report:
         return build_report(
             {list_id: self._store.history(list_id) for list_id in self._store.list_ids()},
-            self._store.operators(),
+            self._store.operators.all(),
             self._latest,
             utc_now(),
         )
@@ -236,7 +237,7 @@ class AuthorityServer:
     def _operator(self, request: web.Request) -> str:
         """The operator whose token the request carries, or 401."""
         token = _bearer(request)
-        operator = self._store.authenticate(token) if token else None
+        operator = self._store.operators.authenticate(token) if token else None
         if operator is None:
             raise web.HTTPUnauthorized(
                 text="an operator's bearer token is required\n",

@@ -38,12 +38,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gzip
-import hashlib
-import hmac
-import json
-import os
 import re
-import secrets
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -53,40 +48,43 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from filterd.authority.operators import OperatorRegistry
+from filterd.authority.records import SERVED_MODE, AuthorityError, append_line, json_lines
 from filterd.errors import FilterdError
-from filterd.files import fsync_directory, write_atomically
+from filterd.files import write_atomically
 from filterd.formats import NATIVE_HEADER
 from filterd.model.layout import LIST_ID
 from filterd.sync.model import (
-    Delta,
-    Entry,
     FileRef,
     Manifest,
     Receipt,
     SyncError,
-    apply_delta,
-    check_snapshot,
-    diff,
-    diff_at,
     format_time,
     load_private_key,
     load_public_key,
     open_envelope,
-    parse_delta,
     parse_manifest,
     parse_receipt,
     parse_time,
     private_key_pem,
     public_key_text,
     seal,
-    serialize_snapshot,
     sha256_hex,
-    snapshot_entries,
     utc_now,
+)
+from filterd.sync.snapshot import (
+    Delta,
+    Entry,
+    apply_delta,
+    check_snapshot,
+    diff,
+    diff_at,
+    parse_delta,
+    serialize_snapshot,
+    snapshot_entries,
 )
 from filterd.wire.names import InvalidName, normalise_text
 
-OPERATOR_ID: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 MAX_ENTRIES: Final = 100_000_000
 """Sanity bound for a staging list (the operators' own limit is ``sync.max_entries``)."""
 MAX_KEEP: Final = 100
@@ -95,60 +93,7 @@ _SNAPSHOT_FILE: Final = re.compile(r"([1-9][0-9]*)\.gz")
 _DELTA_FILE: Final = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)\.gz")
 
 
-class AuthorityError(FilterdError):
-    """A request the data directory cannot honour as asked (a person's input: exit 2)."""
-
-
-# ------------------------------------------------------------------ files
-
-SERVED_MODE: Final = 0o640
-"""What ``serve`` reads (operators.json, manifests, snapshots, deltas, history):
-readable by the group of the serving account, which need not be the
-publishing one; the private key and the staging lists stay 0600."""
-
-
-def append_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync. A line torn by an earlier crash is
-    closed first, so it costs one unreadable line, never the new record."""
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        fsync_directory(path.parent)
-
-
-def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """The readable records of a JSON-lines file (a line torn by a crash is skipped)."""
-    if not path.exists():
-        return
-    with path.open("rb") as lines:
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    yield record
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 # ------------------------------------------------------------ documents
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    operator_id: str
-    token_sha256: str
-    notify: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +136,7 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._operators_cache: tuple[tuple[int, int, int], dict[str, Operator]] | None = None
+        self.operators = OperatorRegistry(root / "operators.json", self.locked)
 
     # ------------------------------------------------------------ paths
 
@@ -202,10 +147,6 @@ class Store:
     @property
     def public_path(self) -> Path:
         return self.root / "authority.pub"
-
-    @property
-    def operators_path(self) -> Path:
-        return self.root / "operators.json"
 
     @property
     def receipts_path(self) -> Path:
@@ -276,88 +217,6 @@ class Store:
         except ValueError as exc:
             raise FilterdError(f"{self.public_path}: {exc}") from None
 
-    # -------------------------------------------------------- operators
-
-    def operators(self) -> dict[str, Operator]:
-        """The registered operators, re-read only when the file was replaced."""
-        try:
-            st = self.operators_path.stat()
-        except FileNotFoundError:
-            return {}
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._operators_cache is not None and self._operators_cache[0] == stamp:
-            return self._operators_cache[1]
-        try:
-            raw = json.loads(self.operators_path.read_bytes())
-            operators = {}
-            for operator_id, fields in raw.items():
-                token_sha256, notify = fields["token_sha256"], fields["notify"]
-                if not isinstance(token_sha256, str) or not isinstance(notify, list):
-                    raise TypeError(operator_id)
-                operators[operator_id] = Operator(operator_id, token_sha256, tuple(notify))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise FilterdError(f"{self.operators_path}: not a valid operators file") from None
-        self._operators_cache = (stamp, operators)
-        return operators
-
-    def add_operator(self, operator_id: str, notify: Iterable[str]) -> str:
-        """Register an operator; returns its new token (stored only hashed)."""
-        if not OPERATOR_ID.fullmatch(operator_id):
-            raise AuthorityError(f"operator id {operator_id!r}: expected [a-z0-9][a-z0-9._-]*")
-        urls = tuple(notify)
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise AuthorityError(f"notify URL {url!r}: expected http:// or https://")
-        with self.locked():
-            operators = dict(self.operators())
-            if operator_id in operators:
-                raise AuthorityError(f"operator {operator_id!r} exists")
-            token = secrets.token_urlsafe(32)
-            operators[operator_id] = Operator(operator_id, hash_token(token), urls)
-            self._write_operators(operators)
-        return token
-
-    def new_token(self, operator_id: str) -> str:
-        """Replace an operator's token (the old one stops working at once)."""
-        with self.locked():
-            operators = dict(self.operators())
-            current = self._operator(operators, operator_id)
-            token = secrets.token_urlsafe(32)
-            operators[operator_id] = Operator(operator_id, hash_token(token), current.notify)
-            self._write_operators(operators)
-        return token
-
-    def remove_operator(self, operator_id: str) -> None:
-        with self.locked():
-            operators = dict(self.operators())
-            self._operator(operators, operator_id)
-            del operators[operator_id]
-            self._write_operators(operators)
-
-    def authenticate(self, token: str) -> str | None:
-        """The operator holding ``token``, or None. Every stored hash is compared,
-        so the time taken does not depend on which one matches."""
-        presented = hash_token(token)
-        found = None
-        for operator in self.operators().values():
-            if hmac.compare_digest(operator.token_sha256, presented):
-                found = operator.operator_id
-        return found
-
-    @staticmethod
-    def _operator(operators: dict[str, Operator], operator_id: str) -> Operator:
-        if operator_id not in operators:
-            raise AuthorityError(f"no operator {operator_id!r}")
-        return operators[operator_id]
-
-    def _write_operators(self, operators: dict[str, Operator]) -> None:
-        document = {
-            op.operator_id: {"token_sha256": op.token_sha256, "notify": list(op.notify)}
-            for op in sorted(operators.values(), key=lambda op: op.operator_id)
-        }
-        text = json.dumps(document, indent=2).encode() + b"\n"
-        write_atomically(self.operators_path, text, mode=SERVED_MODE)
-
     # ------------------------------------------------------------ lists
 
     def list_ids(self) -> list[str]:
@@ -416,7 +275,7 @@ class Store:
 
     def history(self, list_id: str) -> list[Publication]:
         out = []
-        for record in _json_lines(self.history_path(list_id)):
+        for record in json_lines(self.history_path(list_id)):
             with contextlib.suppress(KeyError, TypeError, ValueError, SyncError):
                 out.append(
                     Publication(
@@ -578,7 +437,7 @@ class Store:
 
     def receipts(self) -> Iterator[ReceiptRecord]:
         """Every readable receipt, oldest first."""
-        for record in _json_lines(self.receipts_path):
+        for record in json_lines(self.receipts_path):
             with contextlib.suppress(KeyError, TypeError, SyncError):
                 yield ReceiptRecord(
                     parse_receipt(record),

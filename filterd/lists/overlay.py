@@ -20,7 +20,7 @@ from filterd.formats import NATIVE_KINDS
 from filterd.matching.matcher import Matcher, Overlaid
 from filterd.model.rules import Rule
 from filterd.model.sources import SourceInfo
-from filterd.sync.model import Delta
+from filterd.sync.snapshot import Delta
 
 OVERLAY_LIMIT: Final = 100_000
 

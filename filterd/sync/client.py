@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -48,29 +48,23 @@ from filterd import __version__
 from filterd.config import SyncConfig
 from filterd.errors import FilterdError
 from filterd.sync import store
-from filterd.sync.fetch import Settings, get, get_file
+from filterd.sync.download import download, fetch_manifest
+from filterd.sync.fetch import Settings
 from filterd.sync.model import (
-    Delta,
     Manifest,
     Receipt,
     SyncError,
-    apply_delta,
-    check_snapshot,
     format_time,
     open_envelope,
-    parse_delta,
-    parse_manifest,
     parse_notify,
-    publication_window,
-    sha256_hex,
-    snapshot_entries,
     utc_now,
 )
+from filterd.sync.snapshot import Delta
+from filterd.sync.status import ListStatus
 from filterd.sync.store import SyncedState
 
 log = logging.getLogger("filterd.sync")
 
-MAX_MANIFEST_BYTES: Final = 1 << 20
 FIRST_RETRY: Final = 5.0
 """Seconds before the first retry after a failed pull (at most interval/10)."""
 SESSION_GRACE: Final = 1.0
@@ -107,30 +101,6 @@ def _no_events(event: str, fields: dict[str, Any]) -> None:
 
 def _unsigned(receipt: Receipt) -> dict[str, Any]:
     return receipt.to_json()
-
-
-@dataclass(slots=True)
-class ListStatus:
-    """What the metrics and the log say about one synced list: every field
-    but the counters and ``authority_serial`` describes the enforced serial."""
-
-    list_id: str
-    serial: int = 0
-    sha256: str = ""
-    authority_serial: int = 0
-    entries: int = 0
-    published_at: float = 0.0
-    applied_at: float = 0.0
-    expires_at: float = 0.0
-    last_success: float = 0.0
-    failures: dict[str, int] = field(default_factory=dict)
-    receipts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0})
-    notifies: int = 0
-
-    @property
-    def lag(self) -> float:
-        """Seconds from publication to enforcement of the serial in force."""
-        return self.applied_at - self.published_at if self.applied_at else 0.0
 
 
 class SyncClient:
@@ -411,15 +381,11 @@ class SyncClient:
             if (serial, sha) == (enforced.serial, enforced.sha256):
                 headers["If-None-Match"] = tag
         assert self._session is not None
-        code, envelope, etag = await get(
-            self._session, self._settings, f"lists/{list_id}/manifest", MAX_MANIFEST_BYTES, headers
-        )
-        if code == 304:
-            return None, b"", ""
-        document = open_envelope(envelope, self._settings.public_key)
-        manifest = parse_manifest(document, list_id)
-        publication_window(manifest.published_at, utc_now())
-        return manifest, envelope, etag
+        return await fetch_manifest(self._session, self._settings, list_id, headers)
+
+    def _delta_failed(self, list_id: str, exc: SyncError) -> None:
+        self._failed(list_id, exc)
+        log.warning("sync %s: falling back to the full snapshot", list_id)
 
     def _remember(self, list_id: str, etag: str, manifest: Manifest) -> None:
         if etag:
@@ -430,27 +396,15 @@ class SyncClient:
     ) -> Change:
         """Download, verify and persist the manifest's snapshot: from a delta
         when one starts at ``base``, else (or if the delta fails) whole."""
-        if manifest.entries > self.config.max_entries:
-            raise SyncError("size", f"{manifest.entries} entries, limit {self.config.max_entries}")
-        delta: Delta | None = None
-        snapshot = b""
-        if base is not None and manifest.delta_from(base.serial) is not None:
-            try:
-                snapshot, delta = await self._via_delta(list_id, manifest, base)
-            except SyncError as exc:
-                self._failed(list_id, exc)
-                log.warning("sync %s: falling back to the full snapshot", list_id)
-        if delta is None:
-            assert self._session is not None
-            snapshot = await get_file(
-                self._session, self._settings, manifest.snapshot, self.config.max_snapshot_bytes
-            )
-            check_snapshot(snapshot, self.config.max_entries)
-        if snapshot_entries(snapshot) != manifest.entries:
-            raise SyncError(
-                "manifest",
-                f"{snapshot_entries(snapshot)} entries, manifest says {manifest.entries}",
-            )
+        assert self._session is not None
+        snapshot, delta = await download(
+            self._session,
+            self._settings,
+            manifest,
+            lambda: store.load_snapshot(self._state_dir, list_id),
+            base.serial if base is not None else None,
+            lambda exc: self._delta_failed(list_id, exc),
+        )
         state = SyncedState(
             serial=manifest.serial,
             published_at=format_time(manifest.published_at),
@@ -463,21 +417,6 @@ class SyncClient:
         self._obtained[list_id] = state
         self._first[list_id].set()
         return Change(list_id, state, delta, base if delta is not None else None)
-
-    async def _via_delta(
-        self, list_id: str, manifest: Manifest, base: SyncedState
-    ) -> tuple[bytes, Delta]:
-        ref = manifest.delta_from(base.serial)
-        assert ref is not None and self._session is not None
-        raw = await get_file(self._session, self._settings, ref, self.config.max_delta_bytes)
-        delta = parse_delta(raw, ref.base, manifest.serial)
-        snapshot = apply_delta(store.load_snapshot(self._state_dir, list_id), delta)
-        if sha256_hex(snapshot) != manifest.snapshot.sha256:
-            raise SyncError(
-                "delta",
-                f"delta from {base.serial} does not give the published snapshot (wrong base)",
-            )
-        return snapshot, delta
 
     # --------------------------------------------------------------- receipts
 

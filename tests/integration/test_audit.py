@@ -26,7 +26,8 @@ import dns.rcode
 import pytest
 
 from filterd.audit.chain import read_head
-from filterd.sync.model import make_entry, sha256_hex
+from filterd.sync.model import sha256_hex
+from filterd.sync.snapshot import make_entry
 from tests.integration.conftest import DaemonFactory
 from tests.integration.daemon import FILTERD, Daemon
 from tests.peers.authoritative import FakeUpstream

@@ -44,14 +44,13 @@ from filterd.authority.notify import notification
 from filterd.authority.store import Store
 from filterd.sync.model import (
     Receipt,
-    apply_delta,
     open_envelope,
-    parse_delta,
     parse_manifest,
     parse_notify,
     parse_time,
     sha256_hex,
 )
+from filterd.sync.snapshot import apply_delta, parse_delta
 from tests.integration.conftest import DaemonFactory, synced_node
 from tests.peers.authoritative import FakeUpstream
 from tests.peers.browser import rendered_dom

@@ -26,7 +26,7 @@ from filterd.authority.store import Store
 from filterd.config import Endpoint
 from filterd.probe.client import ask_all_sync
 from filterd.probe.verdict import DEFAULT_SINKHOLES, classify, failed
-from filterd.sync.model import make_entry
+from filterd.sync.snapshot import make_entry
 from filterd.wire.codes import TYPE_A
 from tests.integration.conftest import DaemonFactory
 from tests.peers.authoritative import FakeUpstream

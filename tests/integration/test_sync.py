@@ -18,11 +18,8 @@ import dns.rcode
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from filterd.sync.model import (
-    Entry,
-    make_entry,
-    sha256_hex,
-)
+from filterd.sync.model import sha256_hex
+from filterd.sync.snapshot import Entry, make_entry
 from tests.integration.conftest import DaemonFactory
 from tests.integration.daemon import Daemon
 from tests.peers.authoritative import FakeUpstream

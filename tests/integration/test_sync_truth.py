@@ -22,17 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from filterd.sync.fetch import compressed_bound
-from filterd.sync.model import (
-    Entry,
-    FileRef,
-    Manifest,
-    load_public_key,
-    make_entry,
-    seal,
-    sha256_hex,
-    utc_now,
-)
+from filterd.sync.model import FileRef, Manifest, load_public_key, seal, sha256_hex, utc_now
 from filterd.sync.signed import check
+from filterd.sync.snapshot import Entry, make_entry
 from tests.integration.conftest import DaemonFactory
 from tests.integration.daemon import FILTERD, Daemon
 from tests.integration.test_sync import BASE, failures, make, sync_config

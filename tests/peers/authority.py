@@ -27,18 +27,8 @@ from typing import Self
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from filterd.sync.model import (
-    Entry,
-    FileRef,
-    Manifest,
-    Notify,
-    diff,
-    public_key_text,
-    seal,
-    serialize_snapshot,
-    sha256_hex,
-    utc_now,
-)
+from filterd.sync.model import FileRef, Manifest, Notify, public_key_text, seal, sha256_hex, utc_now
+from filterd.sync.snapshot import Entry, diff, serialize_snapshot
 from tests.peers.web_thread import ThreadedApp
 
 TOKEN = "test-operator-token"

@@ -33,7 +33,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from filterd.sync.model import Entry, make_entry, sha256_hex
+from filterd.sync.model import sha256_hex
+from filterd.sync.snapshot import Entry, make_entry
 from tests.integration.daemon import Daemon
 from tests.peers.authoritative import FakeUpstream
 from tests.peers.authority import TOKEN, Canned, FakeAuthority

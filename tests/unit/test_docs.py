@@ -22,8 +22,8 @@ from filterd.authority.store import ReceiptRecord
 from filterd.config import AuditConfig, Config, ListConfig, SyncConfig
 from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import Counters
-from filterd.sync.client import ListStatus
 from filterd.sync.model import Receipt
+from filterd.sync.status import ListStatus
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # Keys the code keeps that are not configuration: where the file was read from.

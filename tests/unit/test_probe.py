@@ -35,7 +35,7 @@ from filterd.probe.sample import (
     targets_for,
 )
 from filterd.probe.verdict import DEFAULT_SINKHOLES, Ede, Outcome, Verdict, classify, failed
-from filterd.sync.model import make_entry, serialize_snapshot
+from filterd.sync.snapshot import make_entry, serialize_snapshot
 
 # ------------------------------------------------------------------ lists
 

@@ -6,7 +6,7 @@ import pytest
 
 from filterd.authority.convert import import_list
 from filterd.formats import Format
-from filterd.sync.model import Entry, check_snapshot, serialize_snapshot
+from filterd.sync.snapshot import Entry, check_snapshot, serialize_snapshot
 
 
 def lines(entries: list[Entry]) -> list[str]:

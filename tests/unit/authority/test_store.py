@@ -18,20 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from filterd.authority.store import AuthorityError, Store, hash_token
-from filterd.sync.model import (
+from filterd.authority.operators import hash_token
+from filterd.authority.records import AuthorityError
+from filterd.authority.store import Store
+from filterd.sync.model import Receipt, open_envelope, parse_manifest, sha256_hex
+from filterd.sync.snapshot import (
     Entry,
-    Receipt,
     apply_delta,
     check_snapshot,
     diff,
     make_entry,
-    open_envelope,
     parse_delta,
     parse_entry,
-    parse_manifest,
     serialize_snapshot,
-    sha256_hex,
 )
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -190,29 +189,32 @@ def test_publish_needs_the_key(tmp_path: Path) -> None:
 
 
 def test_tokens_are_stored_hashed_and_compared_in_full(store: Store) -> None:
-    token = store.add_operator("vnpt-hanoi", ["http://192.0.2.10:9553"])
-    other = store.add_operator("viettel", [])
-    text = store.operators_path.read_text()
+    token = store.operators.add("vnpt-hanoi", ["http://192.0.2.10:9553"])
+    other = store.operators.add("viettel", [])
+    text = store.operators.path.read_text()
     assert token not in text and other not in text
     assert json.loads(text)["vnpt-hanoi"] == {
         "token_sha256": hash_token(token),
         "notify": ["http://192.0.2.10:9553"],
     }
-    assert store.authenticate(token) == "vnpt-hanoi"
-    assert store.authenticate(other) == "viettel"
-    assert store.authenticate(token[:-1]) is None
-    assert store.authenticate(hash_token(token)) is None  # the stored hash is not a token
-    assert store.authenticate("") is None
-    renewed = store.new_token("vnpt-hanoi")
-    assert store.authenticate(token) is None and store.authenticate(renewed) == "vnpt-hanoi"
-    store.remove_operator("viettel")
-    assert store.authenticate(other) is None
+    assert store.operators.authenticate(token) == "vnpt-hanoi"
+    assert store.operators.authenticate(other) == "viettel"
+    assert store.operators.authenticate(token[:-1]) is None
+    assert store.operators.authenticate(hash_token(token)) is None  # the stored hash is not a token
+    assert store.operators.authenticate("") is None
+    renewed = store.operators.new_token("vnpt-hanoi")
+    assert (
+        store.operators.authenticate(token) is None
+        and store.operators.authenticate(renewed) == "vnpt-hanoi"
+    )
+    store.operators.remove("viettel")
+    assert store.operators.authenticate(other) is None
     with pytest.raises(AuthorityError, match="exists"):
-        store.add_operator("vnpt-hanoi", [])
+        store.operators.add("vnpt-hanoi", [])
     with pytest.raises(AuthorityError, match="operator id"):
-        store.add_operator("Bad Id", [])
+        store.operators.add("Bad Id", [])
     with pytest.raises(AuthorityError, match="notify URL"):
-        store.add_operator("fpt", ["ftp://x"])
+        store.operators.add("fpt", ["ftp://x"])
 
 
 def test_receipts_round_trip_and_survive_a_torn_line(store: Store) -> None:
@@ -228,12 +230,12 @@ def test_receipts_round_trip_and_survive_a_torn_line(store: Store) -> None:
 
 def test_what_serve_reads_is_group_readable_and_the_key_is_not(store: Store) -> None:
     """``serve`` may run as another account than the publisher (docs/authority.md)."""
-    store.add_operator("vnpt-hanoi", [])
+    store.operators.add("vnpt-hanoi", [])
     store.add_entry("national", make_entry("casino.example", "block", "gambling", "QD-1"))
     store.publish("national")
     store.add_entry("national", make_entry("games.example", "block", "games", "QD-2"))
     store.publish("national")
-    served = [store.operators_path, store.manifest_path("national")]
+    served = [store.operators.path, store.manifest_path("national")]
     served += list((store.list_dir("national") / "snapshots").iterdir())
     served += list((store.list_dir("national") / "deltas").iterdir())
     for path in served:

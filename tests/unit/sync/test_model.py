@@ -11,23 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filterd.sync.model import (
-    Delta,
-    Entry,
     FileRef,
     Manifest,
     SyncError,
-    apply_delta,
-    check_snapshot,
-    diff,
     load_public_key,
-    make_entry,
     open_envelope,
-    parse_delta,
     parse_manifest,
     public_key_text,
     seal,
-    serialize_snapshot,
     sha256_hex,
+)
+from filterd.sync.snapshot import (
+    Delta,
+    Entry,
+    apply_delta,
+    check_snapshot,
+    diff,
+    make_entry,
+    parse_delta,
+    serialize_snapshot,
 )
 
 KEY = Ed25519PrivateKey.generate()
