@@ -51,7 +51,9 @@ from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_
 from filterd.lists.overlay import OVERLAY_LIMIT, extend_overlay, with_version
 from filterd.lists.sources import SourceInfo, open_matcher
 from filterd.matching.matcher import Matcher
-from filterd.metrics import SupervisorState, build_registry, merge_stats
+from filterd.metrics import SupervisorState, build_registry
+from filterd.pipeline.tally import blocked_rows
+from filterd.stats import WorkerStats
 from filterd.sync import store
 from filterd.sync.client import Change, ListStatus, SyncClient
 from filterd.sync.fetch import Settings
@@ -233,7 +235,7 @@ class WorkerHandle:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.generation = 0
-        self.last_stats: dict[str, Any] = {}
+        self.last_stats = WorkerStats()
         self.lock = asyncio.Lock()
         self.backoff = RestartBackoff()
 
@@ -295,8 +297,10 @@ class Supervisor:
         self.config = config
         self.state = SupervisorState(workers_configured=config.server.workers)
         self._workers: list[WorkerHandle] = []
-        self._stats: dict[str, Any] = {}
-        self._retired: list[dict[str, Any]] = []
+        self._stats = WorkerStats()
+        self._blocked_top: list[dict[str, Any]] = []
+        self._retired = WorkerStats()
+        """The last counters of every worker that exited: they stay in the sums."""
         self._index_path: Path | None = None
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -865,7 +869,7 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             self.state.worker_restarts += 1
-            self._retired.append(worker.last_stats)
+            self._retired += worker.last_stats
             worker.close_channel()
             delay = worker.backoff.next_delay(time.monotonic())
             log.error(
@@ -891,10 +895,10 @@ class Supervisor:
     async def refresh_stats(self) -> None:
         """Ask every worker for its counters and merge them (once per scrape)."""
         reports = await asyncio.gather(*(self._worker_stats(w) for w in self._workers))
-        self._stats = merge_stats([*self._retired, *reports])
+        self._stats = WorkerStats.merge([self._retired, *reports])
         # Each worker keeps its own top N; their sum is cut to N again.
-        top = self._stats.get("blocked_top", [])
-        self._stats["blocked_top"] = top[: self.config.statistics.blocked_names]
+        top = blocked_rows(self._stats.blocked_top)
+        self._blocked_top = top[: self.config.statistics.blocked_names]
         self.state.workers_running = sum(w.running for w in self._workers)
         self.state.ready = self.is_ready()
 
@@ -903,10 +907,9 @@ class Supervisor:
         if not self.config.statistics.blocked_names:
             return None
         await self.refresh_stats()
-        rows: list[dict[str, Any]] = self._stats["blocked_top"]
-        return rows
+        return self._blocked_top
 
-    async def _worker_stats(self, worker: WorkerHandle) -> dict[str, Any]:
+    async def _worker_stats(self, worker: WorkerHandle) -> WorkerStats:
         request_id = next(self._request_ids)
         try:
             reply = await worker.request(control.StatsRequest(request_id), STATS_TIMEOUT)
@@ -939,7 +942,7 @@ class Supervisor:
             except TimeoutError:
                 pass
             await self.refresh_stats()
-            self.audit.emit("stats", stats_fields(self._stats, boundary))
+            self.audit.emit("stats", stats_fields(self._stats, self._blocked_top, boundary))
 
     async def _record_final_stats(self) -> None:
         """Counters at stop, while the workers can still be asked: the last
@@ -948,7 +951,7 @@ class Supervisor:
             await asyncio.gather(self._audit_stats, return_exceptions=True)
         if self._installed:
             await self.refresh_stats()
-            self.audit.emit("stats", stats_fields(self._stats, None))
+            self.audit.emit("stats", stats_fields(self._stats, self._blocked_top, None))
 
     # -------------------------------------------------------------- shutdown
 

@@ -26,9 +26,9 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from filterd import control
 from filterd.config import Config
@@ -42,6 +42,15 @@ from filterd.matching.matcher import Matcher
 from filterd.pipeline.policy import BlockCounter, Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.pipeline.tally import BlockedNames, Counters
+from filterd.stats import (
+    CacheStats,
+    ForwardStats,
+    RateLimitStats,
+    TcpStats,
+    UdpStats,
+    UpstreamStats,
+    WorkerStats,
+)
 from filterd.upstream.exchange import Exchange
 
 log = logging.getLogger("filterd.worker")
@@ -290,60 +299,43 @@ class Worker:
 
     # ------------------------------------------------------------------ stats
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> WorkerStats:
         """Cumulative counters of this process, for the supervisor's /metrics."""
         pipeline = self._pipeline
         if pipeline is None:
-            return {"generation": self._generation}
-        cache = pipeline.cache
-        forwarder = pipeline.forwarder
-        return {
-            "generation": self._generation,
-            **pipeline.counters.as_dict(),
-            "block_counts": [asdict(counter) for counter in self._block_counters.values()],
-            "blocked_top": self._blocked_names.candidates() if self._blocked_names else [],
-            "cache": {
-                "entries": len(cache),
-                "hits": cache.hits,
-                "misses": cache.misses,
-                "expired": cache.expired,
-                "evictions": cache.evictions,
+            return WorkerStats()
+        cache, forwarder, counters = pipeline.cache, pipeline.forwarder, pipeline.counters
+        udp, tcp = self._udp, self._tcp
+        return WorkerStats(
+            queries=counters.queries(),
+            latency=counters.latency(),
+            blocked={
+                (c.source, c.category, c.action): c.count for c in self._block_counters.values()
             },
-            "rate_limit": {
-                "dropped": pipeline.counters.rate_dropped,
-                "slipped": pipeline.counters.rate_slipped,
-            },
-            "forward": {
-                "inflight": forwarder.inflight,
-                "coalesced": forwarder.coalesced,
-                "overloaded": forwarder.overloaded,
-                "client_overloaded": forwarder.client_overloaded,
-            },
-            "upstreams": [
-                {
-                    "name": u.name,
-                    "up": u.up,
-                    "queries": u.queries,
-                    "answers": u.answers,
-                    "rtt": u.rtt.as_dict(),
-                    "errors": dict(u.errors),
-                }
+            blocked_top=tuple(self._blocked_names.candidates()) if self._blocked_names else (),
+            cache=CacheStats(len(cache), cache.hits, cache.misses, cache.expired, cache.evictions),
+            forward=ForwardStats(
+                forwarder.inflight,
+                forwarder.coalesced,
+                forwarder.overloaded,
+                forwarder.client_overloaded,
+            ),
+            rate_limit=RateLimitStats(counters.rate_dropped, counters.rate_slipped),
+            upstreams={
+                u.name: UpstreamStats(u.up, u.queries, u.answers, u.rtt.snapshot(), dict(u.errors))
                 for u in forwarder.pool.upstreams
-            ],
-            "udp": {
-                "recv_errors": sum(u.recv_errors for u in self._udp),
-                "send_errors": sum(u.send_errors for u in self._udp),
             },
-            "tcp": {
-                "connections": sum(len(t.connections) for t in self._tcp),
-                "accepted": sum(t.accepted for t in self._tcp),
-                "rejected": sum(t.rejected for t in self._tcp),
-                "client_rejected": sum(t.client_rejected for t in self._tcp),
-                "denied": sum(t.denied for t in self._tcp),
-                "idle_closed": sum(t.idle_closed for t in self._tcp),
-                "slow_closed": sum(t.slow_closed for t in self._tcp),
-            },
-        }
+            udp=UdpStats(sum(u.recv_errors for u in udp), sum(u.send_errors for u in udp)),
+            tcp=TcpStats(
+                connections=sum(len(t.connections) for t in tcp),
+                accepted=sum(t.accepted for t in tcp),
+                rejected=sum(t.rejected for t in tcp),
+                client_rejected=sum(t.client_rejected for t in tcp),
+                denied=sum(t.denied for t in tcp),
+                idle_closed=sum(t.idle_closed for t in tcp),
+                slow_closed=sum(t.slow_closed for t in tcp),
+            ),
+        )
 
 
 FD_RESERVE: Final = 64
