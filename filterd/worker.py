@@ -51,13 +51,11 @@ from filterd.stats import (
     UpstreamStats,
     WorkerStats,
 )
-from filterd.upstream.exchange import Exchange
+from filterd.upstream.probes import UpstreamProbes
 
 log = logging.getLogger("filterd.worker")
 
-PROBE_TICK: Final = 1.0
 PREFAULT_SLICE: Final = 2000  # index pages touched per event-loop pass before a swap
-ROOT_NS_QUESTION: Final = b"\x00\x00\x02\x00\x01"  # ". IN NS", the classic liveness probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +88,18 @@ class Worker:
         self._blocked_names: BlockedNames | None = None
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
-        self._probe_tasks: set[asyncio.Task[None]] = set()
+        self._probes: UpstreamProbes | None = None
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         reader, writer = await asyncio.open_unix_connection(sock=self._control_sock)
-        probe = loop.call_later(PROBE_TICK, self._probe_tick)
         try:
             await self._serve_control(reader, writer)
         finally:
-            probe.cancel()
+            if self._probes is not None:
+                self._probes.stop()
             writer.close()
 
     async def _serve_control(
@@ -242,35 +240,12 @@ class Worker:
             old = self._pipeline
             carry_counts(old, pipeline)
             loop.call_later(old.forwarder.deadline + 1.0, old.forwarder.close)
-        self._pipeline = pipeline
-
-    # ----------------------------------------------------------------- probes
-
-    def _probe_tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(PROBE_TICK, self._probe_tick)
-        pipeline = self._pipeline
-        if pipeline is None or self._config is None:
-            return
+        if self._probes is not None:
+            self._probes.stop()
         forwarder = pipeline.forwarder
-        for upstream in forwarder.pool.due_probes(time.monotonic()):
-
-            def probed(
-                message: bytes | None, info: object, reason: str, name: str = upstream.name
-            ) -> None:
-                log.info("upstream %s probe: %s", name, "answered" if message else reason)
-
-            exchange = Exchange(
-                forwarder.io,
-                forwarder.pool,
-                self._config.upstream,
-                ROOT_NS_QUESTION,
-                do=False,
-                cd=False,
-                done=probed,
-                only=upstream,
-            )
-            exchange.start()
+        self._probes = UpstreamProbes(loop, forwarder.io, forwarder.pool, config.upstream)
+        self._probes.start()
+        self._pipeline = pipeline
 
     # ------------------------------------------------------------------ drain
 
@@ -279,6 +254,8 @@ class Worker:
             udp.stop()
         for tcp in self._tcp:
             tcp.stop()
+        if self._probes is not None:
+            self._probes.stop()
         deadline = time.monotonic() + timeout
         # Polled: answers complete in callbacks all over the pipeline, and a
         # 20 ms tick is negligible next to the drain timeout.
