@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from filterd import __version__
-from filterd.app import Overrides, load, run_daemon
 from filterd.audit.cli import register as register_audit
 from filterd.authority.cli import register as register_authority
 from filterd.commands import EXIT_FAILURE, UsageError, guarded
@@ -31,6 +30,8 @@ from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
 from filterd.pipeline.policy import Policy
 from filterd.probe.cli import register as register_probe
+from filterd.supervisor.daemon import run_daemon
+from filterd.supervisor.settings import Overrides, load
 from filterd.sync.store import Pin, file_sha256, pin_in_place
 from filterd.wire.names import InvalidName, normalise_text
 

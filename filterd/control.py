@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 from filterd.config import Config
 from filterd.matching.matcher import Overlaid
 from filterd.model.sources import SourceInfo
+from filterd.stats import WorkerStats
 
 _LENGTH: Final = struct.Struct("!I")
 MAX_MESSAGE: Final = 64 * 1024 * 1024
@@ -69,7 +70,7 @@ class StatsRequest:
 @dataclass(frozen=True, slots=True)
 class StatsReply:
     request_id: int
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: WorkerStats
 
 
 @dataclass(frozen=True, slots=True)

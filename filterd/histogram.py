@@ -8,7 +8,8 @@ Prometheus' cumulative ``le`` buckets only at scrape time (filterd/metrics.py).
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 # Seconds. A fast-path answer takes tens of microseconds, a cache miss the
 # upstream's round trip (a millisecond on a LAN, up to the deadline).
@@ -32,10 +33,25 @@ class Histogram:
         self.counts[bisect_left(LATENCY_BOUNDS, seconds)] += times
         self.total += seconds * times
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"counts": list(self.counts), "sum": self.total}
+    def snapshot(self) -> Buckets:
+        """The observations so far, as a value that can leave the process."""
+        return Buckets(tuple(self.counts), self.total)
 
     def add(self, other: Histogram) -> None:
         """Fold ``other``'s observations into this one."""
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.total += other.total
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """A ``Histogram`` read at one moment: per-bucket counts (non-cumulative,
+    one more than ``LATENCY_BOUNDS`` for +Inf) and the sum of the observations.
+    Snapshots of several processes add bucket by bucket."""
+
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
+    total: float = 0.0
+
+    def __add__(self, other: Buckets) -> Buckets:
+        counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
+        return Buckets(counts, self.total + other.total)

@@ -15,9 +15,9 @@ address is never a label. The full list is in docs/metrics.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -29,12 +29,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from filterd import __version__
-from filterd.audit.recorder import AuditRecorder
-from filterd.histogram import LATENCY_BOUNDS
+from filterd.histogram import LATENCY_BOUNDS, Buckets
 from filterd.lists.guard import REASONS as GUARD_REASONS
-from filterd.pipeline.tally import blocked_rows
+from filterd.stats import WorkerStats
 from filterd.sync.model import REASONS
-from filterd.sync.status import ListStatus
 
 
 @dataclass(slots=True)
@@ -61,56 +59,50 @@ class SupervisorState:
     sync_limits: tuple[float, float] | None = None  # sync.stale_after, sync.lag_sla
 
 
-def merge_stats(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Sum worker reports key by key (nested dicts summed, lists merged by identity)."""
-    merged: dict[str, Any] = {}
-    for report in reports:
-        _merge_into(merged, report)
-    return merged
+class SyncedList(Protocol):
+    """What the sync metrics read of one synced list (``filterd.sync.client.ListStatus``)."""
+
+    @property
+    def list_id(self) -> str: ...
+    @property
+    def serial(self) -> int: ...
+    @property
+    def authority_serial(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def published_at(self) -> float: ...
+    @property
+    def applied_at(self) -> float: ...
+    @property
+    def lag(self) -> float: ...
+    @property
+    def expires_at(self) -> float: ...
+    @property
+    def last_success(self) -> float: ...
+    @property
+    def failures(self) -> Mapping[str, int]: ...
+    @property
+    def receipts(self) -> Mapping[str, int]: ...
+    @property
+    def notifies(self) -> int: ...
 
 
-def _merge_into(target: dict[str, Any], report: dict[str, Any]) -> None:
-    for key, value in report.items():
-        if key == "generation":
-            target[key] = min(target.get(key, value), value)
-        elif isinstance(value, dict):
-            _merge_into(target.setdefault(key, {}), value)
-        elif key == "block_counts":
-            counts = target.setdefault(key, {})
-            for row in value:
-                ident = (row["source"], row["category"], row["action"])
-                counts[ident] = counts.get(ident, 0) + row["count"]
-        elif key == "blocked_top":
-            tops = target.setdefault(key, [])
-            by_name = {(row["name"], row["category"]): row for row in tops}
-            for row in blocked_rows(value):
-                merged = by_name.get((row["name"], row["category"]))
-                if merged is None:
-                    tops.append(dict(row))
-                else:
-                    merged["count"] += row["count"]
-            tops.sort(key=lambda row: (-row["count"], row["name"]))
-        elif key == "upstreams":
-            rows = target.setdefault(key, {})
-            for row in value:
-                merged = rows.setdefault(row["name"], {"up": True})
-                merged["up"] = merged["up"] and row["up"]
-                _merge_into(merged, {k: v for k, v in row.items() if k not in ("name", "up")})
-        elif key == "counts":  # histogram buckets
-            previous = target.get(key)
-            target[key] = (
-                [a + b for a, b in zip(previous, value, strict=True)] if previous else value
-            )
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            target[key] = target.get(key, 0) + value
-        else:
-            target[key] = value
+class AuditCounts(Protocol):
+    """What the audit metrics read of the trail's writer (``filterd.audit.recorder``)."""
+
+    @property
+    def records_written(self) -> int: ...
+    @property
+    def write_failures(self) -> int: ...
+    @property
+    def last_write(self) -> float: ...
 
 
 class FilterdCollector(Collector):
     """Yields every filterd metric from the latest merged stats and supervisor state."""
 
-    def __init__(self, state: SupervisorState, stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, state: SupervisorState, stats: Callable[[], WorkerStats]) -> None:
         self._state = state
         self._stats = stats
 
@@ -121,18 +113,16 @@ class FilterdCollector(Collector):
         yield from self._cache(stats)
         yield from self._upstreams(stats)
         yield from self._lists(state)
-        yield from self._process(state, stats)
+        yield from self._process(state)
 
-    def _queries(self, stats: dict[str, Any]) -> Iterator[Metric]:
+    def _queries(self, stats: WorkerStats) -> Iterator[Metric]:
         queries = CounterMetricFamily(
             "filterd_queries",
             "DNS queries, by transport, query type and outcome.",
             labels=["protocol", "qtype", "outcome"],
         )
-        for protocol, qtypes in sorted(stats.get("queries", {}).items()):
-            for qtype, outcomes in sorted(qtypes.items()):
-                for outcome, count in sorted(outcomes.items()):
-                    queries.add_metric([protocol, qtype, outcome], count)
+        for labels, count in sorted(stats.queries.items()):
+            queries.add_metric(list(labels), count)
         yield queries
         duration = HistogramMetricFamily(
             "filterd_query_duration_seconds",
@@ -140,111 +130,102 @@ class FilterdCollector(Collector):
             "and path (fast: cache hit, block or error; upstream: after an upstream exchange).",
             labels=["protocol", "path"],
         )
-        for protocol, paths in sorted(stats.get("latency", {}).items()):
-            for path, histogram in sorted(paths.items()):
-                _add_histogram(duration, [protocol, path], histogram)
+        for (protocol, path), histogram in sorted(stats.latency.items()):
+            _add_histogram(duration, [protocol, path], histogram)
         yield duration
         blocked = CounterMetricFamily(
             "filterd_blocked",
             "Blocked answers, by deciding list, category and action.",
             labels=["list", "category", "action"],
         )
-        for (source, category, action), count in sorted(stats.get("block_counts", {}).items()):
+        for (source, category, action), count in sorted(stats.blocked.items()):
             blocked.add_metric([source, category, action], count)
         yield blocked
-        forward = stats.get("forward", {})
-        yield _gauge(
-            "filterd_upstream_inflight", "Upstream exchanges in flight.", forward.get("inflight", 0)
-        )
+        forward = stats.forward
+        yield _gauge("filterd_upstream_inflight", "Upstream exchanges in flight.", forward.inflight)
         yield _counter(
             "filterd_forward_coalesced",
             "Queries that joined an identical one in flight.",
-            forward.get("coalesced", 0),
+            forward.coalesced,
         )
         yield _counter(
             "filterd_forward_overload",
             "Queries answered SERVFAIL because max_inflight was reached.",
-            forward.get("overloaded", 0),
+            forward.overloaded,
         )
         yield _counter(
             "filterd_forward_client_overload",
             "Queries answered SERVFAIL because their client prefix had "
             "max_inflight_per_client upstream exchanges in flight.",
-            forward.get("client_overloaded", 0),
+            forward.client_overloaded,
         )
-        udp = stats.get("udp", {})
+        udp = stats.udp
         yield _counter(
             "filterd_udp_send_errors",
             "UDP answers the socket refused to send.",
-            udp.get("send_errors", 0),
+            udp.send_errors,
         )
         yield _counter(
             "filterd_udp_receive_errors",
             "Errors reading the UDP socket.",
-            udp.get("recv_errors", 0),
+            udp.recv_errors,
         )
-        limited = stats.get("rate_limit", {})
+        limited = stats.rate_limit
         yield _counter(
             "filterd_rate_limit_dropped",
             "UDP answers dropped by the response rate limit.",
-            limited.get("dropped", 0),
+            limited.dropped,
         )
         yield _counter(
             "filterd_rate_limit_slipped",
             "UDP answers over the response rate limit sent as an empty truncated answer "
             "(rate_limit.slip), so a real client retries over TCP.",
-            limited.get("slipped", 0),
+            limited.slipped,
         )
-        tcp = stats.get("tcp", {})
-        yield _gauge(
-            "filterd_tcp_connections", "Open client TCP connections.", tcp.get("connections", 0)
-        )
+        tcp = stats.tcp
+        yield _gauge("filterd_tcp_connections", "Open client TCP connections.", tcp.connections)
         yield _counter(
             "filterd_tcp_connections_rejected",
             "TCP connections closed at once because tcp_max_connections was reached.",
-            tcp.get("rejected", 0),
+            tcp.rejected,
         )
         yield _counter(
             "filterd_tcp_client_rejected",
             "TCP connections closed at once because their client prefix had "
             "tcp_max_per_client open.",
-            tcp.get("client_rejected", 0),
+            tcp.client_rejected,
         )
         yield _counter(
             "filterd_tcp_connections_denied",
             "TCP connections closed at accept: the client is not in access.allow.",
-            tcp.get("denied", 0),
+            tcp.denied,
         )
         yield _counter(
             "filterd_tcp_idle_closed",
             "TCP connections closed for idleness.",
-            tcp.get("idle_closed", 0),
+            tcp.idle_closed,
         )
         yield _counter(
             "filterd_tcp_slow_closed",
             "TCP connections closed because a query did not arrive whole in tcp_message_timeout.",
-            tcp.get("slow_closed", 0),
+            tcp.slow_closed,
         )
 
-    def _cache(self, stats: dict[str, Any]) -> Iterator[Metric]:
-        cache = stats.get("cache", {})
-        yield _gauge("filterd_cache_entries", "Answers held in the cache.", cache.get("entries", 0))
+    def _cache(self, stats: WorkerStats) -> Iterator[Metric]:
+        cache = stats.cache
+        yield _gauge("filterd_cache_entries", "Answers held in the cache.", cache.entries)
+        yield _counter("filterd_cache_hits", "Cache lookups that found a live answer.", cache.hits)
         yield _counter(
-            "filterd_cache_hits", "Cache lookups that found a live answer.", cache.get("hits", 0)
+            "filterd_cache_misses", "Cache lookups that found nothing live.", cache.misses
         )
-        yield _counter(
-            "filterd_cache_misses", "Cache lookups that found nothing live.", cache.get("misses", 0)
-        )
-        yield _counter(
-            "filterd_cache_expired", "Entries found expired on lookup.", cache.get("expired", 0)
-        )
+        yield _counter("filterd_cache_expired", "Entries found expired on lookup.", cache.expired)
         yield _counter(
             "filterd_cache_evictions",
             "Entries evicted to respect max_entries.",
-            cache.get("evictions", 0),
+            cache.evictions,
         )
 
-    def _upstreams(self, stats: dict[str, Any]) -> Iterator[Metric]:
+    def _upstreams(self, stats: WorkerStats) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "filterd_upstream_up", "1 if the upstream is considered healthy.", labels=["upstream"]
         )
@@ -264,12 +245,12 @@ class FilterdCollector(Collector):
             "Failed upstream attempts by reason.",
             labels=["upstream", "reason"],
         )
-        for name, row in sorted(stats.get("upstreams", {}).items()):
-            up.add_metric([name], 1 if row["up"] else 0)
-            queries.add_metric([name], row["queries"])
-            answers.add_metric([name], row["answers"])
-            _add_histogram(rtt, [name], row["rtt"])
-            for reason, count in sorted(row["errors"].items()):
+        for name, row in sorted(stats.upstreams.items()):
+            up.add_metric([name], 1 if row.up else 0)
+            queries.add_metric([name], row.queries)
+            answers.add_metric([name], row.answers)
+            _add_histogram(rtt, [name], row.rtt)
+            for reason, count in sorted(row.errors.items()):
                 errors.add_metric([name, reason], count)
         yield from (up, queries, answers, rtt, errors)
 
@@ -305,7 +286,7 @@ class FilterdCollector(Collector):
             state.compile_seconds,
         )
 
-    def _process(self, state: SupervisorState, stats: dict[str, Any]) -> Iterator[Metric]:
+    def _process(self, state: SupervisorState) -> Iterator[Metric]:
         build = GaugeMetricFamily(
             "filterd_build_info", "filterd version (value 1).", labels=["version"]
         )
@@ -374,16 +355,14 @@ class FilterdCollector(Collector):
         )
 
 
-def _add_histogram(
-    family: HistogramMetricFamily, labels: list[str], histogram: dict[str, Any]
-) -> None:
-    """Add one series from ``Histogram.as_dict`` (per-bucket counts) as cumulative buckets."""
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Buckets) -> None:
+    """Add one series from per-bucket counts as cumulative buckets."""
     buckets: list[tuple[str, float]] = []
     running = 0
-    for bound, count in zip((*LATENCY_BOUNDS, math.inf), histogram["counts"], strict=True):
+    for bound, count in zip((*LATENCY_BOUNDS, math.inf), histogram.counts, strict=True):
         running += count
         buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
-    family.add_metric(labels, buckets, histogram["sum"])
+    family.add_metric(labels, buckets, histogram.total)
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -397,7 +376,7 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 class SyncCollector(Collector):
     """Authority sync: what each synced list enforces, how fast, and what failed."""
 
-    def __init__(self, state: SupervisorState, lists: Callable[[], list[ListStatus]]) -> None:
+    def __init__(self, state: SupervisorState, lists: Callable[[], Sequence[SyncedList]]) -> None:
         self._state = state
         self._lists = lists
 
@@ -462,7 +441,7 @@ class SyncCollector(Collector):
 class AuditCollector(Collector):
     """The audit trail's writer: every failed write is an event missing from reports."""
 
-    def __init__(self, audit: AuditRecorder) -> None:
+    def __init__(self, audit: AuditCounts) -> None:
         self._audit = audit
 
     def collect(self) -> Iterator[Metric]:
@@ -485,9 +464,9 @@ class AuditCollector(Collector):
 
 def build_registry(
     state: SupervisorState,
-    stats: Callable[[], dict[str, Any]],
-    sync: Callable[[], list[ListStatus]],
-    audit: AuditRecorder,
+    stats: Callable[[], WorkerStats],
+    sync: Callable[[], Sequence[SyncedList]],
+    audit: AuditCounts,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FilterdCollector(state, stats))

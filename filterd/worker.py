@@ -26,9 +26,9 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from filterd import control
 from filterd.config import Config
@@ -42,13 +42,20 @@ from filterd.matching.matcher import Matcher
 from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import BlockCounter, Policy
 from filterd.pipeline.tally import BlockedNames, Counters
-from filterd.upstream.exchange import Exchange
+from filterd.stats import (
+    CacheStats,
+    ForwardStats,
+    RateLimitStats,
+    TcpStats,
+    UdpStats,
+    UpstreamStats,
+    WorkerStats,
+)
+from filterd.upstream.probes import UpstreamProbes
 
 log = logging.getLogger("filterd.worker")
 
-PROBE_TICK: Final = 1.0
 PREFAULT_SLICE: Final = 2000  # index pages touched per event-loop pass before a swap
-ROOT_NS_QUESTION: Final = b"\x00\x00\x02\x00\x01"  # ". IN NS", the classic liveness probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +88,18 @@ class Worker:
         self._blocked_names: BlockedNames | None = None
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
-        self._probe_tasks: set[asyncio.Task[None]] = set()
+        self._probes: UpstreamProbes | None = None
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         reader, writer = await asyncio.open_unix_connection(sock=self._control_sock)
-        probe = loop.call_later(PROBE_TICK, self._probe_tick)
         try:
             await self._serve_control(reader, writer)
         finally:
-            probe.cancel()
+            if self._probes is not None:
+                self._probes.stop()
             writer.close()
 
     async def _serve_control(
@@ -233,35 +240,12 @@ class Worker:
             old = self._pipeline
             carry_counts(old, pipeline)
             loop.call_later(old.forwarder.deadline + 1.0, old.forwarder.close)
-        self._pipeline = pipeline
-
-    # ----------------------------------------------------------------- probes
-
-    def _probe_tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(PROBE_TICK, self._probe_tick)
-        pipeline = self._pipeline
-        if pipeline is None or self._config is None:
-            return
+        if self._probes is not None:
+            self._probes.stop()
         forwarder = pipeline.forwarder
-        for upstream in forwarder.pool.due_probes(time.monotonic()):
-
-            def probed(
-                message: bytes | None, info: object, reason: str, name: str = upstream.name
-            ) -> None:
-                log.info("upstream %s probe: %s", name, "answered" if message else reason)
-
-            exchange = Exchange(
-                forwarder.io,
-                forwarder.pool,
-                self._config.upstream,
-                ROOT_NS_QUESTION,
-                do=False,
-                cd=False,
-                done=probed,
-                only=upstream,
-            )
-            exchange.start()
+        self._probes = UpstreamProbes(loop, forwarder.io, forwarder.pool, config.upstream)
+        self._probes.start()
+        self._pipeline = pipeline
 
     # ------------------------------------------------------------------ drain
 
@@ -270,6 +254,8 @@ class Worker:
             udp.stop()
         for tcp in self._tcp:
             tcp.stop()
+        if self._probes is not None:
+            self._probes.stop()
         deadline = time.monotonic() + timeout
         # Polled: answers complete in callbacks all over the pipeline, and a
         # 20 ms tick is negligible next to the drain timeout.
@@ -290,60 +276,43 @@ class Worker:
 
     # ------------------------------------------------------------------ stats
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> WorkerStats:
         """Cumulative counters of this process, for the supervisor's /metrics."""
         pipeline = self._pipeline
         if pipeline is None:
-            return {"generation": self._generation}
-        cache = pipeline.cache
-        forwarder = pipeline.forwarder
-        return {
-            "generation": self._generation,
-            **pipeline.counters.as_dict(),
-            "block_counts": [asdict(counter) for counter in self._block_counters.values()],
-            "blocked_top": self._blocked_names.candidates() if self._blocked_names else [],
-            "cache": {
-                "entries": len(cache),
-                "hits": cache.hits,
-                "misses": cache.misses,
-                "expired": cache.expired,
-                "evictions": cache.evictions,
+            return WorkerStats()
+        cache, forwarder, counters = pipeline.cache, pipeline.forwarder, pipeline.counters
+        udp, tcp = self._udp, self._tcp
+        return WorkerStats(
+            queries=counters.queries(),
+            latency=counters.latency(),
+            blocked={
+                (c.source, c.category, c.action): c.count for c in self._block_counters.values()
             },
-            "rate_limit": {
-                "dropped": pipeline.counters.rate_dropped,
-                "slipped": pipeline.counters.rate_slipped,
-            },
-            "forward": {
-                "inflight": forwarder.inflight,
-                "coalesced": forwarder.coalesced,
-                "overloaded": forwarder.overloaded,
-                "client_overloaded": forwarder.client_overloaded,
-            },
-            "upstreams": [
-                {
-                    "name": u.name,
-                    "up": u.up,
-                    "queries": u.queries,
-                    "answers": u.answers,
-                    "rtt": u.rtt.as_dict(),
-                    "errors": dict(u.errors),
-                }
+            blocked_top=tuple(self._blocked_names.candidates()) if self._blocked_names else (),
+            cache=CacheStats(len(cache), cache.hits, cache.misses, cache.expired, cache.evictions),
+            forward=ForwardStats(
+                forwarder.inflight,
+                forwarder.coalesced,
+                forwarder.overloaded,
+                forwarder.client_overloaded,
+            ),
+            rate_limit=RateLimitStats(counters.rate_dropped, counters.rate_slipped),
+            upstreams={
+                u.name: UpstreamStats(u.up, u.queries, u.answers, u.rtt.snapshot(), dict(u.errors))
                 for u in forwarder.pool.upstreams
-            ],
-            "udp": {
-                "recv_errors": sum(u.recv_errors for u in self._udp),
-                "send_errors": sum(u.send_errors for u in self._udp),
             },
-            "tcp": {
-                "connections": sum(len(t.connections) for t in self._tcp),
-                "accepted": sum(t.accepted for t in self._tcp),
-                "rejected": sum(t.rejected for t in self._tcp),
-                "client_rejected": sum(t.client_rejected for t in self._tcp),
-                "denied": sum(t.denied for t in self._tcp),
-                "idle_closed": sum(t.idle_closed for t in self._tcp),
-                "slow_closed": sum(t.slow_closed for t in self._tcp),
-            },
-        }
+            udp=UdpStats(sum(u.recv_errors for u in udp), sum(u.send_errors for u in udp)),
+            tcp=TcpStats(
+                connections=sum(len(t.connections) for t in tcp),
+                accepted=sum(t.accepted for t in tcp),
+                rejected=sum(t.rejected for t in tcp),
+                client_rejected=sum(t.client_rejected for t in tcp),
+                denied=sum(t.denied for t in tcp),
+                idle_closed=sum(t.idle_closed for t in tcp),
+                slow_closed=sum(t.slow_closed for t in tcp),
+            ),
+        )
 
 
 FD_RESERVE: Final = 64

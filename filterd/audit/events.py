@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +19,7 @@ from typing import Any, Final
 from filterd import __version__
 from filterd.audit.chain import format_time, parse_time
 from filterd.model.sources import SourceInfo
+from filterd.stats import QueryKey, WorkerStats
 
 
 def start_fields(config_path: Path | None, node: str) -> dict[str, Any]:
@@ -54,41 +55,41 @@ def lists_fields(generation: int, cause: str, sources: Iterable[SourceInfo]) -> 
     }
 
 
-def stats_fields(merged: Mapping[str, Any], boundary: float | None) -> dict[str, Any]:
+def stats_fields(
+    stats: WorkerStats, blocked_top: Sequence[Mapping[str, Any]], boundary: float | None
+) -> dict[str, Any]:
     """Counters since the daemon started, from the supervisor's merged worker
     stats (the numbers behind ``filterd_queries_total`` and
-    ``filterd_blocked_total``). ``boundary``: the wall-clock multiple of
-    ``stats_interval`` this record was scheduled for (None at stop)."""
-    queries = _nested_counts(merged.get("queries", {}))
+    ``filterd_blocked_total``), and the most blocked list entries if kept
+    (rows ``{name, category, count}``). ``boundary``: the wall-clock
+    multiple of ``stats_interval`` this record was scheduled for (None at stop)."""
     blocked = [
-        {"list": source, "category": category, "action": action, "count": int(count)}
-        for (source, category, action), count in sorted(merged.get("block_counts", {}).items())
+        {"list": source, "category": category, "action": action, "count": count}
+        for (source, category, action), count in sorted(stats.blocked.items())
     ]
     fields: dict[str, Any] = {
         "boundary": format_time(datetime.fromtimestamp(boundary, UTC)) if boundary else None,
-        "queries": queries,
+        "queries": _query_counts(stats.queries),
         "blocked": blocked,
     }
-    top = merged.get("blocked_top")
-    if isinstance(top, list) and top:  # statistics.blocked_names is set
+    if blocked_top:  # statistics.blocked_names is set
         fields["blocked_top"] = [
             {"name": str(row["name"]), "category": str(row["category"]), "count": int(row["count"])}
-            for row in top
-            if isinstance(row, Mapping) and {"name", "category", "count"} <= row.keys()
+            for row in blocked_top
         ]
     return fields
 
 
-def _nested_counts(value: Any) -> Any:
-    """The worker counters as they are nested (``protocol``, ``qtype``, ...,
-    ``outcome``: the labels of ``filterd_queries_total``, in that order), with
-    whole-number leaves: the report reads the first key as the protocol and
-    the last as the outcome, whatever lies between. Zeros are left out (an
-    absent counter is zero), which keeps an hourly record small."""
-    if isinstance(value, Mapping):
-        nested = {str(key): _nested_counts(item) for key, item in sorted(value.items())}
-        return {key: item for key, item in nested.items() if item}
-    return int(value)
+def _query_counts(queries: Mapping[QueryKey, int]) -> dict[str, dict[str, dict[str, int]]]:
+    """``protocol`` -> ``qtype`` -> ``outcome`` -> count (the labels of
+    ``filterd_queries_total``, in that order, as the report reads them), keys
+    sorted. Zeros are left out (an absent counter is zero), which keeps an
+    hourly record small."""
+    nested: dict[str, dict[str, dict[str, int]]] = {}
+    for (protocol, qtype, outcome), count in sorted(queries.items()):
+        if count:
+            nested.setdefault(protocol, {}).setdefault(qtype, {})[outcome] = count
+    return nested
 
 
 def next_boundary(now: float, interval: float) -> float:

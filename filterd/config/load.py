@@ -10,11 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from filterd.config import (
-    Config,
-    checks,
-    sections,
-)
+from filterd.config import Config, checks, sections
 from filterd.errors import ConfigError
 from filterd.model.layout import snapshot_path
 from filterd.model.rules import Action

@@ -167,7 +167,7 @@ class TcpConnection(asyncio.Protocol):
     def address(self) -> bytes:
         return self._address
 
-    def reply(self, client: object, received: float) -> Reply:
+    def reply(self, client: None, received: float) -> Reply:
         """The pipeline sends this query upstream: count it in flight."""
         self._inflight += 1
         return TcpReply(self, received)

@@ -81,9 +81,8 @@ class UdpListener:
         self._flush()
         self._sock.close()
 
-    def reply(self, client: object, received: float) -> Reply:
+    def reply(self, client: int, received: float) -> Reply:
         """For a cache miss: ``client`` is the datagram's index in the current batch."""
-        assert isinstance(client, int)
         sockaddr = self._batch.sender(client)
         first, last = self._batch.address_slice
         return UdpReply(self, sockaddr, sockaddr[first:last], received)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from filterd.config import Config
 from filterd.errors import QueryError
@@ -76,11 +76,18 @@ from filterd.wire.synth import (
     truncated,
 )
 
+Client = TypeVar("Client")
+Client_contra = TypeVar("Client_contra", contravariant=True)
 
-class ReplySource(Protocol):
-    """A listener (UDP) or connection (TCP) that can make a ``Reply`` for a client."""
 
-    def reply(self, client: object, received: float) -> Reply: ...
+class ReplySource(Protocol[Client_contra]):
+    """A listener (UDP) or connection (TCP) that can make a ``Reply`` for one of
+    its clients, found again by what the listener passed to ``handle``: the
+    UDP listener the datagram's index in its read batch (``int``: the
+    client's address is copied out only on a cache miss), a TCP connection
+    nothing (``None``: the connection is the client)."""
+
+    def reply(self, client: Client_contra, received: float) -> Reply: ...
 
 
 _REFUSED_EDE: Final = ede_option(EDE_PROHIBITED, "client not allowed")
@@ -152,8 +159,8 @@ class Pipeline:
         data: bytes,
         address: bytes,
         udp: bool,
-        source: ReplySource,
-        client: object,
+        source: ReplySource[Client],
+        client: Client,
         now: float,
     ) -> bytes | None:
         """Run one query through the pipeline (see the module docstring).
@@ -173,8 +180,8 @@ class Pipeline:
         data: bytes,
         address: bytes,
         udp: bool,
-        source: ReplySource,
-        client: object,
+        source: ReplySource[Client],
+        client: Client,
         now: float,
     ) -> bytes | None:
         self._key = b""

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final
 
-from filterd.histogram import Histogram
+from filterd.histogram import Buckets, Histogram
+from filterd.stats import Candidate, LatencyKey, QueryKey
 from filterd.wire.names import text_to_wire, wire_to_text
 
 QTYPE_NAMES: Final = (
@@ -73,22 +74,23 @@ class Counters:
     """UDP answers the response rate limit dropped, and sent truncated instead."""
     rate_slipped: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        """``queries[protocol][qtype][outcome]`` and ``latency[protocol][path]``,
-        for the supervisor (qtypes never seen are left out)."""
-        queries: dict[str, dict[str, dict[str, int]]] = {}
+    def queries(self) -> dict[QueryKey, int]:
+        """Every outcome of each (protocol, qtype) seen at least once, for the
+        supervisor (qtypes never seen are left out)."""
+        counts: dict[QueryKey, int] = {}
         for protocol, table in (("udp", self.udp), ("tcp", self.tcp)):
-            rows = queries[protocol] = {}
             for name, outcomes in zip(QTYPE_NAMES, table, strict=True):
-                counts = outcomes.as_dict()
-                if any(counts.values()):
-                    rows[name] = counts
+                row = outcomes.as_dict()
+                if any(row.values()):
+                    counts.update({(protocol, name, outcome): n for outcome, n in row.items()})
+        return counts
+
+    def latency(self) -> dict[LatencyKey, Buckets]:
         return {
-            "queries": queries,
-            "latency": {
-                "udp": {"fast": self.udp_fast.as_dict(), "upstream": self.udp_upstream.as_dict()},
-                "tcp": {"fast": self.tcp_fast.as_dict(), "upstream": self.tcp_upstream.as_dict()},
-            },
+            ("udp", "fast"): self.udp_fast.snapshot(),
+            ("udp", "upstream"): self.udp_upstream.snapshot(),
+            ("tcp", "fast"): self.tcp_fast.snapshot(),
+            ("tcp", "upstream"): self.tcp_upstream.snapshot(),
         }
 
 
@@ -145,10 +147,6 @@ class BlockedNames:
                 merged[key] = merged.get(key, 0) + count
         top = heapq.nlargest(self.top, merged.items(), key=itemgetter(1))
         return [(name, category, count) for (name, category), count in top]
-
-
-Candidate = tuple[bytes, str, int]
-"""(wire name, category, count): one raw ``BlockedNames`` entry."""
 
 
 def blocked_rows(candidates: Iterable[Candidate]) -> list[dict[str, Any]]:

@@ -4,8 +4,8 @@ A resolver is marked down after ``down_after`` consecutive failures that
 say it is unreachable or not answering (timeouts, ICMP refusals, broken
 TCP). Answers it gives, even SERVFAIL, prove it is alive and do not count:
 a stream of broken domains must not take a healthy resolver out. A down
-resolver is probed every ``probe_interval`` seconds (by the worker's probe
-timer) and comes back on its first good answer. When every resolver is down
+resolver is probed every ``probe_interval`` seconds (``filterd.upstream.probes``)
+and comes back on its first good answer. When every resolver is down
 queries still go out, to the least recently failed first: refusing to try
 would turn a partial outage into a total one.
 """

@@ -22,6 +22,7 @@ from filterd.authority.store import ReceiptRecord
 from filterd.config import AuditConfig, Config, ListConfig, SyncConfig
 from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import Counters
+from filterd.stats import WorkerStats
 from filterd.sync.model import Receipt
 from filterd.sync.status import ListStatus
 
@@ -71,7 +72,7 @@ def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
         re.findall(r"^\| `(filterd_[a-z0-9_]+)`", (DOCS / "metrics.md").read_text(), re.M)
     )
     state = SupervisorState(sync_limits=(3600.0, 3600.0))
-    stats = {"generation": 1, **Counters().as_dict(), "cache": {}, "upstreams": {}}
+    stats = WorkerStats(queries=Counters().queries(), latency=Counters().latency())
     audit = AuditRecorder(AuditConfig(enabled=False), tmp_path)
     registry = build_registry(state, lambda: stats, lambda: [ListStatus("national")], audit)
     authority = authority_registry(authority_report, {"accepted": 1, "refused": 0})

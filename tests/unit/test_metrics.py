@@ -10,8 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import AuditConfig
 from filterd.histogram import LATENCY_BOUNDS, Histogram
-from filterd.metrics import SupervisorState, build_registry, merge_stats
+from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import QTYPE_SLOT, Counters
+from filterd.stats import WorkerStats
 
 
 def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
@@ -27,20 +28,20 @@ def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
     assert abs(histogram.total - (LATENCY_BOUNDS[0] * 2.01 + 60.0 + 0.005)) < 1e-9
 
 
-def worker(answers: int, seconds: float, qtype: int) -> dict[str, object]:
+def worker(answers: int, seconds: float, qtype: int) -> WorkerStats:
     counters = Counters()
     counters.udp[QTYPE_SLOT[qtype]].cached += answers
     counters.tcp[0].formerr += 1
     counters.udp_fast.observe(seconds, answers)
-    return {"generation": 1, **counters.as_dict()}
+    return WorkerStats(queries=counters.queries(), latency=counters.latency())
 
 
 def test_reports_of_workers_are_summed_and_rendered(tmp_path: Path) -> None:
-    stats = merge_stats([worker(3, 0.0002, 1), worker(4, 0.003, 28), worker(1, 0.0002, 1)])
-    assert stats["queries"]["udp"]["A"]["cached"] == 4
-    assert stats["queries"]["udp"]["AAAA"]["cached"] == 4
-    assert stats["queries"]["tcp"]["none"]["formerr"] == 3
-    assert "MX" not in stats["queries"]["udp"]  # types never seen are left out
+    stats = WorkerStats.merge([worker(3, 0.0002, 1), worker(4, 0.003, 28), worker(1, 0.0002, 1)])
+    assert stats.queries["udp", "A", "cached"] == 4
+    assert stats.queries["udp", "AAAA", "cached"] == 4
+    assert stats.queries["tcp", "none", "formerr"] == 3
+    assert ("udp", "MX", "cached") not in stats.queries  # types never seen are left out
     audit = AuditRecorder(AuditConfig(enabled=False), tmp_path)
     registry = build_registry(SupervisorState(), lambda: stats, list, audit)
     samples = {

@@ -4,7 +4,7 @@ later crash cost 30 s of outage, even after hours of service)."""
 
 from __future__ import annotations
 
-from filterd.app import RESTART_BACKOFF, STABLE_AFTER, RestartBackoff
+from filterd.supervisor.workers import RESTART_BACKOFF, STABLE_AFTER, RestartBackoff
 
 
 def test_backoff_grows_while_a_worker_keeps_dying() -> None:

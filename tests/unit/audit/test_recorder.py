@@ -15,6 +15,7 @@ from filterd.audit.verify import verify
 from filterd.config import AuditConfig
 from filterd.config.load import parse_config
 from filterd.errors import ConfigError
+from filterd.stats import CacheStats, WorkerStats
 
 UPSTREAM = "upstream: {servers: ['192.0.2.1']}\n"
 
@@ -93,23 +94,26 @@ def test_disabled_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_stats_fields_from_merged_worker_stats() -> None:
-    merged = {
-        "queries": {
-            "udp": {"A": {"blocked": 2, "forwarded": 5, "servfail": 0}, "MX": {"cached": 0}},
-            "tcp": {"AAAA": {"blocked": 1}},
+    merged = WorkerStats(
+        queries={
+            ("udp", "A", "blocked"): 2,
+            ("udp", "A", "forwarded"): 5,
+            ("udp", "A", "servfail"): 0,
+            ("udp", "MX", "cached"): 0,
+            ("tcp", "AAAA", "blocked"): 1,
         },
-        "block_counts": {("national", "gambling", "nxdomain"): 3},
-        "cache": {"hits": 9},
-        "blocked_top": [{"name": "casino.example", "category": "gambling", "count": 3}],
-    }
-    fields = stats_fields(merged, 3600.0)
+        blocked={("national", "gambling", "nxdomain"): 3},
+        cache=CacheStats(hits=9),
+    )
+    top = [{"name": "casino.example", "category": "gambling", "count": 3}]
+    fields = stats_fields(merged, top, 3600.0)
     assert fields == {
         "boundary": "1970-01-01T01:00:00.000Z",
         "queries": {"tcp": {"AAAA": {"blocked": 1}}, "udp": {"A": {"blocked": 2, "forwarded": 5}}},
         "blocked": [{"list": "national", "category": "gambling", "action": "nxdomain", "count": 3}],
         "blocked_top": [{"name": "casino.example", "category": "gambling", "count": 3}],
     }
-    assert stats_fields({}, None) == {"boundary": None, "queries": {}, "blocked": []}
+    assert stats_fields(WorkerStats(), [], None) == {"boundary": None, "queries": {}, "blocked": []}
 
 
 def test_statistics_land_on_wall_clock_boundaries() -> None:
@@ -125,7 +129,7 @@ def test_blocked_names_are_kept_only_in_records_covering_an_hour() -> None:
     hour = 1_795_000_000 - 1_795_000_000 % 3600  # a whole UTC hour
 
     def kept(boundary: float | None, started: float | None) -> bool:
-        fields = stats_fields({"blocked_top": top}, boundary)
+        fields = stats_fields(WorkerStats(), top, boundary)
         return "blocked_top" in privacy_floor(fields, started)
 
     assert kept(hour, hour - 3600) and kept(hour, hour - 7201)
@@ -148,8 +152,8 @@ def test_the_recorder_applies_the_privacy_floor(tmp_path: Path) -> None:
         recorder.open()
         recorder.emit("start", {"version": "x"})
         now = time.time()
-        recorder.emit("stats", stats_fields({"blocked_top": top}, next_boundary(now, 1)))
-        recorder.emit("stats", stats_fields({"blocked_top": top}, None))
+        recorder.emit("stats", stats_fields(WorkerStats(), top, next_boundary(now, 1)))
+        recorder.emit("stats", stats_fields(WorkerStats(), top, None))
         await recorder.close()
 
     asyncio.run(scenario())
