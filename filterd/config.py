@@ -189,6 +189,28 @@ class AdminConfig:
     connection_lifetime: float = 60.0
 
 
+BLOCK_PAGE_LANGUAGES: Final = ("vi", "en")
+CONTACT_SCHEMES: Final = ("https://", "http://", "mailto:", "tel:")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPageConfig:
+    """The block page a sinkholed name leads a browser to (filterd/blockpage,
+    docs/block-page.md): off unless enabled, and then on ``listen``."""
+
+    enabled: bool = False
+    listen: tuple[Endpoint, ...] = ()
+    languages: tuple[str, ...] = BLOCK_PAGE_LANGUAGES
+    """Languages offered, the default first (``BLOCK_PAGE_LANGUAGES``)."""
+    operator: str = ""
+    """The network operator's name as the page shows it ("" : "your network operator")."""
+    contact_text: str = ""
+    contact_link: str = ""
+    """Where to ask for a review: an https/http URL, a ``mailto:`` or a ``tel:`` link."""
+    max_connections: int = 256
+    connection_lifetime: float = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
@@ -265,6 +287,7 @@ class Config:
     audit: AuditConfig = AuditConfig()
     compile: CompileConfig = CompileConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
+    block_page: BlockPageConfig = BlockPageConfig()
     authorities: tuple[tuple[str, SyncConfig], ...] = ()
     """Further authorities by name (``sync`` is the default one)."""
 
@@ -806,6 +829,56 @@ def _admin(r: _Reader) -> AdminConfig:
     return cfg
 
 
+def _block_page(r: _Reader) -> BlockPageConfig:
+    d = BlockPageConfig()
+    cfg = BlockPageConfig(
+        enabled=r.get("enabled", d.enabled, _bool),
+        listen=r.get("listen", d.listen, _list_of(_endpoint(80))),
+        languages=r.get("languages", d.languages, _languages),
+        operator=r.get("operator", d.operator, _one_line(100)),
+        contact_text=r.get("contact_text", d.contact_text, _one_line(300)),
+        contact_link=r.get("contact_link", d.contact_link, _contact_link),
+        max_connections=r.get("max_connections", d.max_connections, _int_in(1, 100_000)),
+        connection_lifetime=r.get("connection_lifetime", d.connection_lifetime, _seconds(0, 3600)),
+    )
+    if cfg.enabled and not cfg.listen:
+        r.doc.problem(r.key("listen"), "required when block_page.enabled is true")
+    r.done()
+    return cfg
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    languages = _list_of(_choice(*BLOCK_PAGE_LANGUAGES), allow_empty=False)(value)
+    if len(set(languages)) != len(languages):
+        raise ValueError("a language is listed twice")
+    return languages
+
+
+def _one_line(limit: int) -> Callable[[Any], str]:
+    """Text a page shows: one line of at most ``limit`` printable characters."""
+
+    def convert(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"must be text, got {_kind(value)} {value!r}")
+        text = value.strip()
+        if len(text) > limit:
+            raise ValueError(f"must be at most {limit} characters, got {len(text)}")
+        if not text.isprintable():
+            raise ValueError("must be one line of printable characters")
+        return text
+
+    return convert
+
+
+def _contact_link(value: Any) -> str:
+    text = _one_line(500)(value)
+    if not text.startswith(CONTACT_SCHEMES) or len(text.split(":", 1)[1].strip("/")) == 0:
+        raise ValueError(f"must be an https://, http://, mailto: or tel: link, got {text!r}")
+    if any(c.isspace() or c in "<>\"'`" for c in text):
+        raise ValueError(f"{text!r} holds a space or a character links may not hold")
+    return text
+
+
 def _optional_endpoint(value: Any) -> Endpoint | None:
     return None if value is None else _endpoint(9553)(value)
 
@@ -943,6 +1016,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         audit=_audit(top.section("audit"), base),
         compile=_compile(top.section("compile")),
         rate_limit=_rate_limit(top.section("rate_limit")),
+        block_page=_block_page(top.section("block_page")),
         authorities=_authorities(top.section("authorities"), base, sync),
         source=Path(source) if source != "<config>" else None,
     )
