@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 from aiohttp import web
@@ -77,7 +77,7 @@ class _Counted(web.RequestHandler):
             server,
             loop=asyncio.get_running_loop(),
             access_log=None,  # type: ignore[arg-type]  # None: no access log (as AppRunner)
-            keepalive_timeout=IDLE_TIMEOUT,
+            **{"keepalive_timeout": IDLE_TIMEOUT, **site.limits},
         )
         self._site = site
         site.open += 1
@@ -89,9 +89,10 @@ class _Counted(web.RequestHandler):
 
 class CappedSite(web.BaseSite):
     """A TCP site that accepts at most ``cap`` connections at once and gives
-    each at most ``lifetime`` seconds."""
+    each at most ``lifetime`` seconds; ``limits`` are further arguments of
+    aiohttp's request handler (``max_line_size``, ``keepalive_timeout``...)."""
 
-    __slots__ = ("_cap", "_endpoint", "_lifetime", "_refused", "open")
+    __slots__ = ("_cap", "_endpoint", "_lifetime", "_refused", "limits", "open")
 
     def __init__(
         self,
@@ -100,8 +101,10 @@ class CappedSite(web.BaseSite):
         cap: int,
         lifetime: float,
         refused: Callable[[], None],
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(runner, backlog=128)
+        self.limits = dict(limits or {})
         self._endpoint = endpoint
         self._cap = cap
         self._lifetime = lifetime

@@ -183,6 +183,28 @@ class AdminConfig:
     connection_lifetime: float = 60.0
 
 
+BLOCK_PAGE_LANGUAGES: Final = ("vi", "en")
+CONTACT_SCHEMES: Final = ("https://", "http://", "mailto:", "tel:")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPageConfig:
+    """The block page a sinkholed name leads a browser to (filterd/blockpage,
+    docs/block-page.md): off unless enabled, and then on ``listen``."""
+
+    enabled: bool = False
+    listen: tuple[Endpoint, ...] = ()
+    languages: tuple[str, ...] = BLOCK_PAGE_LANGUAGES
+    """Languages offered, the default first (``BLOCK_PAGE_LANGUAGES``)."""
+    operator: str = ""
+    """The network operator's name as the page shows it ("" : "your network operator")."""
+    contact_text: str = ""
+    contact_link: str = ""
+    """Where to ask for a review: an https/http URL, a ``mailto:`` or a ``tel:`` link."""
+    max_connections: int = 256
+    connection_lifetime: float = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
@@ -259,6 +281,7 @@ class Config:
     audit: AuditConfig = AuditConfig()
     compile: CompileConfig = CompileConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
+    block_page: BlockPageConfig = BlockPageConfig()
     authorities: tuple[tuple[str, SyncConfig], ...] = ()
     """Further authorities by name (``sync`` is the default one)."""
 

@@ -287,3 +287,19 @@ def number_in(low: float, high: float) -> Callable[[Any], float]:
         return float(value)
 
     return convert
+
+
+def one_line(limit: int) -> Callable[[Any], str]:
+    """Text a page shows: one line of at most ``limit`` printable characters."""
+
+    def convert(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"must be text, got {kind_of(value)} {value!r}")
+        text = value.strip()
+        if len(text) > limit:
+            raise ValueError(f"must be at most {limit} characters, got {len(text)}")
+        if not text.isprintable():
+            raise ValueError("must be one line of printable characters")
+        return text
+
+    return convert

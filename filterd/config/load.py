@@ -67,6 +67,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         audit=sections.audit(top.section("audit"), base),
         compile=sections.compile(top.section("compile")),
         rate_limit=sections.rate_limit(top.section("rate_limit")),
+        block_page=sections.block_page(top.section("block_page")),
         authorities=sections.authorities(top.section("authorities"), base, sync),
         source=Path(source) if source != "<config>" else None,
     )

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from filterd.config import (
+    BLOCK_PAGE_LANGUAGES,
+    CONTACT_SCHEMES,
     SYSTEM_UPSTREAM,
     AccessConfig,
     AdminConfig,
     AuditConfig,
     BlockingConfig,
+    BlockPageConfig,
     CacheConfig,
     CompileConfig,
     Endpoint,
@@ -350,3 +353,39 @@ def authorities(
         out.append((label, sync(r.section(str(name)), base, shared)))
     r.done()
     return tuple(out)
+
+
+def block_page(r: checks.Reader) -> BlockPageConfig:
+    d = BlockPageConfig()
+    cfg = BlockPageConfig(
+        enabled=r.get("enabled", d.enabled, checks.boolean),
+        listen=r.get("listen", d.listen, checks.list_of(checks.endpoint(80))),
+        languages=r.get("languages", d.languages, _languages),
+        operator=r.get("operator", d.operator, checks.one_line(100)),
+        contact_text=r.get("contact_text", d.contact_text, checks.one_line(300)),
+        contact_link=r.get("contact_link", d.contact_link, _contact_link),
+        max_connections=r.get("max_connections", d.max_connections, checks.int_in(1, 100_000)),
+        connection_lifetime=r.get(
+            "connection_lifetime", d.connection_lifetime, checks.seconds(0, 3600)
+        ),
+    )
+    if cfg.enabled and not cfg.listen:
+        r.doc.problem(r.key("listen"), "required when block_page.enabled is true")
+    r.done()
+    return cfg
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    languages = checks.list_of(checks.choice(*BLOCK_PAGE_LANGUAGES), allow_empty=False)(value)
+    if len(set(languages)) != len(languages):
+        raise ValueError("a language is listed twice")
+    return languages
+
+
+def _contact_link(value: Any) -> str:
+    text = checks.one_line(500)(value)
+    if not text.startswith(CONTACT_SCHEMES) or len(text.split(":", 1)[1].strip("/")) == 0:
+        raise ValueError(f"must be an https://, http://, mailto: or tel: link, got {text!r}")
+    if any(c.isspace() or c in "<>\"'`" for c in text):
+        raise ValueError(f"{text!r} holds a space or a character links may not hold")
+    return text

@@ -12,13 +12,14 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from filterd.audit.recorder import AuditRecorder
 from filterd.authority.compliance import Report, build_report, latest_receipts
 from filterd.authority.metrics import build_registry as authority_registry
 from filterd.authority.store import ReceiptRecord
+from filterd.blockpage.server import BlockPageMetrics
 from filterd.config import AuditConfig, Config, ListConfig, SyncConfig
 from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import Counters
@@ -66,8 +67,9 @@ def authority_report() -> Report:
 
 def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
     """Every family the registry can export (with a synced list, a worker
-    report and the audit writer present), and every family of the authority's
-    registry (with a node that sent a receipt), has a row in docs/metrics.md."""
+    report and the audit writer present), every family of the authority's
+    registry (with a node that sent a receipt) and of the block page has a
+    row in docs/metrics.md."""
     documented = set(
         re.findall(r"^\| `(filterd_[a-z0-9_]+)`", (DOCS / "metrics.md").read_text(), re.M)
     )
@@ -76,8 +78,10 @@ def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
     audit = AuditRecorder(AuditConfig(enabled=False), tmp_path)
     registry = build_registry(state, lambda: stats, lambda: [ListStatus("national")], audit)
     authority = authority_registry(authority_report, {"accepted": 1, "refused": 0})
+    page = CollectorRegistry()
+    BlockPageMetrics(page)
     exported = set()
-    for scraped in (registry, authority):
+    for scraped in (registry, authority, page):
         for family in text_string_to_metric_families(generate_latest(scraped).decode()):
             name = family.name + ("_total" if family.type == "counter" else "")
             exported.add(name)
