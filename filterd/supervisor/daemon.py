@@ -10,7 +10,8 @@ under ``cli``; nothing else imports it). Start-up:
 2. the open-file limit, raised (workers inherit it), and the node key;
 3. listening sockets, bound once here (privileged ports, SO_REUSEPORT);
 4. the audit trail, opened with a ``start`` record;
-5. the admin HTTP server (health, readiness, metrics, push notifications);
+5. the admin HTTP server (health, readiness, metrics, push notifications)
+   and, if enabled, the block page;
 6. the authority sync clients;
 7. list compilation, in a child process, while the worker processes start
    (nothing is served before the lists are installed);
@@ -24,6 +25,7 @@ drain (in-flight queries are answered, up to ``server.drain_timeout``), the
 admin server stops, sockets close, and the trail ends with a ``stop``
 record. The exit status is 0 after a signal; an error propagates (the CLI
 maps it to its exit status).
+The block page stops with the admin server.
 
 The parts (one owner each): settings.py (configuration and overrides),
 host.py (state lock, fd limit, systemd), sockets.py, workers.py (processes,
@@ -45,8 +47,10 @@ from typing import Any
 from filterd.admin.server import AdminServer
 from filterd.audit.events import start_fields
 from filterd.audit.recorder import AuditRecorder
+from filterd.blockpage.server import BlockPage
 from filterd.config import Config
 from filterd.metrics import SupervisorState, build_registry
+from filterd.supervisor.blockpage import start_block_page
 from filterd.supervisor.compiling import Compiled, ListCompiler
 from filterd.supervisor.host import lock_state_dir, notify_systemd, raise_fd_limit
 from filterd.supervisor.installs import Installs
@@ -82,16 +86,19 @@ async def run_daemon(config_path: Path | None, overrides: Overrides, config: Con
     stats = Stats(workers, installs, state, audit, stopping)
     restarts = Restarts(installs, updates, stats, state, stopping)
     admin: AdminServer | None = None
+    page: BlockPage | None = None
     compiling: asyncio.Task[Compiled] | None = None
     audit.open()
     resolved = config_path.resolve() if config_path else None  # noqa: ASYNC240 - once, at start
     audit.emit("start", start_fields(resolved, config.sync.node))
     error: BaseException | None = None
     try:
+        registry = build_registry(state, lambda: stats.merged, syncing.statuses, audit)
         if config.admin.listen is not None:
-            registry = build_registry(state, lambda: stats.merged, syncing.statuses, audit)
             view = AdminView(workers, installs, stats, syncing, state)
             admin = await start_admin(config, registry, view)
+        if config.block_page.enabled:
+            page = await start_block_page(config, registry, installs)
         syncing.start()
         # The compile (the slow part of start-up) runs while workers start.
         compiling = loop.create_task(compiler.when_lists_ready(config))
@@ -128,6 +135,8 @@ async def run_daemon(config_path: Path | None, overrides: Overrides, config: Con
         updates.cancel()
         if admin is not None:
             await admin.stop()
+        if page is not None:
+            await page.stop()
         for worker_sockets in sockets:
             worker_sockets.close()
         audit.emit("stop", _stop_fields(error))

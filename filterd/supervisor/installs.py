@@ -76,6 +76,12 @@ class Installs:
     def sources(self) -> tuple[SourceInfo, ...]:
         return self._sources
 
+    @property
+    def serving(self) -> Matcher | None:
+        """The matcher of the generation every worker committed (None before
+        the first install): what ``lookup``-style questions are answered from."""
+        return self._serving
+
     def is_ready(self) -> bool:
         """Installed, and every worker runs and serves the committed generation."""
         return self.installed and all(

@@ -68,13 +68,17 @@ def load(path: Path | None, overrides: Overrides, *, need_upstream: bool = True)
 
 def keep_restart_only_settings(running: Config, config: Config) -> Config:
     """``config`` with the settings of ``running`` that only change on restart:
-    listening sockets, the worker count, the admin listeners and the audit trail."""
+    listening sockets, the worker count, the admin listeners, the block page
+    and the audit trail."""
     if config.audit != running.audit:
         log.warning("audit settings changed: take effect on restart")
         config = replace(config, audit=running.audit)
     if config.admin != running.admin:
         log.warning("admin settings changed: take effect on restart")
         config = replace(config, admin=running.admin)
+    if config.block_page != running.block_page:
+        log.warning("block_page settings changed: take effect on restart")
+        config = replace(config, block_page=running.block_page)
     if config.state_dir != running.state_dir:
         log.warning("state_dir changed: takes effect on restart")
         config = replace(config, state_dir=running.state_dir)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -23,8 +25,11 @@ from prometheus_client import CollectorRegistry
 from filterd.blockpage.reason import BlockedBy, BlockReason, IPAddress
 from filterd.blockpage.server import BlockPage
 from filterd.config import BlockPageConfig, Endpoint
+from tests.integration.conftest import DaemonFactory, standard_config
+from tests.peers.authoritative import FakeUpstream
 from tests.peers.browser import rendered_dom, screenshot
 from tests.peers.devtools import axe_violations
+from tests.peers.ports import free_port
 
 REASONS = {
     "casino.example": BlockReason("gambling", BlockedBy.STATE, "Danh sách quốc gia"),
@@ -101,3 +106,40 @@ def test_block_page_in_chromium(tmp_path: Path) -> None:
     # vi: the DOM, the screenshot, axe on casino and game; en: the DOM and
     # axe; the unlisted name: the generic page. Favicon requests are not counted.
     assert counts == {("vi", "explained"): 4, ("en", "explained"): 2, ("vi", "generic"): 1}
+
+
+def test_the_daemon_serves_the_page_for_what_it_sinkholes(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """``filterd run`` with ``block_page.enabled``: a name answered with the
+    sinkhole gets the page that names its category and authority (451 for the
+    national list), from the generation the workers serve; a name the
+    resolver does not block gets the generic page."""
+    port = free_port()
+    extra = f'block_page: {{enabled: true, listen: ["127.0.0.1:{port}"], operator: "Ví Dụ"}}\n'
+    config = standard_config(upstream.endpoint, extra=extra).replace(
+        "{adult: sinkhole}", "{adult: sinkhole, gambling: sinkhole}"
+    )
+    daemon = make_daemon(config).start()
+    answer = daemon.query("www.gambling.example")
+    assert [rr.to_text() for rr in answer.answer[0]] == ["192.0.2.80"]
+
+    def fetch(host: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    status, page = fetch("www.gambling.example")
+    assert status == 451
+    assert "gambling" in page or "cờ bạc" in page.lower()
+    assert 'href="tel:111"' in page
+    status, page = fetch("www.example.com")  # resolves normally: nothing to explain
+    assert status == 403
+    assert "cờ bạc" not in page.lower()
+    counts = daemon.metrics()
+    assert counts['filterd_blockpage_requests_total{language="vi",outcome="explained"}'] == 1
+    assert counts['filterd_blockpage_requests_total{language="vi",outcome="generic"}'] == 1
+    assert "www.gambling.example" not in daemon.log  # no visited name in the log
