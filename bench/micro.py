@@ -13,7 +13,7 @@ Stages:
 - policy: the verdict memo (a hit), and a first decision (suffix walk over
   the memory-mapped index) for comparison;
 - cache: ``ResponseCache.get`` on a hit;
-- serve: ``Answer.serve`` (client ID, question, aged TTLs);
+- serve: ``cache.serve`` after the read (client ID and question);
 - block: ``BlockAnswer.render`` for a blocked name;
 - whole: ``Pipeline.handle`` end to end, for hits and blocks in the file's mix;
 - send: ``Batch.queue`` + the share of one ``sendmmsg`` for a batch of 64.
@@ -39,7 +39,7 @@ from filterd.config import parse_config
 from filterd.listeners.mmsg import Batch
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
-from filterd.pipeline.cache import build_answer
+from filterd.pipeline.cache import WIRE, build_answer, serve
 from filterd.pipeline.policy import Policy
 from filterd.pipeline.resolver import Pipeline, build_pipeline
 from filterd.pipeline.tally import Counters
@@ -88,7 +88,7 @@ def build(size: str, limit: int, state: Path) -> tuple[Pipeline, list[bytes], li
     if not list_path.exists():
         raise SystemExit(f"bench/micro: {list_path} missing; run bench/run once to generate data")
     config = parse_config(
-        f"upstream: {{servers: ['127.0.0.1:9']}}\ncache: {{max_entries: 1000000}}\n"
+        f"upstream: {{servers: ['127.0.0.1:9']}}\n"
         f"lists: [{{name: bench, path: '{list_path}', format: domains, mandatory: true}}]\n"
         f"state_dir: '{state}'\n"
     )
@@ -147,7 +147,7 @@ def main() -> None:
             + socket.inet_aton("127.0.0.1")
             + bytes(20)
         )
-        sample = hits[0].data[:2] + cache.get(hits[0].key, now).full  # type: ignore[union-attr]
+        sample = hits[0].data[:2] + cache.get(hits[0].key, now)[WIRE]  # type: ignore[index]
 
         def send() -> None:
             for _ in range(64):
@@ -191,7 +191,7 @@ def main() -> None:
             (
                 "serve (answer from cache)",
                 best(
-                    lambda: [cache.get(q.key, now).serve(q, now) for q in hits],  # type: ignore[union-attr]
+                    lambda: [serve(cache.get(q.key, now), q) for q in hits],  # type: ignore[arg-type]
                     len(hits),
                 ),
             ),

@@ -101,7 +101,8 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    max_entries: int = 100000
+    max_bytes: int = 512 * 1024 * 1024
+    """Memory the answer cache may account for (``filterd.pipeline.cache``)."""
     min_ttl: int = 0
     max_ttl: int = 86400
     negative_max_ttl: int = 3600
@@ -609,7 +610,7 @@ def _upstream(r: _Reader) -> UpstreamConfig:
 def _cache(r: _Reader) -> CacheConfig:
     d = CacheConfig()
     cfg = CacheConfig(
-        max_entries=r.get("max_entries", d.max_entries, _int_in(0, 100_000_000)),
+        max_bytes=r.get("max_bytes", d.max_bytes, _int_in(0, 1 << 40)),
         min_ttl=r.get("min_ttl", d.min_ttl, _int_in(0, 86400)),
         max_ttl=r.get("max_ttl", d.max_ttl, _int_in(0, 7 * 86400)),
         negative_max_ttl=r.get("negative_max_ttl", d.negative_max_ttl, _int_in(0, 86400)),
@@ -617,6 +618,9 @@ def _cache(r: _Reader) -> CacheConfig:
     )
     if cfg.min_ttl > cfg.max_ttl:
         r.doc.problem(r.key("min_ttl"), "must not exceed cache.max_ttl")
+    if "max_entries" in r.raw:
+        r.seen.add("max_entries")
+        r.doc.problem(r.key("max_entries"), "replaced by cache.max_bytes (a bound in bytes)")
     r.done()
     return cfg
 

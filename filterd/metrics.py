@@ -229,6 +229,11 @@ class FilterdCollector(Collector):
     def _cache(self, stats: dict[str, Any]) -> Iterator[Metric]:
         cache = stats.get("cache", {})
         yield _gauge("filterd_cache_entries", "Answers held in the cache.", cache.get("entries", 0))
+        yield _gauge(
+            "filterd_cache_bytes",
+            "Memory the cache accounts for its answers (bounded by cache.max_bytes).",
+            cache.get("bytes", 0),
+        )
         yield _counter(
             "filterd_cache_hits", "Cache lookups that found a live answer.", cache.get("hits", 0)
         )
@@ -240,7 +245,7 @@ class FilterdCollector(Collector):
         )
         yield _counter(
             "filterd_cache_evictions",
-            "Entries evicted to respect max_entries.",
+            "Entries evicted to respect cache.max_bytes.",
             cache.get("evictions", 0),
         )
 

@@ -304,6 +304,7 @@ class Worker:
             "blocked_top": self._blocked_names.candidates() if self._blocked_names else [],
             "cache": {
                 "entries": len(cache),
+                "bytes": cache.bytes,
                 "hits": cache.hits,
                 "misses": cache.misses,
                 "expired": cache.expired,

@@ -52,7 +52,7 @@ def test_sighup_swaps_in_a_new_list(make_daemon: DaemonFactory, upstream: FakeUp
     ("old", "new", "message"),
     [
         ("state_dir: state", "state_dir: [", "invalid YAML"),
-        ("state_dir: state", "cache: {max_entries: lots}", "cache.max_entries: must be a whole"),
+        ("state_dir: state", "cache: {max_bytes: lots}", "cache.max_bytes: must be a whole"),
         ("path: local.txt", "path: missing.txt", "cannot read list 'local'"),
     ],
 )
