@@ -385,11 +385,10 @@ class Filterd:
 
     @property
     def warm_passes(self) -> int:
-        """Every worker keeps its own cache, and the kernel spreads a client's
-        queries over the workers by source address and port: the warm file is
-        sent ``4 x workers`` times (dnsperf rotates names over its client
-        sockets), so that each worker has seen nearly every name."""
-        return 1 if self.workers == 1 else 4 * self.workers
+        """One pass, whatever the number of workers: each question is always
+        answered by the same worker (``filterd.listeners.steer``), so one
+        pass leaves every question cached where it will be asked."""
+        return 1
 
     def available(self) -> str | None:
         if not self.binary.exists():

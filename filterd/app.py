@@ -45,6 +45,7 @@ from filterd.audit.recorder import AuditRecorder
 from filterd.config import Config, Endpoint, ListConfig, load_config, parse_config
 from filterd.errors import ConfigError, FilterdError, ListError, StartupError
 from filterd.files import DirectoryInUse, lock_directory
+from filterd.listeners.steer import steer_by_question
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 from filterd.lists import guard
 from filterd.lists.compile import CompileReport, compile_in_child, remove_stale_indexes
@@ -195,6 +196,11 @@ def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSocke
         raise
     for worker, sock, is_udp in made:
         (worker.udp if is_udp else worker.tcp).append(sock)
+    if config.server.udp and len(workers) > 1:
+        try:  # one worker per question: one cache per host (filterd.listeners.steer)
+            steer_by_question(workers[0].udp[-1], len(workers))
+        except OSError as exc:
+            log.warning("%s: questions not steered to workers (%s)", endpoint, exc.strerror)
 
 
 def _check_port_free(config: Config, family: socket.AddressFamily, endpoint: Endpoint) -> None:

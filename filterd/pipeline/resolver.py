@@ -352,7 +352,9 @@ def build_pipeline(
     blocked_names: BlockedNames | None = None,
 ) -> Pipeline:
     """The one place that assembles the stages (order explained in the module docstring)."""
-    cache = ResponseCache(config.cache.max_bytes, config.cache.serve_stale)
+    # Each worker answers its own share of the questions (filterd.listeners.steer),
+    # so the workers' caches together are one cache of ``max_bytes``.
+    cache = ResponseCache(config.cache.max_bytes // config.server.workers, config.cache.serve_stale)
     limits = config.rate_limit
     rrl = (
         ResponseRateLimit(
