@@ -12,6 +12,8 @@ server pays before doing any DNS work at all, next to Unbound, in one run:
   ``recvfrom``/``sendto``;
 - ``py-asyncio-mmsg``: the same callback with filterd's batched
   ``recvmmsg``/``sendmmsg`` (``filterd.listeners.mmsg``);
+- ``py-hotloop-mmsg``: that callback as a hot reader of filterd's worker
+  loop (``filterd.listeners.hotloop``: bare epoll inside asyncio's selector);
 - ``filterd``: the daemon itself, the name cached (its upstream is the Unbound
   above), a one-name list.
 
@@ -51,7 +53,7 @@ from bench.targets import (
 SERVER_CPU: Final = 0
 LOAD_CPU: Final = 1
 NAME: Final = "www.floor.test"
-MODES: Final = ("py-blocking", "py-asyncio", "py-asyncio-mmsg")
+MODES: Final = ("py-blocking", "py-asyncio", "py-asyncio-mmsg", "py-hotloop-mmsg")
 
 
 # --- the minimal responders (run as ``python -m bench.floor --serve MODE PORT``) --------
@@ -70,7 +72,12 @@ def serve(mode: str, port: int) -> None:
             data, peer = sock.recvfrom(4096)
             sock.sendto(_answer(data), peer)
     sock.setblocking(False)
-    loop = asyncio.new_event_loop()
+    if mode == "py-hotloop-mmsg":
+        from filterd.listeners.hotloop import serving_loop  # noqa: PLC0415 - this mode only
+
+        loop = serving_loop()
+    else:
+        loop = asyncio.new_event_loop()
     if mode == "py-asyncio":
 
         def on_readable() -> None:
@@ -93,7 +100,13 @@ def serve(mode: str, port: int) -> None:
                 offset += 4096
             batch.flush()
 
-    loop.add_reader(sock.fileno(), on_readable)
+    if mode == "py-hotloop-mmsg":
+        from filterd.listeners.hotloop import reactor_for  # noqa: PLC0415 - this mode only
+
+        reactor_for(loop).add_reader(sock.fileno(), on_readable)
+    else:
+        loop.add_reader(sock.fileno(), on_readable)
+    loop.call_later(3600, lambda: None)  # like a worker, the loop has a timer pending
     loop.run_forever()
 
 

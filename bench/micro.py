@@ -16,13 +16,20 @@ Stages:
 - serve: ``cache.serve`` after the read (client ID and question);
 - block: ``BlockAnswer.render`` for a blocked name;
 - whole: ``Pipeline.handle`` end to end, for hits and blocks in the file's mix;
-- send: ``Batch.queue`` + the share of one ``sendmmsg`` for a batch of 64.
+- send: ``Batch.queue`` + the share of one ``sendmmsg`` for a batch of 64;
+- wake-up: what the loop costs to call a reader whose descriptor is ready
+  (a pipe that stays readable), for asyncio's ``add_reader``, the worker's
+  hot loop (``filterd.listeners.hotloop``) and a bare ``epoll`` loop; each
+  with an asyncio timer pending, as in a worker. At a rate where queries
+  arrive one at a time, every query pays one wake-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import select
 import socket
 import tempfile
 import time
@@ -36,6 +43,7 @@ import dns.rdatatype
 import dns.rrset
 
 from filterd.config import parse_config
+from filterd.listeners.hotloop import reactor_for, serving_loop
 from filterd.listeners.mmsg import Batch
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
@@ -117,6 +125,51 @@ def build(size: str, limit: int, state: Path) -> tuple[Pipeline, list[bytes], li
 def best(stmt: Callable[[], object], count: int, repeat: int = 5) -> float:
     """Best-of-``repeat`` microseconds per call, ``stmt`` doing ``count`` calls."""
     return min(timeit.repeat(stmt, number=1, repeat=repeat)) / count * 1e6
+
+
+def wakeup_cost(factory: Callable[[], asyncio.AbstractEventLoop] | None, count: int) -> float:
+    """Microseconds per call of a reader that is always ready (``None``: bare epoll)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"x")
+    calls = 0
+    try:
+        if factory is None:
+            poller = select.epoll()
+            poller.register(read_end, select.EPOLLIN)
+
+            def reader() -> None:
+                nonlocal calls
+                calls += 1
+
+            readers = {read_end: reader}
+            started = time.perf_counter()
+            while calls < count:
+                for fd, _ in poller.poll(-1, 256):
+                    readers[fd]()
+            spent = time.perf_counter() - started
+            poller.close()
+            return spent / count * 1e6
+        loop = factory()
+        reactor = reactor_for(loop)
+        done = loop.create_future()
+
+        def counted() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == count:
+                reactor.remove_reader(read_end)
+                done.set_result(None)
+
+        reactor.add_reader(read_end, counted)
+        loop.call_later(3600, lambda: None)
+        started = time.perf_counter()
+        loop.run_until_complete(done)
+        spent = time.perf_counter() - started
+        loop.close()
+        return spent / count * 1e6
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def main() -> None:
@@ -222,6 +275,12 @@ def main() -> None:
         ]
         udp.close()
         sink.close()
+    for label, factory in (
+        ("wake-up: asyncio add_reader", asyncio.new_event_loop),
+        ("wake-up: worker's hot loop", serving_loop),
+        ("wake-up: bare epoll loop", None),
+    ):
+        rows.append((label, min(wakeup_cost(factory, 100_000) for _ in range(5))))
     print(f"queries: {len(wires)} ({len(hits)} hits, {len(blocked)} blocked), list {args.size}")
     print("| stage | µs per query |\n|---|---|")
     for label, micros in rows:

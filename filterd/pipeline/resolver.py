@@ -51,7 +51,7 @@ from filterd.pipeline.tally import (
     Counters,
     Outcomes,
 )
-from filterd.upstream.exchange import UpstreamIO
+from filterd.upstream.exchange import Reactor, UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.codes import (
     CLASS_IN,
@@ -350,8 +350,11 @@ def build_pipeline(
     loop: asyncio.AbstractEventLoop,
     counters: Counters,
     blocked_names: BlockedNames | None = None,
+    reactor: Reactor | None = None,
 ) -> Pipeline:
-    """The one place that assembles the stages (order explained in the module docstring)."""
+    """The one place that assembles the stages (order explained in the module docstring).
+
+    ``reactor``: where upstream I/O is served (the worker's hot path; default ``loop``)."""
     # Each worker answers its own share of the questions (filterd.listeners.steer),
     # so the workers' caches together are one cache of ``max_bytes``.
     cache = ResponseCache(config.cache.max_bytes // config.server.workers, config.cache.serve_stale)
@@ -371,7 +374,7 @@ def build_pipeline(
 
     def forwarder(pipeline: Pipeline) -> Forwarder:
         return Forwarder(
-            UpstreamIO(loop),
+            UpstreamIO(loop, reactor),
             UpstreamPool(config.upstream),
             cache,
             config.cache,

@@ -9,8 +9,9 @@ counted and ignored while the attempt keeps waiting.
 
 A cache miss is the common slow path, so its machinery is kept lean:
 ``UpstreamIO`` owns one epoll set for all upstream sockets of a worker
-(registered with the event loop once, instead of one ``add_reader`` per
-socket with the selector's bookkeeping), one heap of attempt deadlines
+(registered once with the worker's hot path, ``filterd.listeners.hotloop``,
+so upstream answers are read on the same bare epoll loop as queries, instead
+of one ``add_reader`` per socket with the selector's bookkeeping), one heap of attempt deadlines
 served by a single ticking timer (instead of a timer handle per attempt,
 and with finished attempts removed at once rather than popped later),
 and a buffer of random query IDs refilled by one ``os.urandom`` call per
@@ -34,7 +35,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from filterd.config import UpstreamConfig
 from filterd.upstream.pool import Upstream, UpstreamPool
@@ -61,6 +62,17 @@ def build_query(question: bytes, query_id: int, *, do: bool, cd: bool, udp_size:
     return _HEADER.pack(query_id, flags, 1, 0, 0, 1) + question + opt_record(udp_size, do)
 
 
+class Reactor(Protocol):
+    """Where upstream readiness and deadlines are served: the worker's hot
+    path (``filterd.listeners.hotloop``) or, by default, the asyncio loop."""
+
+    def add_reader(self, fd: int, callback: Callable[[], object]) -> object: ...
+
+    def remove_reader(self, fd: int) -> bool: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> object: ...
+
+
 class UpstreamIO:
     """Per-worker I/O shared by every exchange: readiness, deadlines, random IDs.
 
@@ -71,8 +83,11 @@ class UpstreamIO:
     attempts cut short by the overall deadline go to a small heap.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, reactor: Reactor | None = None) -> None:
+        """``loop`` runs the rare TCP fallback tasks; ``reactor`` (default: the
+        loop) serves the upstream sockets' readiness and the deadline tick."""
         self.loop = loop
+        self._reactor: Reactor = reactor if reactor is not None else loop
         self._epoll = select.epoll()
         self._waiting: dict[int, Exchange] = {}
         self._uniform: OrderedDict[Exchange, float] = OrderedDict()
@@ -82,7 +97,7 @@ class UpstreamIO:
         self._ids = memoryview(b"")
         self._next_id = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        loop.add_reader(self._epoll.fileno(), self._on_ready)
+        self._reactor.add_reader(self._epoll.fileno(), self._on_ready)
 
     def random_id(self) -> int:
         position = self._next_id
@@ -115,7 +130,7 @@ class UpstreamIO:
             heapq.heappush(self._capped, (at, next(self._sequence), exchange, attempt))
         if not self._ticking:
             self._ticking = True
-            self.loop.call_later(TICK, self._tick)
+            self._reactor.call_later(TICK, self._tick)
 
     def _on_ready(self) -> None:
         waiting = self._waiting
@@ -138,12 +153,12 @@ class UpstreamIO:
             _, _, exchange, attempt = heapq.heappop(capped)
             exchange.timed_out(attempt)
         if uniform or capped:
-            self.loop.call_later(TICK, self._tick)
+            self._reactor.call_later(TICK, self._tick)
         else:
             self._ticking = False
 
     def close(self) -> None:
-        self.loop.remove_reader(self._epoll.fileno())
+        self._reactor.remove_reader(self._epoll.fileno())
         self._epoll.close()
         for task in self.tasks:
             task.cancel()
