@@ -12,8 +12,11 @@ server pays before doing any DNS work at all, next to Unbound, in one run:
   ``recvfrom``/``sendto``;
 - ``py-asyncio-mmsg``: the same callback with filterd's batched
   ``recvmmsg``/``sendmmsg`` (``filterd.listeners.mmsg``);
+- ``py-hotloop-mmsg``: that callback as a hot reader of filterd's worker
+  loop (``filterd.listeners.hotloop``: bare epoll inside asyncio's selector);
 - ``filterd``: the daemon itself, the name cached (its upstream is the Unbound
-  above), a one-name list.
+  above), a one-name list; ``filterd-block``: the same process asked for the
+  name on that list (a block answered from the policy).
 
 The minimal responders answer every query with the question, QR and RA set,
 and no records: they do no DNS work, only I/O. Every server is pinned to CPU
@@ -51,7 +54,8 @@ from bench.targets import (
 SERVER_CPU: Final = 0
 LOAD_CPU: Final = 1
 NAME: Final = "www.floor.test"
-MODES: Final = ("py-blocking", "py-asyncio", "py-asyncio-mmsg")
+BLOCKED: Final = "blocked.floor.test"
+MODES: Final = ("py-blocking", "py-asyncio", "py-asyncio-mmsg", "py-hotloop-mmsg")
 
 
 # --- the minimal responders (run as ``python -m bench.floor --serve MODE PORT``) --------
@@ -70,7 +74,12 @@ def serve(mode: str, port: int) -> None:
             data, peer = sock.recvfrom(4096)
             sock.sendto(_answer(data), peer)
     sock.setblocking(False)
-    loop = asyncio.new_event_loop()
+    if mode == "py-hotloop-mmsg":
+        from filterd.listeners.hotloop import serving_loop  # noqa: PLC0415 - this mode only
+
+        loop = serving_loop()
+    else:
+        loop = asyncio.new_event_loop()
     if mode == "py-asyncio":
 
         def on_readable() -> None:
@@ -93,7 +102,13 @@ def serve(mode: str, port: int) -> None:
                 offset += 4096
             batch.flush()
 
-    loop.add_reader(sock.fileno(), on_readable)
+    if mode == "py-hotloop-mmsg":
+        from filterd.listeners.hotloop import reactor_for  # noqa: PLC0415 - this mode only
+
+        reactor_for(loop).add_reader(sock.fileno(), on_readable)
+    else:
+        loop.add_reader(sock.fileno(), on_readable)
+    loop.call_later(3600, lambda: None)  # like a worker, the loop has a timer pending
     loop.run_forever()
 
 
@@ -124,7 +139,7 @@ remote-control:
 
 
 def _filterd(work: Path, port: int, upstream: int) -> list[str]:
-    (work / "list.txt").write_text("blocked.floor.test\n")
+    (work / "list.txt").write_text(f"{BLOCKED}\n")
     conf = work / "filterd.yaml"
     conf.write_text(
         f"""server: {{listen: ["{LOOPBACK}:{port}"], workers: 1}}
@@ -170,6 +185,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     queries = work / "queries.txt"
     queries.write_text(f"{NAME} A\n" * 50_000)
+    blocked = work / "blocked.txt"
+    blocked.write_text(f"{BLOCKED} A\n" * 50_000)
     os.sched_setaffinity(0, {LOAD_CPU})
     ports = {name: free_port() for name in ("unbound", *MODES, "filterd")}
     commands = {
@@ -181,9 +198,12 @@ def main() -> None:
         "filterd": _filterd(work, ports["filterd"], ports["unbound"]),
     }
     procs: dict[str, Proc] = {}
-    samples: dict[str, list[float]] = {name: [] for name in commands}
-    round_p99: dict[str, list[float]] = {name: [] for name in commands}
-    cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in commands}
+    # What is measured: (server, query file); filterd also for a blocked name.
+    entries = {name: (name, queries) for name in commands}
+    entries["filterd-block"] = ("filterd", blocked)
+    samples: dict[str, list[float]] = {name: [] for name in entries}
+    round_p99: dict[str, list[float]] = {name: [] for name in entries}
+    cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in entries}
     try:
         for name, command in commands.items():
             procs[name] = spawn(name, command, SERVER_CPU, work / f"{name}.log", work)
@@ -196,12 +216,13 @@ def main() -> None:
                     )
                 time.sleep(0.1)
         for number in range(args.rounds):
-            order = list(commands) if number % 2 == 0 else list(reversed(commands))
+            order = list(entries) if number % 2 == 0 else list(reversed(entries))
             for name in order:
-                pid = _serving_pid(procs[name])
+                server, path = entries[name]
+                pid = _serving_pid(procs[server])
                 user0, sys0 = _cpu_seconds(pid)
                 result = run_dnsperf(
-                    ports[name], queries, Load(4, 200, rate=args.rate, timeout_s=1.0),
+                    ports[server], path, Load(4, 200, rate=args.rate, timeout_s=1.0),
                     duration=args.seconds, cpu=LOAD_CPU, server_cpu=SERVER_CPU,
                     server_pid=pid, upstream_pid=None,
                     output=work / f"dnsperf-{name}-{number}.out", verbose=True,
@@ -222,7 +243,7 @@ def main() -> None:
         "| median of round p99 ms | CPU µs per query, user + system |",
         "|---|---|---|---|",
     ]
-    for name in commands:
+    for name in entries:
         pct = {k: v * 1000 for k, v in percentiles(samples[name], (50.0, 99.0, 99.9)).items()}
         median_p99 = statistics.median(round_p99[name]) * 1000
         user_us = 1e6 * cpu[name][0] / max(cpu[name][2], 1)

@@ -438,6 +438,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.sched_setaffinity(0, {st.client_cpu})
     scratch = out_dir / "work"
     ds = bdata.prepare(shared, scratch / ("data-quick" if quick else "data"), st.params)
+    for size, sd in ds.sizes.items():
+        if not quick and sd.distinct_ranked < bdata.MIN_DISTINCT_RANKED:
+            say(
+                f"WARNING: {bdata.size_tag(size)}: only {sd.distinct_ranked:,} distinct allowed "
+                f"questions (a realistic working set has at least {bdata.MIN_DISTINCT_RANKED:,})"
+            )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir = scratch / f"run-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -488,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "blocked_share": v.blocked_share,
                     "expected_nxdomain": v.expected_nxdomain,
                     "warm_queries": v.warm_queries,
+                    "distinct_ranked": v.distinct_ranked,
                     "probes": v.probes,
                 }
                 for k, v in ds.sizes.items()
@@ -506,8 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected = ", ".join(
         f"{bdata.size_tag(k)} {100 * v.expected_nxdomain:.2f} %" for k, v in ds.sizes.items()
     )
+    working = ", ".join(f"{bdata.size_tag(k)} {v.distinct_ranked:,}" for k, v in ds.sizes.items())
     table += (
         f"\nExpected NXDOMAIN share of the hit-heavy file (blocked + non-existent): {expected}\n"
+        f"Distinct allowed questions in it (the cache's working set): {working}\n"
     )
     if floor is not None:
         p = floor["percentiles_ms"]

@@ -214,6 +214,11 @@ class FilterdCollector(Collector):
     def _cache(self, stats: WorkerStats) -> Iterator[Metric]:
         cache = stats.cache
         yield _gauge("filterd_cache_entries", "Answers held in the cache.", cache.entries)
+        yield _gauge(
+            "filterd_cache_bytes",
+            "Memory the cache accounts for its answers (bounded by cache.max_bytes).",
+            cache.bytes,
+        )
         yield _counter("filterd_cache_hits", "Cache lookups that found a live answer.", cache.hits)
         yield _counter(
             "filterd_cache_misses", "Cache lookups that found nothing live.", cache.misses
@@ -221,7 +226,7 @@ class FilterdCollector(Collector):
         yield _counter("filterd_cache_expired", "Entries found expired on lookup.", cache.expired)
         yield _counter(
             "filterd_cache_evictions",
-            "Entries evicted to respect max_entries.",
+            "Entries evicted to respect cache.max_bytes.",
             cache.evictions,
         )
 

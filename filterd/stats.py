@@ -63,6 +63,7 @@ def _add_mappings(a: Mapping[_Key, _Value], b: Mapping[_Key, _Value]) -> dict[_K
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     entries: int = 0
+    bytes: int = 0
     hits: int = 0
     misses: int = 0
     expired: int = 0

@@ -33,6 +33,7 @@ from typing import Final
 from filterd import control
 from filterd.config import Config
 from filterd.errors import FilterdError
+from filterd.listeners.hotloop import reactor_for, serving_loop
 from filterd.listeners.tcp import TcpLimits, TcpListener
 from filterd.listeners.udp import UdpListener
 from filterd.lists.sources import sources_of
@@ -218,7 +219,9 @@ class Worker:
 
     def _start_pipeline(self, config: Config, policy: Policy) -> None:
         loop = asyncio.get_running_loop()
-        pipeline = build_pipeline(config, policy, loop, self._counters, self._blocked_names)
+        pipeline = build_pipeline(
+            config, policy, loop, self._counters, self._blocked_names, reactor_for(loop)
+        )
         if self._pipeline is None:
             self._udp = [UdpListener(loop, sock, pipeline) for sock in self._udp_socks]
             limits = tcp_limits(config)
@@ -290,7 +293,9 @@ class Worker:
                 (c.source, c.category, c.action): c.count for c in self._block_counters.values()
             },
             blocked_top=tuple(self._blocked_names.candidates()) if self._blocked_names else (),
-            cache=CacheStats(len(cache), cache.hits, cache.misses, cache.expired, cache.evictions),
+            cache=CacheStats(
+                len(cache), cache.bytes, cache.hits, cache.misses, cache.expired, cache.evictions
+            ),
             forward=ForwardStats(
                 forwarder.inflight,
                 forwarder.coalesced,
@@ -415,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     tcp = [socket.socket(fileno=fd) for fd in _fds(args.tcp)]
     tune_garbage_collector()
     try:
-        asyncio.run(Worker(control_sock, udp, tcp).run())
+        with asyncio.Runner(loop_factory=serving_loop) as runner:
+            runner.run(Worker(control_sock, udp, tcp).run())
     except FilterdError as exc:
         log.error("%s", exc)
         return 1

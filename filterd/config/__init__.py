@@ -95,7 +95,8 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    max_entries: int = 100000
+    max_bytes: int = 512 * 1024 * 1024
+    """Memory the answer cache may account for (``filterd.pipeline.cache``)."""
     min_ttl: int = 0
     max_ttl: int = 86400
     negative_max_ttl: int = 3600

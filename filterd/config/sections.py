@@ -113,7 +113,7 @@ def upstream(r: checks.Reader) -> UpstreamConfig:
 def cache(r: checks.Reader) -> CacheConfig:
     d = CacheConfig()
     cfg = CacheConfig(
-        max_entries=r.get("max_entries", d.max_entries, checks.int_in(0, 100_000_000)),
+        max_bytes=r.get("max_bytes", d.max_bytes, checks.int_in(0, 1 << 40)),
         min_ttl=r.get("min_ttl", d.min_ttl, checks.int_in(0, 86400)),
         max_ttl=r.get("max_ttl", d.max_ttl, checks.int_in(0, 7 * 86400)),
         negative_max_ttl=r.get("negative_max_ttl", d.negative_max_ttl, checks.int_in(0, 86400)),
@@ -121,6 +121,9 @@ def cache(r: checks.Reader) -> CacheConfig:
     )
     if cfg.min_ttl > cfg.max_ttl:
         r.doc.problem(r.key("min_ttl"), "must not exceed cache.max_ttl")
+    if "max_entries" in r.raw:
+        r.seen.add("max_entries")
+        r.doc.problem(r.key("max_entries"), "replaced by cache.max_bytes (a bound in bytes)")
     r.done()
     return cfg
 

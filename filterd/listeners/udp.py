@@ -1,13 +1,16 @@
 """UDP listener: datagrams in, answers out, a batch per read callback.
 
-The socket is watched with ``add_reader`` and drained with ``recvmmsg`` in
-batches of up to ``BATCH`` datagrams; the answers a batch produces
-synchronously (cache hits, blocks, errors) go out together in one
-``sendmmsg`` (see ``filterd.listeners.mmsg`` for why). No asyncio
-transport sits between the socket and the pipeline: measured on the target
-machines, ``add_reader`` with batched reads served about 130k queries/s on
-one core against 115k for uvloop's datagram transport and 31k for the
-standard one. Answers that come later (cache misses) are sent one by one.
+The socket is watched by the worker's hot path (``filterd.listeners.hotloop``:
+a bare epoll loop inside the asyncio loop's selector, no ``Handle`` per
+wake-up) and drained with ``recvmmsg`` in batches of up to ``BATCH``
+datagrams; the answers a batch produces synchronously (cache hits, blocks,
+errors) go out together in one ``sendmmsg`` (see ``filterd.listeners.mmsg``
+for why). No asyncio transport sits between the socket and the pipeline:
+measured on the target machines, ``add_reader`` with batched reads served
+about 130k queries/s on one core against 115k for uvloop's datagram
+transport and 31k for the standard one. Answers that come later (cache
+misses) are queued and leave together after the batch of events that
+completed them.
 
 Sends never block: a full socket buffer drops that answer (the client
 retries) and is counted, never queued without bound.
@@ -20,6 +23,7 @@ import socket
 from time import monotonic
 from typing import Final
 
+from filterd.listeners.hotloop import reactor_for
 from filterd.listeners.mmsg import SOCKADDR_SIZE, Batch
 from filterd.pipeline.forward import Reply
 from filterd.pipeline.pipeline import Pipeline
@@ -51,7 +55,7 @@ class UdpListener:
     __slots__ = (
         "_batch",
         "_flush_scheduled",
-        "_loop",
+        "_reactor",
         "_sock",
         "pipeline",
         "recv_errors",
@@ -61,7 +65,7 @@ class UdpListener:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, pipeline: Pipeline
     ) -> None:
-        self._loop = loop
+        self._reactor = reactor_for(loop)
         self._sock = sock
         self.pipeline = pipeline
         self.recv_errors = 0
@@ -71,11 +75,11 @@ class UdpListener:
         self._flush_scheduled = False
 
     def start(self) -> None:
-        self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._reactor.add_reader(self._sock.fileno(), self._on_readable)
 
     def stop(self) -> None:
         """Stop reading (drain begins); the socket stays open for late answers."""
-        self._loop.remove_reader(self._sock.fileno())
+        self._reactor.remove_reader(self._sock.fileno())
 
     def close(self) -> None:
         self._flush()
@@ -89,8 +93,8 @@ class UdpListener:
 
     def send_later(self, answer: bytes, sockaddr: bytes) -> None:
         """Queue an answer that completed outside a read batch (an upstream
-        answer). Answers completed in the same event-loop pass leave in one
-        sendmmsg, flushed at the start of the next pass."""
+        answer). Answers completed in the same batch of events leave in one
+        sendmmsg, flushed after it."""
         batch = self._batch
         if not batch.queue(answer, sockaddr):
             self._send_alone(answer, sockaddr)
@@ -99,7 +103,7 @@ class UdpListener:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._reactor.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

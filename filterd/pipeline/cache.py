@@ -1,16 +1,40 @@
-"""Cache: upstream answers, served again with decremented TTLs.
+"""Cache: upstream answers, served again with decremented TTLs, bounded by memory.
 
 Entries are keyed by the lower-cased question plus the variant byte (EDNS
-presence, DO, CD; see ``filterd.wire.query``) and bounded by count on a
-cachetools ``Cache`` with CLOCK eviction (``ClockCache``). Expiry is
-checked here on read, against each entry's own deadline (cachetools' TLRU
-variant does that too, but costs about 2 µs a read).
+presence, DO, CD; see ``filterd.wire.query``). The bound is bytes, not a
+count: an entry is accounted as its key, its wire bytes and its metadata
+plus ``ENTRY_OVERHEAD`` (and ``CNAME_OVERHEAD`` per CNAME target), the
+interpreter's own cost of holding it, measured as resident memory over a
+realistic mix (``tests/unit/pipeline/test_cache_memory.py`` checks that
+the accounting never falls below what the interpreter allocates). A count
+bound said nothing about memory: answers range from 60 bytes to several
+kilobytes, and an operator sizes a cache in bytes.
 
-An entry keeps the answer from the flags word on, question included, with
-TTLs already decremented for ``rendered_age``: serving it is the client's ID
-plus those bytes (or, for a client that wrote its question in mixed case,
-its own question spliced in). TTLs are rewritten at most once per second of
-age per entry, not per query.
+An entry is one plain ``tuple`` (``Answer``): the answer from the flags
+word on (question included, TTLs already decremented for the age it was
+rendered at), the monotonic time of its next *due* event, its CNAME targets
+and a packed metadata string (stored at, expires at, and the offset and
+original value of every TTL field). Serving it is the client's ID plus the
+wire bytes (or, for a client that wrote its question in mixed case, its own
+question spliced in). Why tuples and not objects: a tuple of bytes and
+floats is untracked by the cyclic garbage collector after its first young
+collection, so a million cached answers add nothing to a full collection,
+and it is the smallest container Python has (no ``__dict__``, no per-object
+slots table).
+
+The read path does one dict lookup and one float comparison: until ``due``
+the wire bytes are served as they are. ``due`` is the next whole second of
+age (TTLs are rewritten at most once per second of age per entry, not per
+query) or the expiry, whichever is first; past it the entry is rendered
+again (a new tuple replaces the old) or found expired.
+
+Eviction is CLOCK (Corbató's second chance), O(1) amortised: keys sit in a
+deque in insertion order; the hand evicts the oldest unless it was used
+since it was last examined. "Used" costs the read path nothing: the hand
+clears an entry by setting its ``due`` to 0.0, so the next hit renders it
+again (which it would do within a second anyway) and gives it a ``due``
+above zero. A new entry starts cleared, so a name asked once is the first
+to go.
 """
 
 from __future__ import annotations
@@ -19,103 +43,92 @@ import struct
 from collections import deque
 from typing import Final
 
-from cachetools import Cache
-
 from filterd.config import CacheConfig
 from filterd.wire.answer import ResponseInfo
 from filterd.wire.query import Query
 from filterd.wire.synth import opt_record
 
+Answer = tuple[bytes, float, tuple[bytes, ...], bytes]
+"""(wire from the flags word on, due, CNAME targets, metadata); see the module docstring."""
+WIRE: Final = 0
+DUE: Final = 1
+CNAMES: Final = 2
+META: Final = 3
+
 _TTL: Final = struct.Struct("!I")
+_TIMES: Final = struct.Struct("=dd")  # stored at, expires at (monotonic seconds)
+_FIELD: Final = struct.Struct("=HI")  # offset of a TTL field in the wire bytes, its value
 STALE_TTL: Final = 30
 """TTL of a stale answer (RFC 8767 §4: 30 seconds is recommended)."""
 _PLAIN_OPT_SIZE: Final = len(opt_record(0, False))
+_NO_CNAMES: Final[tuple[bytes, ...]] = ()
+
+ENTRY_OVERHEAD: Final = 256
+"""Bytes an entry costs beyond its key, wire and metadata lengths: the
+objects' headers and allocator rounding, the tuple, the ``due`` float, its
+share of the dict's and the deque's tables. Measured as the growth of the
+resident set per entry over 200,000-600,000 A answers with EDNS (CPython
+3.11, 64-bit): 380-392 bytes for 130 bytes of key, wire and metadata."""
+CNAME_OVERHEAD: Final = 80
+"""Bytes a CNAME target costs beyond its length (its bytes object and its
+tuple slot); measured the same way: 543 bytes for a CNAME-then-A answer
+holding 201 bytes."""
 
 
-class Answer:
-    """One upstream answer ready to be served to any client asking the same question."""
+def entry_size(key: bytes, answer: Answer) -> int:
+    """What ``answer`` stored under ``key`` counts against ``max_bytes``."""
+    size = len(key) + len(answer[WIRE]) + len(answer[META]) + ENTRY_OVERHEAD
+    for target in answer[CNAMES]:
+        size += len(target) + CNAME_OVERHEAD
+    return size
 
-    __slots__ = (
-        "cname_targets",
-        "expires_at",
-        "full",
-        "head",
-        "question",
-        "records",
-        "rendered",
-        "rendered_age",
-        "stored_at",
-        "ttl_offsets",
-        "ttls",
-        "used",
-    )
 
-    def __init__(
-        self,
-        head: bytes,
-        question: bytes,
-        records: bytes,
-        ttl_offsets: tuple[int, ...],
-        ttls: tuple[int, ...],
-        cname_targets: tuple[bytes, ...],
-        stored_at: float,
-        lifetime: float,
-    ) -> None:
-        self.head = head
-        self.question = question
-        self.records = records
-        self.ttl_offsets = ttl_offsets
-        self.ttls = ttls
-        self.cname_targets = cname_targets
-        self.stored_at = stored_at
-        self.expires_at = stored_at + lifetime
-        self.used = False
-        self.rendered_age = -1  # TTLs are clamped on store: render even at age 0
-        self.rendered = records
-        self.full = head + question + records
-        self._render(0)
+def _render(answer: Answer, now: float) -> Answer | None:
+    """``answer`` with its TTLs aged to ``now``; ``None`` once it has expired."""
+    meta = answer[META]
+    stored_at, expires_at = _TIMES.unpack_from(meta)
+    if now >= expires_at:
+        return None
+    age = int(now - stored_at)
+    out = bytearray(answer[WIRE])
+    pack = _TTL.pack_into
+    for offset, ttl in _FIELD.iter_unpack(meta[_TIMES.size :]):
+        pack(out, offset, ttl - age if ttl > age else 0)
+    due = min(stored_at + age + 1, expires_at)
+    return (bytes(out), due, answer[CNAMES], meta)
 
-    def _render(self, age: int) -> None:
-        """Records with every TTL lowered by ``age`` seconds (never below 0)."""
-        out = bytearray(self.records)
-        pack = _TTL.pack_into
-        for offset, ttl in zip(self.ttl_offsets, self.ttls, strict=True):
-            pack(out, offset, ttl - age if ttl > age else 0)
-        self.rendered = bytes(out)
-        self.full = self.head + self.question + self.rendered
-        self.rendered_age = age
 
-    def serve_stale(self, query: Query, ede: bytes) -> bytes:
-        """This answer past its expiry (RFC 8767): every TTL ``STALE_TTL``, and
-        for an EDNS client the ``ede`` option (RFC 8914 code 3, Stale Answer)
-        in filterd's OPT record, which is the last record of an EDNS variant."""
-        out = bytearray(self.records)
-        for offset in self.ttl_offsets:
-            _TTL.pack_into(out, offset, STALE_TTL)
-        if query.has_edns:
-            udp_size = int.from_bytes(out[-_PLAIN_OPT_SIZE + 3 : -_PLAIN_OPT_SIZE + 5], "big")
-            out[-_PLAIN_OPT_SIZE:] = opt_record(udp_size, query.do, 0, ede)
-        head = self.head
-        if not query.data[2] & 0x01:
-            head = bytes((head[0] & 0xFE,)) + head[1:]
-        return query.data[:2] + head + query.data[12 : query.qend] + bytes(out)
+def serve(answer: Answer, query: Query) -> bytes:
+    """``answer`` for ``query``: the client's ID, question and RD bit.
 
-    def serve(self, query: Query, now: float) -> bytes:
-        """This answer for ``query``: client's ID, question and RD bit, TTLs aged.
+    The common case (client asked in lower case with RD=1, as stored) is one
+    concatenation; otherwise the client's own question bytes are spliced in
+    (case preserved for 0x20-randomising clients)."""
+    data = query.data
+    wire = answer[WIRE]
+    if data[2] & 0x01 and data.startswith(query.key[:-1], 12):
+        return data[:2] + wire
+    qend = query.qend
+    head = wire[:10] if data[2] & 0x01 else bytes((wire[0] & 0xFE,)) + wire[1:10]
+    # The stored question spans wire[10 : qend - 2] (wire starts at message offset 2).
+    return data[:2] + head + data[12:qend] + wire[qend - 2 :]
 
-        The common case (client asked in lower case with RD=1, as stored) is
-        one concatenation; otherwise the client's own question bytes are
-        spliced in (case preserved for 0x20-randomising clients)."""
-        age = int(now - self.stored_at)
-        if age != self.rendered_age:
-            self._render(age)
-        data = query.data
-        if data[2] & 0x01 and data.startswith(self.question, 12):
-            return data[:2] + self.full
-        head = self.head
-        if not data[2] & 0x01:
-            head = bytes((head[0] & 0xFE,)) + head[1:]
-        return data[:2] + head + data[12 : query.qend] + self.rendered
+
+def serve_stale(answer: Answer, query: Query, ede: bytes) -> bytes:
+    """``answer`` past its expiry (RFC 8767): every TTL ``STALE_TTL``, and for
+    an EDNS client the ``ede`` option (RFC 8914 code 3, Stale Answer) in
+    filterd's OPT record, which is the last record of an EDNS variant."""
+    out = bytearray(answer[WIRE])
+    for offset, _ in _FIELD.iter_unpack(answer[META][_TIMES.size :]):
+        _TTL.pack_into(out, offset, STALE_TTL)
+    if query.has_edns:
+        udp_size = int.from_bytes(out[-_PLAIN_OPT_SIZE + 3 : -_PLAIN_OPT_SIZE + 5], "big")
+        out[-_PLAIN_OPT_SIZE:] = opt_record(udp_size, query.do, 0, ede)
+    data = query.data
+    if not data[2] & 0x01:
+        out[0] &= 0xFE
+    qend = query.qend
+    return data[:2] + bytes(out[:10]) + data[12:qend] + bytes(out[qend - 2 :])
 
 
 def build_answer(
@@ -148,7 +161,7 @@ def build_answer(
         records += opt_record(max_udp_size, query.do)
         arcount += 1
     ceiling = config.negative_max_ttl if info.negative else config.max_ttl
-    ttls = tuple(max(config.min_ttl, min(ttl, ceiling)) for ttl in info.ttls)
+    ttls = [max(config.min_ttl, min(ttl, ceiling)) for ttl in info.ttls]
     lifetime: float | None = None
     if info.cacheable_ttl is not None:
         lifetime = max(config.min_ttl, min(info.cacheable_ttl, ceiling))
@@ -157,53 +170,70 @@ def build_answer(
     flags_hi = (message[2] & 0xFD) | 0x01
     flags_lo = (message[3] & 0x7F) | 0x80
     head = bytes((flags_hi, flags_lo)) + message[4:10] + struct.pack("!H", arcount)
-    answer = Answer(
-        head,
-        query.key[:-1],
-        records,
-        tuple(offsets),
-        ttls,
-        tuple(info.cname_targets),
-        now,
-        lifetime or 0.0,
-    )
-    return answer, lifetime
+    out = bytearray(head + query.key[:-1] + records)
+    base = len(out) - len(records)  # the records' offset inside the wire bytes
+    meta = bytearray(_TIMES.pack(now, now + (lifetime or 0.0)))
+    for offset, ttl in zip(offsets, ttls, strict=True):
+        _TTL.pack_into(out, base + offset, ttl)
+        meta += _FIELD.pack(base + offset, ttl)
+    targets = tuple(info.cname_targets) if info.cname_targets else _NO_CNAMES
+    # Stored cleared (due 0.0): see the module docstring on CLOCK.
+    return (bytes(out), 0.0, targets, bytes(meta)), lifetime
 
 
 class ResponseCache:
-    """Bounded map from cache key to ``Answer``; expiry checked on read."""
+    """Map from cache key to ``Answer``, bounded by accounted bytes; expiry
+    checked on read."""
 
-    __slots__ = ("_enabled", "_entries", "_stale_for", "expired", "hits", "misses")
+    __slots__ = (
+        "_entries",
+        "_max_bytes",
+        "_order",
+        "_stale_for",
+        "bytes",
+        "evictions",
+        "expired",
+        "hits",
+        "misses",
+    )
 
-    def __init__(self, max_entries: int, stale_for: float = 0.0) -> None:
-        """``max_entries`` 0 disables caching (every query goes upstream);
+    def __init__(self, max_bytes: int, stale_for: float = 0.0) -> None:
+        """``max_bytes`` 0 disables caching (every query goes upstream);
         ``stale_for``: seconds an expired entry is kept for ``stale_answer``."""
-        self._enabled = max_entries > 0
-        self._entries = ClockCache(max(1, max_entries))
+        self._max_bytes = max_bytes
+        self._entries: dict[bytes, Answer] = {}
+        self._order: deque[bytes] = deque()
         self._stale_for = stale_for
+        self.bytes = 0
+        """Accounted size of every entry held (see ``entry_size``)."""
         self.hits = 0
         self.misses = 0
         self.expired = 0
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @property
-    def evictions(self) -> int:
-        return self._entries.evictions
+    def max_bytes(self) -> int:
+        return self._max_bytes
 
     def get(self, key: bytes, now: float) -> Answer | None:
-        answer = self._entries[key]  # None when absent (ClockCache.__missing__)
+        """The live answer for ``key``, its TTLs aged to ``now``; ``None`` on a miss."""
+        answer = self._entries.get(key)
         if answer is None:
             self.misses += 1
             return None
-        if now >= answer.expires_at:
-            if now >= answer.expires_at + self._stale_for:
-                del self._entries[key]  # else kept: a stale answer if upstreams fail
-            self.expired += 1
-            self.misses += 1
-            return None
-        answer.used = True
+        if now >= answer[DUE]:
+            rendered = _render(answer, now)
+            if rendered is None:
+                _, expires_at = _TIMES.unpack_from(answer[META])
+                if now >= expires_at + self._stale_for:
+                    self._remove(key, answer)  # else kept: a stale answer if upstreams fail
+                self.expired += 1
+                self.misses += 1
+                return None
+            self._entries[key] = answer = rendered
         self.hits += 1
         return answer
 
@@ -211,78 +241,65 @@ class ResponseCache:
         """An expired answer still within ``stale_for`` (RFC 8767), for when
         every upstream failed; ``None`` if there is none."""
         answer = self._entries.get(key)
-        if answer is None or now >= answer.expires_at + self._stale_for:
+        if answer is None:
             return None
-        return answer
+        _, expires_at = _TIMES.unpack_from(answer[META])
+        return None if now >= expires_at + self._stale_for else answer
 
     def put(self, key: bytes, answer: Answer) -> None:
-        if self._enabled:
-            self._entries[key] = answer
+        size = entry_size(key, answer)
+        if size > self._max_bytes:
+            return  # also: a cache of 0 bytes is off
+        entries = self._entries
+        old = entries.get(key)
+        if old is None:
+            order = self._order
+            order.append(key)
+            if len(order) > 2 * len(entries) + 1024:
+                # Keys removed on expiry leave stale places behind; rebuild
+                # from the live keys (insertion order) so the deque stays bounded.
+                self._order = deque(entries)
+                self._order.append(key)
+        else:
+            self.bytes -= entry_size(key, old)
+        entries[key] = answer
+        self.bytes += size
+        while self.bytes > self._max_bytes:
+            self._evict_one()
+
+    def _remove(self, key: bytes, answer: Answer) -> None:
+        del self._entries[key]
+        self.bytes -= entry_size(key, answer)
+
+    def _evict_one(self) -> None:
+        """Evict the entry under the CLOCK hand that was not used since it was
+        last examined. Bounded: every pass clears a used entry, so within
+        ``len(order) + 1`` steps an unused one comes up; keys removed since
+        they were queued (expired on read) are dropped on the way."""
+        order = self._order
+        entries = self._entries
+        for _ in range(len(order) + 1):
+            key = order.popleft()
+            answer = entries.get(key)
+            if answer is None:
+                continue
+            if answer[DUE]:
+                entries[key] = (answer[WIRE], 0.0, answer[CNAMES], answer[META])
+                order.append(key)
+                continue
+            self._remove(key, answer)
+            self.evictions += 1
+            return
+        raise AssertionError("cache over its bound with no entry to evict")
 
     def clear(self) -> None:
         self._entries.clear()
+        self._order.clear()
+        self.bytes = 0
 
     def continue_counts(self, previous: ResponseCache) -> None:
         """Count on from ``previous`` (the cache this one replaces on a reload)."""
         self.hits += previous.hits
         self.misses += previous.misses
         self.expired += previous.expired
-        self._entries.evictions += previous.evictions
-
-
-class ClockCache(Cache[bytes, Answer]):
-    """cachetools ``Cache`` with second-chance ("CLOCK") eviction.
-
-    Why not ``LRUCache``: it reorders a linked list on every read, which at a
-    hundred thousand entries costs ~1.8 µs a hit here (cache-missing pointer
-    chases), against ~0.15 µs for the plain ``Cache`` read. CLOCK keeps reads
-    at that cost (a hit only sets ``answer.used``) and approximates LRU where
-    it matters, on eviction: entries are kept in insertion order in a deque;
-    the oldest is evicted unless it was used since it was last examined, in
-    which case it is cleared and moved to the back (Corbató's CLOCK).
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        super().__init__(maxsize)
-        self._order: deque[bytes] = deque()
-        self.evictions = 0
-
-    def __setitem__(self, key: bytes, value: Answer) -> None:
-        new = key not in self
-        super().__setitem__(key, value)
-        if new:
-            order = self._order
-            order.append(key)
-            if len(order) > 2 * self.maxsize:
-                # Keys deleted on expiry leave stale places behind; rebuild
-                # from the live keys (insertion order) so the deque stays bounded.
-                self._order = deque(self)
-
-    def __missing__(self, key: bytes) -> None:  # type: ignore[override]
-        """A miss reads as ``None``: cheaper than the ``KeyError`` a miss raises
-        by default (misses are the start of the slow path, not an error)."""
-        return None
-
-    def popitem(self) -> tuple[bytes, Answer]:
-        """Evict one entry (called by ``Cache.__setitem__`` when full)."""
-        order = self._order
-        # Bounded: every pass clears a flag, so within len(order) + 1 steps an
-        # entry without one comes up. Keys deleted since they were queued
-        # (expired on read) are dropped on the way.
-        for _ in range(len(order) + 1):
-            key = order.popleft()
-            answer = self.get(key)
-            if answer is None:
-                continue
-            if answer.used:
-                answer.used = False
-                order.append(key)
-                continue
-            del self[key]
-            self.evictions += 1
-            return key, answer
-        raise KeyError("cache is empty")
-
-    def clear(self) -> None:
-        super().clear()
-        self._order.clear()
+        self.evictions += previous.evictions

@@ -38,7 +38,7 @@ from typing import Final, Protocol, TypeVar
 from filterd.config import Config
 from filterd.errors import QueryError
 from filterd.model.rules import Action
-from filterd.pipeline.cache import Answer, ResponseCache
+from filterd.pipeline.cache import CNAMES, Answer, ResponseCache, serve, serve_stale
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.policy import CountedBlock, Policy
@@ -51,7 +51,7 @@ from filterd.pipeline.tally import (
     Counters,
     Outcomes,
 )
-from filterd.upstream.exchange import UpstreamIO
+from filterd.upstream.exchange import Reactor, UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.codes import (
     CLASS_IN,
@@ -221,12 +221,12 @@ class Pipeline:
         # 4. cache: a cached key was validated (name, class, type) when stored
         answer = self._cache.get(key, now)
         if answer is not None:
-            if answer.cname_targets:
+            if answer[CNAMES]:
                 blocked = self._cname_block(query, answer, outcomes)
                 if blocked is not None:
                     return self._fit(query, blocked, udp, outcomes) if blocked else None
             outcomes.cached += 1
-            out = answer.serve(query, now)
+            out = serve(answer, query)
             if udp and len(out) > CLASSIC_UDP_SIZE:
                 return self._fit(query, out, udp, outcomes)
             return out
@@ -296,7 +296,7 @@ class Pipeline:
     def _cname_block(self, query: Query, answer: Answer, outcomes: Outcomes) -> bytes | None:
         """The blocked answer if a CNAME target in ``answer`` is blocked (``b""``:
         drop it), ``None`` if every target is allowed."""
-        for target in answer.cname_targets:
+        for target in answer[CNAMES]:
             block, offset = self.policy.check_text(target)
             if block is not None:
                 block.counter.count += 1
@@ -323,7 +323,7 @@ class Pipeline:
                 # RFC 8767: an expired answer beats no answer while upstreams
                 # are down; the client is told (TTL 30 s, EDE 3 Stale Answer).
                 outcomes.stale += 1
-                out = self._fit(query, stale.serve_stale(query, _STALE_EDE), udp, outcomes)
+                out = self._fit(query, serve_stale(stale, query, _STALE_EDE), udp, outcomes)
                 self._send(reply, query, out, now)
                 return
             # Upstream failure is SERVFAIL, never NXDOMAIN: a downstream cache
@@ -332,14 +332,14 @@ class Pipeline:
             ede = ede_option(EDE_NO_REACHABLE_AUTHORITY, f"upstream failure: {reason}")
             self._send(reply, query, query_error(query, SERVFAIL, self._max_udp_size, ede), now)
             return
-        if answer.cname_targets:
+        if answer[CNAMES]:
             blocked = self._cname_block(query, answer, outcomes)
             if blocked is not None:
                 if blocked:
                     self._send(reply, query, self._fit(query, blocked, udp, outcomes), now)
                 return
         outcomes.forwarded += 1
-        self._send(reply, query, self._fit(query, answer.serve(query, now), udp, outcomes), now)
+        self._send(reply, query, self._fit(query, serve(answer, query), udp, outcomes), now)
 
     def _send(self, reply: Reply, query: Query, out: bytes, now: float) -> None:
         """A later answer, through the rate limit if it goes over UDP."""
@@ -357,9 +357,14 @@ def build_pipeline(
     loop: asyncio.AbstractEventLoop,
     counters: Counters,
     blocked_names: BlockedNames | None = None,
+    reactor: Reactor | None = None,
 ) -> Pipeline:
-    """The one place that assembles the stages (order explained in the module docstring)."""
-    cache = ResponseCache(config.cache.max_entries, config.cache.serve_stale)
+    """The one place that assembles the stages (order explained in the module docstring).
+
+    ``reactor``: where upstream I/O is served (the worker's hot path; default ``loop``)."""
+    # Each worker answers its own share of the questions (filterd.listeners.steer),
+    # so the workers' caches together are one cache of ``max_bytes``.
+    cache = ResponseCache(config.cache.max_bytes // config.server.workers, config.cache.serve_stale)
     limits = config.rate_limit
     rrl = (
         ResponseRateLimit(
@@ -376,7 +381,7 @@ def build_pipeline(
 
     def forwarder(pipeline: Pipeline) -> Forwarder:
         return Forwarder(
-            UpstreamIO(loop),
+            UpstreamIO(loop, reactor),
             UpstreamPool(config.upstream),
             cache,
             config.cache,

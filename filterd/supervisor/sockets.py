@@ -18,6 +18,7 @@ from typing import Final
 
 from filterd.config import Config, Endpoint
 from filterd.errors import StartupError
+from filterd.listeners.steer import steer_by_question
 from filterd.listeners.tcp import BACKLOG as TCP_BACKLOG
 
 log = logging.getLogger("filterd")
@@ -95,6 +96,11 @@ def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSocke
         raise
     for worker, sock, is_udp in made:
         (worker.udp if is_udp else worker.tcp).append(sock)
+    if config.server.udp and len(workers) > 1:
+        try:  # one worker per question: one cache per host (filterd.listeners.steer)
+            steer_by_question(workers[0].udp[-1], len(workers))
+        except OSError as exc:
+            log.warning("%s: questions not steered to workers (%s)", endpoint, exc.strerror)
 
 
 def _check_port_free(config: Config, family: socket.AddressFamily, endpoint: Endpoint) -> None:

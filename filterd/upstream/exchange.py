@@ -1,21 +1,26 @@
 """One question resolved upstream: UDP attempts with failover, TCP on truncation.
 
-Anti-spoofing (the traps of small forwarders): every attempt uses a fresh
-UDP socket, connected to the resolver, so the kernel picks a random
-ephemeral source port and drops datagrams from any other address; the query
-ID is drawn from the kernel's CSPRNG; a reply is accepted only if its ID,
-QR bit and question all match (``inspect_response``), anything else is
-counted and ignored while the attempt keeps waiting.
+Anti-spoofing (the traps of small forwarders, RFC 5452): every attempt
+uses a UDP socket connected to the resolver, taken at random from a pool of
+sockets on random ephemeral ports that are closed after a few queries or at
+the first sign of trouble (``filterd.upstream.sockets``), so the source
+port is random per query and the kernel drops datagrams from any other
+address; the query ID is drawn from the kernel's CSPRNG; a reply is
+accepted only if its ID, QR bit and question all match
+(``inspect_response``), anything else is counted and ignored while the
+attempt keeps waiting (and the socket is not reused).
 
 A cache miss is the common slow path, so its machinery is kept lean:
 ``UpstreamIO`` owns one epoll set for all upstream sockets of a worker
-(registered with the event loop once, instead of one ``add_reader`` per
-socket with the selector's bookkeeping), one heap of attempt deadlines
+(registered once with the worker's hot path, ``filterd.listeners.hotloop``,
+so upstream answers are read on the same bare epoll loop as queries, instead
+of one ``add_reader`` per socket with the selector's bookkeeping), one heap of attempt deadlines
 served by a single ticking timer (instead of a timer handle per attempt,
 and with finished attempts removed at once rather than popped later),
 and a buffer of random query IDs refilled by one ``os.urandom`` call per
-thousand queries. Closing a socket removes it from the epoll set, so each
-attempt costs socket, connect, send, epoll add, recv and close. TCP (after
+thousand queries. With sockets reused, an attempt costs a send and a recv
+(socket, connect, epoll add and close once per ``MAX_USES`` queries), and
+the OPT record of the query is built once per (size, DO) pair. TCP (after
 TC=1, RFC 7766 §6.2) is rare and runs as a supervised task.
 
 The whole exchange is bounded by ``deadline``: whatever the upstreams do,
@@ -34,10 +39,11 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from filterd.config import UpstreamConfig
 from filterd.upstream.pool import Upstream, UpstreamPool
+from filterd.upstream.sockets import UDP_TYPE, UdpSockets
 from filterd.wire.answer import BadResponse, ResponseInfo, inspect_response
 from filterd.wire.codes import FORMERR, NOTIMP, REFUSED, SERVFAIL
 from filterd.wire.synth import opt_record
@@ -51,14 +57,27 @@ _LIVE_RCODES: Final = frozenset({SERVFAIL, REFUSED, NOTIMP, FORMERR})
 TICK: Final = 0.01
 """Resolution of attempt timeouts, in seconds."""
 _ID_BATCH: Final = 2048
-# Non-blocking and close-on-exec from creation: no fcntl calls per socket.
-_UDP_TYPE: Final = _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
+_OPTS: dict[tuple[int, bool], bytes] = {}
 
 
 def build_query(question: bytes, query_id: int, *, do: bool, cd: bool, udp_size: int) -> bytes:
     """RD=1 query for the wire ``question`` with an OPT record (RFC 6891)."""
     flags = 0x0100 | (0x0010 if cd else 0)
-    return _HEADER.pack(query_id, flags, 1, 0, 0, 1) + question + opt_record(udp_size, do)
+    opt = _OPTS.get((udp_size, do))
+    if opt is None:
+        opt = _OPTS[udp_size, do] = opt_record(udp_size, do)
+    return _HEADER.pack(query_id, flags, 1, 0, 0, 1) + question + opt
+
+
+class Reactor(Protocol):
+    """Where upstream readiness and deadlines are served: the worker's hot
+    path (``filterd.listeners.hotloop``) or, by default, the asyncio loop."""
+
+    def add_reader(self, fd: int, callback: Callable[[], object]) -> object: ...
+
+    def remove_reader(self, fd: int) -> bool: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> object: ...
 
 
 class UpstreamIO:
@@ -71,8 +90,11 @@ class UpstreamIO:
     attempts cut short by the overall deadline go to a small heap.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, reactor: Reactor | None = None) -> None:
+        """``loop`` runs the rare TCP fallback tasks; ``reactor`` (default: the
+        loop) serves the upstream sockets' readiness and the deadline tick."""
         self.loop = loop
+        self._reactor: Reactor = reactor if reactor is not None else loop
         self._epoll = select.epoll()
         self._waiting: dict[int, Exchange] = {}
         self._uniform: OrderedDict[Exchange, float] = OrderedDict()
@@ -82,7 +104,8 @@ class UpstreamIO:
         self._ids = memoryview(b"")
         self._next_id = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        loop.add_reader(self._epoll.fileno(), self._on_ready)
+        self.sockets = UdpSockets(self._epoll, self.random_below)
+        self._reactor.add_reader(self._epoll.fileno(), self._on_ready)
 
     def random_id(self) -> int:
         position = self._next_id
@@ -93,17 +116,21 @@ class UpstreamIO:
         value: int = self._ids[position]
         return value
 
-    def watch(self, sock: _socket.socket, exchange: Exchange) -> None:
-        fd = sock.fileno()
-        self._epoll.register(fd, select.EPOLLIN)
-        self._waiting[fd] = exchange
+    def random_below(self, bound: int) -> int:
+        """A random integer in [0, ``bound``) for ``bound`` up to 65536 (CSPRNG,
+        modulo bias below 0.1 % for the pool sizes it picks among)."""
+        return self.random_id() % bound
 
-    def forget(self, sock: _socket.socket, exchange: Exchange) -> None:
-        """Stop watching and close ``sock`` (closing also leaves the epoll set);
-        the attempt's deadline goes with it."""
+    def watch(self, sock: _socket.socket, exchange: Exchange) -> None:
+        """``sock`` (registered when it was adopted by ``sockets``) now answers ``exchange``."""
+        self._waiting[sock.fileno()] = exchange
+
+    def forget(self, sock: _socket.socket, exchange: Exchange, *, clean: bool = False) -> None:
+        """Stop watching ``sock`` and give it back (kept for another query only
+        if the exchange on it ended ``clean``); the attempt's deadline goes with it."""
         self._waiting.pop(sock.fileno(), None)
         self._uniform.pop(exchange, None)
-        sock.close()
+        self.sockets.give_back(sock, clean=clean)
 
     def expire(self, at: float, exchange: Exchange, attempt: int, *, uniform: bool) -> None:
         """Call ``exchange.timed_out(attempt)`` at ``at`` unless the attempt ends first.
@@ -115,7 +142,7 @@ class UpstreamIO:
             heapq.heappush(self._capped, (at, next(self._sequence), exchange, attempt))
         if not self._ticking:
             self._ticking = True
-            self.loop.call_later(TICK, self._tick)
+            self._reactor.call_later(TICK, self._tick)
 
     def _on_ready(self) -> None:
         waiting = self._waiting
@@ -123,6 +150,8 @@ class UpstreamIO:
             exchange = waiting.get(fd)
             if exchange is not None:
                 exchange.readable()
+            else:
+                self.sockets.stray(fd)  # an idle socket: nothing legitimate comes there
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -138,12 +167,13 @@ class UpstreamIO:
             _, _, exchange, attempt = heapq.heappop(capped)
             exchange.timed_out(attempt)
         if uniform or capped:
-            self.loop.call_later(TICK, self._tick)
+            self._reactor.call_later(TICK, self._tick)
         else:
             self._ticking = False
 
     def close(self) -> None:
-        self.loop.remove_reader(self._epoll.fileno())
+        self._reactor.remove_reader(self._epoll.fileno())
+        self.sockets.close()
         self._epoll.close()
         for task in self.tasks:
             task.cancel()
@@ -155,6 +185,7 @@ class Exchange:
     __slots__ = (
         "_attempts",
         "_cd",
+        "_clean",
         "_config",
         "_deadline",
         "_do",
@@ -168,7 +199,6 @@ class Exchange:
         "_sock",
         "_tried",
         "_upstream",
-        "errors",
     )
 
     def __init__(
@@ -198,7 +228,7 @@ class Exchange:
         self._upstream: Upstream | None = None
         self._query_id = 0
         self._sent_at = 0.0
-        self.errors: list[str] = []
+        self._clean = True
 
     def start(self) -> None:
         self._next_attempt("no upstream configured")
@@ -218,14 +248,25 @@ class Exchange:
             self._question, query_id, do=self._do, cd=self._cd, udp_size=self._config.edns_udp_size
         )
         upstream.queries += 1
-        try:
-            sock = _socket.socket(upstream.family, _UDP_TYPE)
-        except OSError:
-            self._attempt_failed("socket", health=False)
-            return
+        sockets = self._io.sockets
+        address = (upstream.family, upstream.sockaddr)
+        sock = sockets.take(address)
+        if sock is None:
+            try:
+                sock = _socket.socket(upstream.family, UDP_TYPE)
+            except OSError:
+                self._attempt_failed("socket", health=False)
+                return
+            try:
+                sock.connect(upstream.sockaddr)  # the kernel picks a random port
+                sockets.adopt(address, sock)
+            except OSError:
+                sock.close()
+                self._attempt_failed("network")
+                return
         self._sock = sock
+        self._clean = True
         try:
-            sock.connect(upstream.sockaddr)
             sock.send(message)
         except OSError:
             self._attempt_failed("network")
@@ -238,17 +279,17 @@ class Exchange:
         else:
             self._io.expire(self._deadline, self, self._attempts, uniform=False)
 
-    def _close_socket(self) -> None:
+    def _close_socket(self, *, clean: bool = False) -> None:
+        """Done with the attempt's socket: back to the pool if ``clean``, else closed."""
         sock = self._sock
         if sock is not None:
             self._sock = None
-            self._io.forget(sock, self)
+            self._io.forget(sock, self, clean=clean)
 
     def _attempt_failed(self, reason: str, *, health: bool = True) -> None:
         self._close_socket()
         assert self._upstream is not None
         self._pool.failed(self._upstream, reason, time.monotonic(), health=health)
-        self.errors.append(reason)
         self._next_attempt(reason)
 
     def timed_out(self, attempt: int) -> None:
@@ -276,18 +317,20 @@ class Exchange:
         try:
             info = inspect_response(message, self._question, self._query_id)
         except BadResponse:
-            # Not our answer (spoofed, stale or broken): keep waiting for the real one.
+            # Not our answer (spoofed, stale or broken): keep waiting for the
+            # real one, and never reuse a port someone is aiming at.
             upstream.errors["mismatch"] += 1
+            self._clean = False
             return
         if info.truncated:
-            self._close_socket()
+            self._close_socket(clean=self._clean)
             self._start_tcp(upstream)
             return
         if info.rcode in _LIVE_RCODES:
             # The resolver answered, so it is alive; another may do better.
             self._attempt_failed(f"rcode_{info.rcode}", health=False)
             return
-        self._close_socket()
+        self._close_socket(clean=self._clean)
         self._pool.succeeded(upstream, time.monotonic() - self._sent_at)
         self._finish(message, info, "")
 
@@ -317,7 +360,6 @@ class Exchange:
         except (TimeoutError, OSError, asyncio.IncompleteReadError, BadResponse) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else "tcp"
             self._pool.failed(upstream, reason, time.monotonic())
-            self.errors.append(reason)
             self._next_attempt(reason)
             return
         finally:
@@ -325,7 +367,6 @@ class Exchange:
                 writer.close()
         self._pool.succeeded(upstream, time.monotonic() - started)
         if info.rcode in _LIVE_RCODES or info.truncated:
-            self.errors.append(f"rcode_{info.rcode}")
             self._next_attempt(f"rcode_{info.rcode}")
             return
         self._finish(reply, info, "")

@@ -139,7 +139,7 @@ def test_the_trail_verifies_and_the_report_matches_the_metrics(
     traffic(daemon)
     (daemon.directory / "local.txt").write_text("local-block.example\nmore.example\n")
     assert daemon.reload()
-    daemon.config_path.write_text(good_config + "cache: {max_entries: lots}\n")
+    daemon.config_path.write_text(good_config + "cache: {max_bytes: lots}\n")
     assert not daemon.reload()
     daemon.config_path.write_text(good_config)
     authority.publish([*BASE, make_entry("newly-banned.example", "block", "fraud", "QD-3")])
@@ -186,7 +186,7 @@ def test_the_trail_verifies_and_the_report_matches_the_metrics(
     reloads = [(r["result"], r["error"] is None) for r in trail_records if r["event"] == "reload"]
     assert reloads == [("success", True), ("failure", False)]
     bad = next(r for r in trail_records if r["event"] == "reload" and r["result"] == "failure")
-    assert "cache.max_entries" in bad["error"]
+    assert "cache.max_bytes" in bad["error"]
     rejected = [r for r in trail_records if r["event"] == "sync_rejected"]
     # The second refusal came at start-up, before the first install: nothing
     # was served yet, and the record says so.

@@ -52,7 +52,7 @@ def test_sighup_swaps_in_a_new_list(make_daemon: DaemonFactory, upstream: FakeUp
     ("old", "new", "message"),
     [
         ("state_dir: state", "state_dir: [", "invalid YAML"),
-        ("state_dir: state", "cache: {max_entries: lots}", "cache.max_entries: must be a whole"),
+        ("state_dir: state", "cache: {max_bytes: lots}", "cache.max_bytes: must be a whole"),
         ("path: local.txt", "path: missing.txt", "cannot read list 'local'"),
     ],
 )
@@ -191,6 +191,28 @@ def test_two_workers_share_the_port(make_daemon: DaemonFactory, upstream: FakeUp
     assert metrics['filterd_queries_total{outcome="blocked",protocol="udp",qtype="A"}'] == 40
     # Histograms are summed bucket by bucket across workers.
     assert metrics['filterd_query_duration_seconds_count{path="fast",protocol="udp"}'] == 40
+
+
+def test_two_workers_hold_one_cache(make_daemon: DaemonFactory, upstream: FakeUpstream) -> None:
+    """Questions are steered to workers (filterd.listeners.steer): asked again
+    from other source ports, in other case, every answer comes from the cache
+    and every name went upstream once, not once per worker."""
+    config = standard_config(upstream.endpoint).replace(
+        'server: {listen: ["{dns}"]}', 'server: {listen: ["{dns}"], workers: 2}'
+    )
+    names = [f"host{i}.example.com" for i in range(16)]
+    for name in names:
+        upstream.add(name, "A", "192.0.2.99")
+    daemon = make_daemon(config).start()
+    for name in names:
+        assert daemon.query(name).rcode() == dns.rcode.NOERROR
+    for _ in range(3):  # each query from a fresh source port
+        for name in names:
+            assert daemon.query(name.upper()).rcode() == dns.rcode.NOERROR
+    assert [len(upstream.queries_for(name)) for name in names] == [1] * len(names)
+    metrics = daemon.metrics()
+    assert metrics["filterd_cache_hits_total"] == 3 * len(names)
+    assert metrics["filterd_cache_entries"] == len(names)
 
 
 def test_a_second_instance_on_the_same_port_is_refused(

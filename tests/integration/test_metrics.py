@@ -89,7 +89,7 @@ def test_counters_stay_monotonic_across_a_reload_that_rebuilds_the_pipeline(
     for _ in range(3):  # one miss, two hits
         daemon.query("www.example.com")
     # A new cache size builds a new pipeline (and an empty cache) in the worker.
-    daemon.write_config(config + "cache: {max_entries: 5000}\n")
+    daemon.write_config(config + "cache: {max_bytes: 5000000}\n")
     assert daemon.reload()
     daemon.query("www.example.com")  # a miss again: the new cache is empty
     metrics = daemon.metrics()

@@ -24,7 +24,7 @@ def test_defaults() -> None:
     assert config.upstream.servers == (Endpoint("192.0.2.53", 53),)
     assert config.blocking.default_action is Action.NXDOMAIN
     assert config.blocking.ttl == 5
-    assert config.cache.max_entries == 100000
+    assert config.cache.max_bytes == 512 * 1024 * 1024
     assert config.admin.listen == Endpoint("127.0.0.1", 9553)
     assert any(str(net) == "10.0.0.0/8" for net in config.access.allow)
 
@@ -37,7 +37,7 @@ def test_every_problem_is_reported_with_line_and_path() -> None:
         "upstream:\n"
         "  servers: ['192.0.2.1']\n"
         "  timeout: fast\n"
-        "cache: {max_entries: -1}\n"
+        "cache: {max_bytes: -1}\n"
         "lists:\n"
         "  - name: national\n"
         "    path: n.txt\n"
@@ -47,17 +47,22 @@ def test_every_problem_is_reported_with_line_and_path() -> None:
         "f.yaml:2: server.listen: item 1: port '99999' is not a number from 0 to 65535",
         "f.yaml:3: server.workrs: unknown key",
         "f.yaml:6: upstream.timeout: must be a number of seconds, got str 'fast'",
-        "f.yaml:7: cache.max_entries: must be between 0 and 100000000, got -1",
+        "f.yaml:7: cache.max_bytes: must be between 0 and 1099511627776, got -1",
         "f.yaml:11: lists[0].format: must be one of auto, domains, hosts, adblock, rpz, native,"
         " got 'csv'",
     ]
 
 
+def test_the_old_count_bound_of_the_cache_points_to_its_replacement() -> None:
+    found = problems("upstream: {servers: ['192.0.2.1']}\ncache: {max_entries: 100000}\n")
+    assert found == ["f.yaml:2: cache.max_entries: replaced by cache.max_bytes (a bound in bytes)"]
+
+
 def test_duplicate_keys_and_list_names() -> None:
     found = problems(
         "upstream: {servers: ['192.0.2.1']}\n"
-        "cache: {max_entries: 1}\n"
-        "cache: {max_entries: 2}\n"
+        "cache: {max_bytes: 1}\n"
+        "cache: {max_bytes: 2}\n"
         "lists:\n"
         "  - {name: a, path: a.txt}\n"
         "  - {name: a, path: b.txt}\n"

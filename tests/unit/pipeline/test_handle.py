@@ -80,7 +80,7 @@ def pipeline(tmp_path: Path) -> Pipeline:
     report = compile_lists(config)
     matcher, sources = open_matcher(report.index_path)
     policy = Policy(matcher, sources, BlockingConfig(), 1232, {})
-    cache = ResponseCache(1000, 0)
+    cache = ResponseCache(1 << 20, 0)
     forwarder = RecordingForwarder()
 
     def make_forwarder(_: Pipeline) -> Forwarder:

@@ -1,0 +1,287 @@
+"""The worker's event loop: the query path on bare epoll, asyncio beside it.
+
+A UDP query that wakes a worker on its own (any rate below saturation) pays
+the event loop's fixed cost per wake-up. asyncio's is about 10 µs of CPU
+here: one ``_run_once`` pass (timer heap, a ``Handle`` per ready file
+descriptor, its ``Context.run``), against Unbound's 3 µs for the whole
+query. That was the structural part of filterd's p50 at 10k qps being
+1.2-1.7x Unbound's (bench/README.md, ``bench/floor``).
+
+``HotSelector`` is the selector of the worker's asyncio loop (asyncio lets a
+loop be built on any ``selectors.BaseSelector``). Besides asyncio's own file
+descriptors, one epoll set holds *hot* readers: the UDP listening sockets and
+the upstream exchanges' epoll set. Their callbacks run inside ``select``
+itself, with no ``Handle``, and ``select`` keeps serving them in a bare
+``epoll.poll`` loop, with its own timer heap (the upstream deadline tick) and
+after-batch callbacks (flushing late UDP answers in one ``sendmmsg``), for as
+long as asyncio has nothing to do: it returns to asyncio when an asyncio file
+descriptor is ready, when asyncio's timeout (its next timer) has passed, and
+when a hot callback gave asyncio work (a callback made ready, or a timer
+earlier than the one it was waiting for: a TCP fallback task, a TCP
+connection's idle timer). asyncio keeps what it earns its keep with: the
+control channel, TCP (RFC 7766 framing, idle and message timeouts, flow
+control), signals, probes and the drain.
+
+Hot callbacks and asyncio callbacks run on one thread, one at a time: no
+locks enter the query path. The check for asyncio's pending work reads the
+loop's ready queue and timer heap (``_ready``, ``_scheduled``: attributes of
+CPython's ``BaseEventLoop`` since 3.4); on a loop without them ``select``
+returns after every batch, which is correct and only slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import select
+import selectors
+import weakref
+from collections.abc import Callable, Mapping
+from time import monotonic
+from typing import Any, Final, Protocol
+
+log = logging.getLogger("filterd.hotloop")
+
+MAX_EVENTS: Final = 256
+Callback = Callable[[], object]
+
+
+class Reactor(Protocol):
+    """What the query path needs from a loop: readers, timers, deferred calls.
+
+    Both ``HotSelector`` (the worker's hot path) and an asyncio event loop
+    (tests, tools) provide it."""
+
+    def add_reader(self, fd: int, callback: Callback) -> object: ...
+
+    def remove_reader(self, fd: int) -> bool: ...
+
+    def call_later(self, delay: float, callback: Callback) -> object: ...
+
+    def call_soon(self, callback: Callback) -> object: ...
+
+
+class HotTimer:
+    """A hot-path timer; ``cancel`` makes it a no-op."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callback | None) -> None:
+        self.callback = callback
+
+    def cancel(self) -> None:
+        self.callback = None
+
+
+class HotSelector(selectors.BaseSelector):
+    """An epoll selector for asyncio that also runs the hot path; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._hot: dict[int, Callback] = {}
+        self._timers: list[tuple[float, int, HotTimer]] = []
+        self._sequence = itertools.count()
+        self._soon: list[Callback] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._asyncio_ready: Any = None
+        self._asyncio_timers: Any = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop this selector serves (for its pending work and error reports)."""
+        self._loop = loop
+        self._asyncio_ready = getattr(loop, "_ready", None)
+        self._asyncio_timers = getattr(loop, "_scheduled", None)
+
+    # --------------------------------------------------------- the hot path
+
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        if fd in self._keys:
+            raise ValueError(f"fd {fd} is registered with asyncio")
+        if fd in self._hot:
+            self._epoll.modify(fd, select.EPOLLIN)
+        else:
+            self._epoll.register(fd, select.EPOLLIN)
+        self._hot[fd] = callback
+
+    def remove_reader(self, fd: int) -> bool:
+        if self._hot.pop(fd, None) is None:
+            return False
+        with contextlib.suppress(OSError):  # closed already: closing left the epoll set
+            self._epoll.unregister(fd)
+        return True
+
+    def call_later(self, delay: float, callback: Callback) -> HotTimer:
+        timer = HotTimer(callback)
+        heapq.heappush(self._timers, (monotonic() + delay, next(self._sequence), timer))
+        return timer
+
+    def call_soon(self, callback: Callback) -> None:
+        """Run ``callback`` after the current batch of events (before the next poll)."""
+        self._soon.append(callback)
+
+    def _run(self, callback: Callback) -> None:
+        try:
+            callback()
+        except Exception as exc:
+            self._report(callback, exc)
+
+    def _report(self, callback: Callback, exc: Exception) -> None:
+        """A bug must not stop the loop: asyncio's exception handler logs it."""
+        if self._loop is not None:
+            self._loop.call_exception_handler(
+                {"message": f"hot-path callback {callback!r} failed", "exception": exc}
+            )
+        else:
+            log.exception("hot-path callback %r failed", callback, exc_info=exc)
+
+    def _run_due(self) -> None:
+        """Due timers, then deferred calls (which may queue more deferred calls)."""
+        timers = self._timers
+        if timers and timers[0][0] <= monotonic():
+            now = monotonic()
+            while timers and timers[0][0] <= now:
+                callback = heapq.heappop(timers)[2].callback
+                if callback is not None:
+                    self._run(callback)
+        while self._soon:
+            soon, self._soon = self._soon, []
+            for callback in soon:
+                self._run(callback)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        now = monotonic()
+        forever = timeout is None
+        deadline = 0.0 if timeout is None else now + max(timeout, 0.0)
+        asyncio_ready, asyncio_timers = self._asyncio_ready, self._asyncio_timers
+        watching = asyncio_ready is not None and asyncio_timers is not None
+        # asyncio's next timer when it called us: an earlier one is new work.
+        first = asyncio_timers[0] if watching and asyncio_timers else None
+        now_only = not watching or bool(asyncio_ready)
+        poll = self._epoll.poll
+        hot = self._hot
+        timers = self._timers
+        if self._soon or (timers and timers[0][0] <= now):
+            self._run_due()
+        while True:
+            if now_only:
+                wait = 0.0
+            elif timers:
+                until = timers[0][0] if forever else min(deadline, timers[0][0])
+                wait = max(until - now, 0.0)
+            else:
+                wait = -1.0 if forever else max(deadline - now, 0.0)
+            ready: list[tuple[selectors.SelectorKey, int]] = []
+            for fd, flags in poll(wait, MAX_EVENTS):
+                callback = hot.get(fd)
+                if callback is None:
+                    self._asyncio_event(ready, fd, flags)
+                    continue
+                try:
+                    callback()
+                except Exception as exc:
+                    self._report(callback, exc)
+            now = monotonic()
+            if self._soon or (timers and timers[0][0] <= now):
+                self._run_due()
+            if ready or now_only or asyncio_ready:
+                return ready
+            if asyncio_timers and asyncio_timers[0] is not first:
+                top = asyncio_timers[0]
+                if first is None or top.when() < first.when():
+                    return ready  # a hot callback gave asyncio an earlier timer
+                first = top
+            if not forever and now >= deadline:
+                return ready
+
+    def _asyncio_event(
+        self, ready: list[tuple[selectors.SelectorKey, int]], fd: int, flags: int
+    ) -> None:
+        """Add ``fd``'s event to ``ready`` as asyncio expects it, if it is asyncio's."""
+        key = self._keys.get(fd)
+        if key is None:
+            return
+        events = 0
+        if flags & ~select.EPOLLIN:
+            events |= selectors.EVENT_WRITE
+        if flags & ~select.EPOLLOUT:
+            events |= selectors.EVENT_READ
+        ready.append((key, events & key.events))
+
+    # ------------------------------------------------- selectors.BaseSelector
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = _fd(fileobj)
+        if fd in self._keys or fd in self._hot:
+            raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._epoll.register(fd, _epoll_mask(events))
+        self._keys[fd] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = _fd(fileobj)
+        key = self._keys.pop(fd)
+        with contextlib.suppress(OSError):  # closed already
+            self._epoll.unregister(fd)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = _fd(fileobj)
+        key = self._keys[fd]
+        if events != key.events:
+            self._epoll.modify(fd, _epoll_mask(events))
+        key = key._replace(events=events, data=data)
+        self._keys[fd] = key
+        return key
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._keys[_fd(fileobj)]
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return dict(self._keys)
+
+    def close(self) -> None:
+        self._keys.clear()
+        self._hot.clear()
+        self._epoll.close()
+
+
+def _fd(fileobj: Any) -> int:
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor {fd}")
+    return fd
+
+
+def _epoll_mask(events: int) -> int:
+    mask = 0
+    if events & selectors.EVENT_READ:
+        mask |= select.EPOLLIN
+    if events & selectors.EVENT_WRITE:
+        mask |= select.EPOLLOUT
+    return mask
+
+
+_SELECTORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HotSelector] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def serving_loop() -> asyncio.AbstractEventLoop:
+    """An asyncio event loop whose selector runs the hot path (``asyncio.Runner``'s
+    ``loop_factory`` in the worker)."""
+    selector = HotSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    selector.attach(loop)
+    _SELECTORS[loop] = selector
+    return loop
+
+
+def reactor_for(loop: asyncio.AbstractEventLoop) -> Reactor:
+    """The hot path of ``loop`` if it is a ``serving_loop``, else the loop itself."""
+    selector = _SELECTORS.get(loop)
+    return selector if selector is not None else loop
