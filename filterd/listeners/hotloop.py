@@ -160,7 +160,8 @@ class HotSelector(selectors.BaseSelector):
         watching = asyncio_ready is not None and asyncio_timers is not None
         # asyncio's next timer when it called us: an earlier one is new work.
         first = asyncio_timers[0] if watching and asyncio_timers else None
-        now_only = not watching or bool(asyncio_ready)
+        now_only = watching and bool(asyncio_ready)
+        once = not watching  # cannot see asyncio's work: one poll, then back
         poll = self._epoll.poll
         hot = self._hot
         timers = self._timers
@@ -187,7 +188,7 @@ class HotSelector(selectors.BaseSelector):
             now = monotonic()
             if self._soon or (timers and timers[0][0] <= now):
                 self._run_due()
-            if ready or now_only or asyncio_ready:
+            if ready or now_only or once or asyncio_ready:
                 return ready
             if asyncio_timers and asyncio_timers[0] is not first:
                 top = asyncio_timers[0]

@@ -159,6 +159,27 @@ def test_asyncio_file_descriptors_still_work(
     assert loop.remove_reader(receiver.fileno())
 
 
+def test_without_a_view_of_asyncio_select_polls_once_with_its_timeout(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A selector attached to no loop cannot see asyncio's pending work: it
+    serves one batch of events (or waits out the timeout) and returns."""
+    receiver, sender = pair
+    selector = HotSelector()
+    got: list[bytes] = []
+    try:
+        selector.add_reader(receiver.fileno(), lambda: got.append(receiver.recv(512)))
+        assert selector.select(0.01) == []  # nothing came: back after the timeout
+        sender.send(b"one")
+        for _ in range(100):  # bounded: each call waits at most 0.05 s
+            if got:
+                break
+            selector.select(0.05)
+        assert got == [b"one"]
+    finally:
+        selector.close()
+
+
 def test_a_plain_loop_is_its_own_reactor() -> None:
     plain = asyncio.new_event_loop()
     try:
