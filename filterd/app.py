@@ -644,7 +644,7 @@ class Supervisor:
             generation, self.config, str(self._index_path), overlay=overlay, sources=sources
         )
         await self._send_install(message)
-        self._serving = Matcher(serving.index, serving.mandatory, overlay)
+        self._serving = serving.with_overlay(overlay)
         self._sources = sources
         self.state.generation = generation
         self.state.sources = [asdict(source) for source in sources]

@@ -152,6 +152,7 @@ class FilterdCollector(Collector):
         for (source, category, action), count in sorted(stats.get("block_counts", {}).items()):
             blocked.add_metric([source, category, action], count)
         yield blocked
+        yield from self._groups(stats)
         forward = stats.get("forward", {})
         yield _gauge(
             "filterd_upstream_inflight", "Upstream exchanges in flight.", forward.get("inflight", 0)
@@ -225,6 +226,24 @@ class FilterdCollector(Collector):
             "TCP connections closed because a query did not arrive whole in tcp_message_timeout.",
             tcp.get("slow_closed", 0),
         )
+
+    def _groups(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        """Per client group (docs/profiles.md): the label is a group name
+        from the configuration, never a client address."""
+        families = {
+            "queries": ("filterd_group_queries", "Queries decoded, by the client's group."),
+            "blocked": ("filterd_group_blocked", "Blocked answers, by the client's group."),
+            "rewritten": (
+                "filterd_group_rewritten",
+                "Safe-search rewrites (CNAME to the restricted host), by the client's group.",
+            ),
+        }
+        groups = stats.get("groups", {})
+        for key, (name, documentation) in families.items():
+            family = CounterMetricFamily(name, documentation, labels=["group"])
+            for group, counts in sorted(groups.items()):
+                family.add_metric([group], counts.get(key, 0))
+            yield family
 
     def _cache(self, stats: dict[str, Any]) -> Iterator[Metric]:
         cache = stats.get("cache", {})
