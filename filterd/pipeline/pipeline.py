@@ -47,7 +47,13 @@ from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.policy import ClientGroup, CountedBlock, Policy, Rewrite
 from filterd.pipeline.ratelimit import ResponseRateLimit
-from filterd.pipeline.rewrite import RewriteReply, question_for, rewritten
+from filterd.pipeline.rewrite import (
+    RewriteReply,
+    from_cache,
+    question_for,
+    rewritten,
+    target_key,
+)
 from filterd.pipeline.tally import (
     NO_QTYPE,
     OTHER_QTYPE,
@@ -289,12 +295,12 @@ class Pipeline:
         """Safe search: answer the target's records under a CNAME, from the
         cache or once upstream answers the target's question."""
         group.counter.rewritten += 1
-        target = question_for(query, rewrite)
-        if target is None:
-            outcomes.servfail += 1
-            return rewritten(query, rewrite, b"", self._max_udp_size, udp)
-        answer = self._cache.get(target.key, now)
+        answer = self._cache.get(target_key(query, rewrite), now)
         if answer is None:
+            target = question_for(query, rewrite)
+            if target is None:
+                outcomes.servfail += 1
+                return rewritten(query, rewrite, b"", self._max_udp_size, udp)
             reply = RewriteReply(query, rewrite, source.reply(client, now), self._max_udp_size)
             self._forwarder.forward(target, reply)
             return None
@@ -305,7 +311,7 @@ class Pipeline:
         if stopped is not None:
             return self._fit(query, stopped, udp, outcomes) if stopped else None
         outcomes.cached += 1
-        return rewritten(query, rewrite, answer.serve(target, now), self._max_udp_size, udp)
+        return from_cache(query, rewrite, answer, now, self._max_udp_size, udp)
 
     def _refuse(self, data: bytes, outcomes: Outcomes) -> bytes | None:
         if self._deny_drop:

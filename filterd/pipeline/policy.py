@@ -42,7 +42,7 @@ from filterd.wire.subnet import client_subnet
 from filterd.wire.synth import BlockAnswer
 
 MEMO_LIMIT: Final = 200_000
-"""Verdicts memoised per snapshot, shared out between the views in use."""
+"""Verdicts memoised per memo (each is cleared when full)."""
 ADDRESS_LIMIT: Final = 65_536
 """Client addresses whose group is memoised (cleared when full: a spoofed
 flood cannot grow it)."""
@@ -78,14 +78,17 @@ class CountedBlock(BlockAnswer):
 
 
 class Rewrite:
-    """Safe search: the name is answered as ``target`` (``filterd.wire.rewrite``)."""
+    """Safe search: the name is answered as ``target`` (``filterd.wire.rewrite``).
 
-    __slots__ = ("target", "target_wire", "ttl")
+    ``spliced`` memoises finished answers (``filterd.pipeline.rewrite``)."""
+
+    __slots__ = ("spliced", "target", "target_wire", "ttl")
 
     def __init__(self, target: bytes, ttl: int) -> None:
         self.target = target
         self.target_wire = text_to_wire(target)
         self.ttl = ttl
+        self.spliced: dict[bytes, tuple[object, int, bytes]] = {}
 
 
 Verdict = tuple[CountedBlock | Rewrite | None, int]
@@ -94,11 +97,18 @@ PASS: Final[Verdict] = (None, 0)
 
 
 class View:
-    """One profile's verdicts within one snapshot, memoised per question."""
+    """One profile's verdicts within one snapshot, memoised per question.
+
+    A verdict that is the same for every profile in use (allowed, no rule
+    an opt-in category could change, no rewrite: most names) is memoised
+    once for all views, in the policy's ``everyone`` memo, so that four
+    groups cost no more memory than one; only the rest is the view's own
+    (and only that is dropped when the view's mask changes)."""
 
     __slots__ = (
         "_answers",
-        "_limit",
+        "_everyone",
+        "_everyone_text",
         "_memo",
         "_policy",
         "_rewrites",
@@ -108,62 +118,72 @@ class View:
         "profile",
     )
 
-    def __init__(self, policy: Policy, profile: Profile, limit: int) -> None:
+    def __init__(self, policy: Policy, profile: Profile, shared: bool) -> None:
+        """``shared``: several views are in use (else this view's memos are
+        the ``everyone`` memos too)."""
         self._policy = policy
         self.profile = profile
         self.mask = 0
-        self._limit = limit
         self._memo: dict[bytes, Verdict] = {}
         self._text_memo: dict[bytes, Verdict] = {}
+        self._everyone = policy.everyone if shared else self._memo
+        self._everyone_text = policy.everyone_text if shared else self._text_memo
         self._answers: dict[Rule, CountedBlock] = {}
         self._rewrites = profile.rewrites
         self._targets: dict[bytes, Rewrite] = {}
 
     def memoised(self, key: bytes) -> Verdict | None:
         """The verdict already decided for a query's cache key, if any."""
-        return self._memo.get(key)
+        verdict = self._everyone.get(key)
+        if verdict is None:
+            verdict = self._memo.get(key)
+        return verdict
 
     def decide(self, key: bytes, name_length: int) -> Verdict:
         """Decide (and memoise) for a validated query's cache key, whose first
         ``name_length`` bytes are the lower-cased wire name. Memoised by the
         whole key (type and variant included): one dict lookup per query and
         no slicing, at the price of one memo entry per type asked for a name."""
-        verdict = self._decide(key[:name_length])
-        if len(self._memo) >= self._limit:
-            self._memo.clear()
-        self._memo[key] = verdict
+        text = wire_to_text(key[:name_length])
+        verdict, everyone = self._decide(text) if text else (PASS, True)
+        _remember(self._everyone if everyone else self._memo, key, verdict)
         return verdict
 
     def check_text(self, name: bytes) -> Verdict:
         """Verdict for a canonical text name (CNAME targets), memoised apart from
         wire names (CDN aliases recur in many cached answers). Blocks only: a
         CNAME target is never rewritten."""
-        verdict = self._text_memo.get(name)
+        verdict = self._everyone_text.get(name) or self._text_memo.get(name)
         if verdict is None:
-            verdict = self._verdict(self._policy.decision(name, self.mask))
-            if len(self._text_memo) >= self._limit:
-                self._text_memo.clear()
-            self._text_memo[name] = verdict
+            found = self._policy.choices(name)
+            decision = found.pick(self.mask) if isinstance(found, Choices) else found
+            verdict = self._verdict(decision)
+            everyone = verdict is PASS and not isinstance(found, Choices)
+            _remember(self._everyone_text if everyone else self._text_memo, name, verdict)
         return verdict
 
     def clear(self) -> None:
-        """Forget every verdict (the mask changed)."""
+        """Forget this view's own verdicts (its mask changed); with one view
+        in use they are every verdict, and all go."""
         self._memo.clear()
         self._text_memo.clear()
 
-    def _decide(self, wire_name: bytes) -> Verdict:
-        text = wire_to_text(wire_name)
-        if not text:
-            return PASS
-        verdict = self._verdict(self._policy.decision(text, self.mask))
+    def _decide(self, text: bytes) -> tuple[Verdict, bool]:
+        """The verdict for canonical ``text``, and whether every view in use
+        gets the same (allowed, whatever the mask, and rewritten by none)."""
+        policy = self._policy
+        found = policy.choices(text)
+        varies = isinstance(found, Choices)
+        verdict = self._verdict(found.pick(self.mask) if isinstance(found, Choices) else found)
         if verdict[0] is None and self._rewrites:
             target = self._rewrites.get(text)
             if target is not None:
                 rewrite = self._targets.get(target)
                 if rewrite is None:
-                    rewrite = self._targets[target] = Rewrite(target, self._policy.blocking.ttl)
-                return (rewrite, 0)
-        return verdict
+                    rewrite = self._targets[target] = Rewrite(target, policy.blocking.ttl)
+                return (rewrite, 0), False
+        everyone = verdict is PASS and not varies and text not in policy.rewritten
+        return verdict, everyone
 
     def _verdict(self, decision: Decision) -> Verdict:
         if not decision.blocked or decision.rule is None:
@@ -199,6 +219,12 @@ class View:
         return answer
 
 
+def _remember(memo: dict[bytes, Verdict], key: bytes, verdict: Verdict) -> None:
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = verdict
+
+
 class ClientGroup:
     """A group within one snapshot: its counter (which outlives the
     snapshot) and its profile's view."""
@@ -225,7 +251,10 @@ class Policy:
         "_views",
         "blocking",
         "counters",
+        "everyone",
+        "everyone_text",
         "max_udp_size",
+        "rewritten",
         "sources",
     )
 
@@ -251,9 +280,14 @@ class Policy:
         self._clock = clock
         table = profiles.groups
         used = {profile.name: profile for profile in profiles.group_profiles}
-        limit = max(10_000, MEMO_LIMIT // len(used))
-        self._views = {name: View(self, profile, limit) for name, profile in used.items()}
-        self._choices: dict[bytes, Decision | Choices] | None = {} if len(used) > 1 else None
+        shared = len(used) > 1
+        self.everyone: dict[bytes, Verdict] = {}
+        """Verdicts every view in use gets (see ``View``)."""
+        self.everyone_text: dict[bytes, Verdict] = {}
+        self.rewritten = frozenset(name for p in used.values() for name in p.rewrites)
+        """Names some view in use rewrites (safe search): never everyone's."""
+        self._views = {name: View(self, profile, shared) for name, profile in used.items()}
+        self._choices: dict[bytes, Decision | Choices] | None = {} if shared else None
         group_counters = {} if group_counters is None else group_counters
         self._groups = tuple(
             ClientGroup(
@@ -340,18 +374,20 @@ class Policy:
 
     # ----------------------------------------------------------- decisions
 
-    def decision(self, text: bytes, mask: int) -> Decision:
-        """The decision for canonical ``text`` under profile ``mask``: one
-        index walk per name for every profile, memoised when several share it."""
+    def choices(self, text: bytes) -> Decision | Choices:
+        """Every profile's decision for canonical ``text``: one index walk
+        per name, memoised when several views share it. A name allowed for
+        every mask is not kept here: its verdict goes to ``everyone``, which
+        every view reads first."""
         memo = self._choices
         found = memo.get(text) if memo is not None else None
         if found is None:
             found = self._matcher.choices(text)
-            if memo is not None:
+            if memo is not None and (isinstance(found, Choices) or found.blocked):
                 if len(memo) >= MEMO_LIMIT:
                     memo.clear()
                 memo[text] = found
-        return found.pick(mask) if isinstance(found, Choices) else found
+        return found
 
     # The default group's view, for callers that know no groups (tests,
     # benchmarks, tools): the same verdicts the pipeline gives its clients.
