@@ -54,6 +54,8 @@ from filterd.lists.sources import open_matcher
 from filterd.matching.matcher import Matcher
 from filterd.metrics import SupervisorState, build_registry, merge_stats
 from filterd.model.sources import SourceInfo
+from filterd.profiles.explain import Explanation, explain
+from filterd.profiles.profileset import ProfileSet
 from filterd.sync import store
 from filterd.sync.client import Change, ListStatus, SyncClient
 from filterd.sync.fetch import Settings
@@ -309,6 +311,7 @@ class Supervisor:
         self._installed_once = asyncio.Event()
         self._serving: Matcher | None = None
         self._sources: tuple[SourceInfo, ...] = ()
+        self._explaining: tuple[Config, ProfileSet] | None = None
         self.audit = AuditRecorder(config.audit, config.state_dir)
         """The audit trail; its counters (``write_failures``...) are for the metrics."""
         self._audit_stats: asyncio.Task[None] | None = None
@@ -658,6 +661,17 @@ class Supervisor:
             len(delta.removes) + len(delta.adds),
             len(overlay),
         )
+
+    def explain(self, name: bytes, client: str | None, at: float) -> Explanation | None:
+        """Why canonical ``name`` gets its answer for ``client`` at Unix time
+        ``at``, decided on the index the workers serve (docs/profiles.md; for
+        the block page); ``None`` before the first install."""
+        if self._serving is None:
+            return None
+        if self._explaining is None or self._explaining[0] is not self.config:
+            self._explaining = (self.config, ProfileSet(self.config))
+        profiles = self._explaining[1]
+        return explain(name, client, at, self._serving, self._sources, self.config, profiles)
 
     def notify(self, raw: bytes) -> tuple[str, bool]:
         """A push notification from an authority (admin HTTP); see SyncClient.notify.

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from filterd.config import BlockingConfig
-from filterd.matching.matcher import Choices, Decision, Matcher
+from filterd.matching.matcher import EVERYONE, Choices, Decision, Matcher
 from filterd.model.rules import Action, Rule
 from filterd.model.sources import SourceInfo
 from filterd.pipeline.clock import SYSTEM_CLOCK, WallClock
@@ -246,6 +246,7 @@ class Policy:
         "_groups",
         "_matcher",
         "_next_tick",
+        "_possible",
         "_profiles",
         "_single",
         "_views",
@@ -287,6 +288,11 @@ class Policy:
         self.rewritten = frozenset(name for p in used.values() for name in p.rewrites)
         """Names some view in use rewrites (safe search): never everyone's."""
         self._views = {name: View(self, profile, shared) for name, profile in used.items()}
+        self._possible = 0
+        """Category bits some profile in use applies at some time."""
+        for profile in used.values():
+            scheduled = {category for category, _ in profile.scheduled}
+            self._possible |= matcher.mask_of(profile.categories | scheduled) & ~EVERYONE
         self._choices: dict[bytes, Decision | Choices] | None = {} if shared else None
         group_counters = {} if group_counters is None else group_counters
         self._groups = tuple(
@@ -383,6 +389,11 @@ class Policy:
         found = memo.get(text) if memo is not None else None
         if found is None:
             found = self._matcher.choices(text)
+            if isinstance(found, Choices) and not any(
+                bits & self._possible for bits, _ in found.options
+            ):
+                # Only categories no profile in use ever applies: the same for all.
+                found = found.pick(EVERYONE)
             if memo is not None and (isinstance(found, Choices) or found.blocked):
                 if len(memo) >= MEMO_LIMIT:
                     memo.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +219,16 @@ def test_a_mandatory_list_cannot_be_opt_in_and_ecs_trust_needs_prefixes() -> Non
         "(10.0.0.53/24 has host bits set)",
         "f.yaml:2: lists[0].opt_in: a mandatory list applies to every client: it cannot be opt-in",
     ]
+
+
+def test_the_example_configuration_parses() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "profiles.example.yaml"
+    config = parse_config(example.read_text(), str(example), example.parent)
+    groups = {g.name: g.profile for g in config.groups}
+    assert groups == {
+        "default": "default",
+        "primary-schools": "school-primary",
+        "secondary-schools": "school-secondary",
+        "families": "family-block-page",
+    }
+    assert sum(lst.opt_in for lst in config.lists) == 29
