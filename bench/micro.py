@@ -19,7 +19,9 @@ Stages:
 - groups: the client's group from its address (docs/profiles.md): the
   compiled prefix table alone over 64k distinct addresses (four prefix
   lengths configured), the policy's address memo, and the whole pipeline
-  again with clients spread over four groups;
+  again with clients spread over four groups; and the Python bytecodes a
+  query runs with and without the groups (a count, not a time: comparable
+  on a busy machine);
 - send: ``Batch.queue`` + the share of one ``sendmmsg`` for a batch of 64.
 """
 
@@ -28,12 +30,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import sys
 import tempfile
 import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from types import FrameType
+from typing import Any, Final
 
 import dns.message
 import dns.rdatatype
@@ -247,9 +251,32 @@ def main() -> None:
         udp.close()
         sink.close()
     print(f"queries: {len(wires)} ({len(hits)} hits, {len(blocked)} blocked), list {args.size}")
-    print("| stage | µs per query |\n|---|---|")
+    print("| stage | µs per query (opcodes: count) |\n|---|---|")
     for label, micros in rows:
         print(f"| {label} | {micros:.2f} |")
+
+
+def opcodes(pipeline: Pipeline, wires: list[bytes], addresses: list[bytes], now: float) -> float:
+    """Python bytecodes ``Pipeline.handle`` runs per query (``sys.settrace``
+    opcode events): slow to count, but the same on a busy machine as on a
+    quiet one, so two variants can be compared where timings are noise."""
+    source = _NoReply()
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for wire, address in zip(wires, addresses, strict=True):
+            pipeline.handle(wire, address, True, source, None, now)  # type: ignore[arg-type]
+    finally:
+        sys.settrace(None)
+    return count / len(wires)
 
 
 def whole(pipeline: Pipeline, wires: list[bytes], addresses: list[bytes], now: float) -> float:
@@ -295,7 +322,12 @@ def group_rows(
         ),
         ("whole pipeline, 4 groups (hits and blocks)", whole(pipeline, wires, clients, now)),
     ]
+    grouped_opcodes = opcodes(pipeline, wires[:5000], clients[:5000], now)
     pipeline.swap_policy(plain)
+    rows += [
+        ("opcodes per query, no groups", opcodes(pipeline, wires[:5000], clients[:5000], now)),
+        ("opcodes per query, 4 groups", grouped_opcodes),
+    ]
     return rows
 
 

@@ -210,10 +210,14 @@ class Pipeline:
         key = self._key = query.key
         # 3. policy: the client's group, then its profile's verdict (memoised
         # per question, so keyed like the cache)
-        group = self.policy.group_of(address, query, now)
+        policy = self.policy
+        group = policy.single  # no groups, no schedule: nothing to look up
+        if group is None:
+            if now >= policy.next_tick:  # a schedule's minute may have turned
+                policy.tick_if_due(now)
+            group = policy.by_address.get(address) or policy.group_of(address, query, now)
         group.counter.queries += 1
-        view = group.view
-        verdict = view.memoised(key)
+        verdict = group.memoised(key)
         if verdict is None:
             # First decision on this key: the name must be well-formed first
             # (a memoised or cached key was validated when it was stored).
@@ -222,7 +226,7 @@ class Pipeline:
             except QueryError as exc:
                 return self._decode_error(data, exc, outcomes)
             key = self._key = query.key
-            verdict = view.decide(key, query.name_end - 12)
+            verdict = group.view.decide(key, query.name_end - 12)
         block, offset = verdict
         if block is not None:
             if isinstance(block, Rewrite):
