@@ -16,6 +16,12 @@ Stages:
 - serve: ``cache.serve`` after the read (client ID and question);
 - block: ``BlockAnswer.render`` for a blocked name;
 - whole: ``Pipeline.handle`` end to end, for hits and blocks in the file's mix;
+- groups: the client's group from its address (docs/profiles.md): the
+  compiled prefix table alone over 64k distinct addresses (four prefix
+  lengths configured), the policy's address memo, and the whole pipeline
+  again with clients spread over four groups; and the Python bytecodes a
+  query runs with and without the groups (a count, not a time: comparable
+  on a busy machine);
 - send: ``Batch.queue`` + the share of one ``sendmmsg`` for a batch of 64;
 - wake-up: what the loop costs to call a reader whose descriptor is ready
   (a pipe that stays readable), for asyncio's ``add_reader``, the worker's
@@ -31,12 +37,14 @@ import asyncio
 import os
 import select
 import socket
+import sys
 import tempfile
 import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from types import FrameType
+from typing import Any, Final
 
 import dns.message
 import dns.rdatatype
@@ -51,6 +59,7 @@ from filterd.pipeline.cache import WIRE, build_answer, serve
 from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import Policy
 from filterd.pipeline.tally import Counters
+from filterd.profiles.profileset import ProfileSet
 from filterd.wire.answer import inspect_response
 from filterd.wire.names import wire_to_text
 from filterd.wire.query import Query, parse_query, validate
@@ -122,6 +131,34 @@ def build(size: str, limit: int, state: Path) -> tuple[Pipeline, list[bytes], li
     return pipeline, wires, queries
 
 
+GROUPS_CONFIG: Final = """
+upstream: {servers: ['127.0.0.1:9']}
+groups:
+  primary: {networks: ["10.0.0.0/8"], profile: p1}
+  secondary: {networks: ["10.1.0.0/16"], profile: p2}
+  family: {networks: ["10.1.2.0/24"], profile: p3}
+  host: {networks: ["10.1.2.3/32"]}
+profiles:
+  p1: {categories: [games]}
+  p2: {scheduled: {games: school-hours}}
+  p3: {categories: [adult]}
+"""
+"""Four groups at four prefix lengths, three profiles (no safe search: a
+rewrite is a different path, not the cost of a group)."""
+
+
+def group_addresses(count: int) -> list[bytes]:
+    """Client addresses spread over the four groups and the default one."""
+    bases = (b"\x0a\x05", b"\x0a\x01", b"\x0a\x01\x02", b"\x0b\x00")
+    out = []
+    for i in range(count):
+        base = bases[i % len(bases)]
+        tail = (i // len(bases)).to_bytes(4, "big")[len(base) :]
+        out.append(base + tail)
+    out[0] = b"\x0a\x01\x02\x03"
+    return out
+
+
 def best(stmt: Callable[[], object], count: int, repeat: int = 5) -> float:
     """Best-of-``repeat`` microseconds per call, ``stmt`` doing ``count`` calls."""
     return min(timeit.repeat(stmt, number=1, repeat=repeat)) / count * 1e6
@@ -187,7 +224,6 @@ def main() -> None:
         addresses = [b"\x7f\x00\x00\x01"] * len(wires)
         guard = pipeline.guard
         names = [q.key[: q.name_end - 12] for q in queries]
-        source = _NoReply()
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -262,17 +298,9 @@ def main() -> None:
                 "send (queue + sendmmsg share)",
                 best(lambda: list(map(lambda _: send(), range(100))), 6400),
             ),
-            (
-                "whole pipeline (hits and blocks)",
-                best(
-                    lambda: [
-                        pipeline.handle(w, a, True, source, None, now)  # type: ignore[arg-type]
-                        for w, a in zip(wires, addresses, strict=True)
-                    ],
-                    len(wires),
-                ),
-            ),
+            ("whole pipeline (hits and blocks)", whole(pipeline, wires, addresses, now)),
         ]
+        rows += group_rows(pipeline, wires, queries, now)
         udp.close()
         sink.close()
     for label, factory in (
@@ -282,9 +310,84 @@ def main() -> None:
     ):
         rows.append((label, min(wakeup_cost(factory, 100_000) for _ in range(5))))
     print(f"queries: {len(wires)} ({len(hits)} hits, {len(blocked)} blocked), list {args.size}")
-    print("| stage | µs per query |\n|---|---|")
+    print("| stage | µs per query (opcodes: count) |\n|---|---|")
     for label, micros in rows:
         print(f"| {label} | {micros:.2f} |")
+
+
+def opcodes(pipeline: Pipeline, wires: list[bytes], addresses: list[bytes], now: float) -> float:
+    """Python bytecodes ``Pipeline.handle`` runs per query (``sys.settrace``
+    opcode events): slow to count, but the same on a busy machine as on a
+    quiet one, so two variants can be compared where timings are noise."""
+    source = _NoReply()
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for wire, address in zip(wires, addresses, strict=True):
+            pipeline.handle(wire, address, True, source, None, now)  # type: ignore[arg-type]
+    finally:
+        sys.settrace(None)
+    return count / len(wires)
+
+
+def whole(pipeline: Pipeline, wires: list[bytes], addresses: list[bytes], now: float) -> float:
+    """``Pipeline.handle`` end to end, each query from its address."""
+    source = _NoReply()
+    return best(
+        lambda: [
+            pipeline.handle(w, a, True, source, None, now)  # type: ignore[arg-type]
+            for w, a in zip(wires, addresses, strict=True)
+        ],
+        len(wires),
+    )
+
+
+def group_rows(
+    pipeline: Pipeline, wires: list[bytes], queries: list[Query], now: float
+) -> list[tuple[str, float]]:
+    """The group stages (module docstring), on the pipeline's own index."""
+    plain = pipeline.policy
+    config = parse_config(GROUPS_CONFIG)
+    profiles = ProfileSet(config)
+    grouped = Policy(plain.matcher, plain.sources, config.blocking, 1232, {}, profiles)
+    distinct = group_addresses(65_536)
+    table = profiles.groups
+    clients = [distinct[i % 4096] for i in range(len(wires))]
+    source = _NoReply()
+    pipeline.swap_policy(grouped)
+    for wire, address in zip(wires, clients, strict=True):  # fill the verdict memos
+        pipeline.handle(wire, address, True, source, None, now)  # type: ignore[arg-type]
+    rows = [
+        (
+            "group (prefix table, 4 lengths)",
+            best(lambda: [table.group_of(a) for a in distinct], len(distinct)),
+        ),
+        (
+            "group (policy memo)",
+            best(
+                lambda: [
+                    grouped.group_of(a, q, now) for a, q in zip(clients, queries, strict=True)
+                ],
+                len(queries),
+            ),
+        ),
+        ("whole pipeline, 4 groups (hits and blocks)", whole(pipeline, wires, clients, now)),
+    ]
+    grouped_opcodes = opcodes(pipeline, wires[:5000], clients[:5000], now)
+    pipeline.swap_policy(plain)
+    rows += [
+        ("opcodes per query, no groups", opcodes(pipeline, wires[:5000], clients[:5000], now)),
+        ("opcodes per query, 4 groups", grouped_opcodes),
+    ]
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from filterd import __version__
@@ -28,8 +31,9 @@ from filterd.lists import guard
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.logs import configure_logging
-from filterd.pipeline.policy import Policy
 from filterd.probe.cli import register as register_probe
+from filterd.profiles.explain import Explanation, explain
+from filterd.profiles.profileset import ProfileSet
 from filterd.supervisor.daemon import run_daemon
 from filterd.supervisor.settings import Overrides, load
 from filterd.sync.store import Pin, file_sha256, pin_in_place
@@ -106,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     lookup.set_defaults(handler=_guarded(_lookup))
     lookup.add_argument("-c", "--config", type=Path)
     lookup.add_argument("--blocklist", action="append", default=[], type=Path, metavar="FILE")
+    lookup.add_argument(
+        "--client", metavar="ADDR", help="explain for this client address: its group and profile"
+    )
+    lookup.add_argument(
+        "--at",
+        metavar="TIME",
+        help="explain at this time (ISO 8601, e.g. 2026-09-07T07:30; "
+        "without an offset, in the configured time_zone); default now",
+    )
     shrink = commands.add_parser(
         "accept-shrink",
         help="accept the current content of a list file once, however much it shrank",
@@ -216,6 +229,13 @@ def _lookup(args: argparse.Namespace) -> int:
     except InvalidName as exc:
         raise UsageError(f"{args.name!r}: {exc}") from None
     config = load(args.config, Overrides(blocklists=tuple(args.blocklist)), need_upstream=False)
+    profiles = ProfileSet(config)
+    at = _lookup_time(args.at, profiles) if args.at else time.time()
+    if args.client is not None:
+        try:
+            ipaddress.ip_address(args.client)
+        except ValueError:
+            raise UsageError(f"--client {args.client!r} is not an IP address") from None
     config, pins, pending = _as_obtained(config)
     for lst in pending:
         print(f"note: authority list {lst.sync!r} ({lst.name}) not fetched yet; not consulted")
@@ -223,30 +243,54 @@ def _lookup(args: argparse.Namespace) -> int:
         report = compile_lists(replace(config, state_dir=Path(scratch)), pins, reuse=False)
         matcher, sources = open_matcher(report.index_path)
         try:
-            decision = matcher.decide(name)
-            print(f"name: {name.decode()}")
-            if decision.rule is None:
-                print("decision: allowed (no rule matches)")
-                return 0
-            rule = decision.rule
-            source = sources[rule.source]
-            policy = Policy(matcher, sources, config.blocking, config.server.max_udp_size, {})
-            verdict = "blocked" if decision.blocked else "allowed"
-            print(f"decision: {verdict}")
-            print(f"rule: {_describe_rule(decision.entry, rule.scope.name.lower(), rule.allow)}")
-            print(
-                f"list: {source.name} ({source.path or 'built-in'}, version {source.version}"
-                f"{', mandatory' if source.mandatory else ''})"
-            )
-            print(f"category: {rule.category}")
-            if decision.blocked:
-                print(f"action: {policy.action_for(rule).value}")
-                print(f"extended error: {source.ede}")
-            if decision.ref:
-                print(f"reference: {decision.ref}")
+            found = explain(name, args.client, at, matcher, sources, config, profiles)
         finally:
             matcher.index.close()
+    _print_explanation(found, args.client is not None or args.at is not None)
     return 0
+
+
+def _lookup_time(text: str, profiles: ProfileSet) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at {text!r} is not a time (ISO 8601: 2026-09-07T07:30)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=profiles.zone)
+    return moment.timestamp()
+
+
+def _print_explanation(found: Explanation, with_client: bool) -> None:
+    print(f"name: {found.name}")
+    if with_client:
+        print(f"client: {found.client or '(none: the default group)'}")
+        print(f"group: {found.group}")
+        print(f"profile: {found.profile}")
+        print(f"time: {found.at.isoformat(timespec='minutes')} ({found.at.tzinfo})")
+    decision, source = found.decision, found.source
+    for category, why in found.not_applied:
+        print(f"not applied: {category} ({why})")
+    if decision.rule is None or source is None:
+        if found.rewrite:
+            print(f"decision: rewritten to {found.rewrite} (safe search)")
+        else:
+            print("decision: allowed (no rule matches)")
+        return
+    rule = decision.rule
+    print(f"decision: {'blocked' if found.blocked else 'allowed'}")
+    print(f"rule: {_describe_rule(decision.entry, rule.scope.name.lower(), rule.allow)}")
+    kind = ", mandatory" if source.mandatory else ", opt-in" if source.opt_in else ""
+    print(f"list: {source.name} ({source.path or 'built-in'}, version {source.version}{kind})")
+    print(f"category: {found.category}")
+    if found.schedule:
+        print(f"schedule: {found.schedule}: active")
+    if found.blocked and found.action is not None:
+        print(f"action: {found.action.value}")
+        print(f"extended error: {found.ede}")
+    if decision.ref:
+        print(f"reference: {decision.ref}")
+    if found.rewrite:
+        print(f"rewritten to: {found.rewrite} (safe search)")
 
 
 def _describe_rule(entry: bytes, scope: str, allow: bool) -> str:

@@ -141,6 +141,7 @@ class FilterdCollector(Collector):
         for (source, category, action), count in sorted(stats.blocked.items()):
             blocked.add_metric([source, category, action], count)
         yield blocked
+        yield from self._groups(stats)
         forward = stats.forward
         yield _gauge("filterd_upstream_inflight", "Upstream exchanges in flight.", forward.inflight)
         yield _counter(
@@ -210,6 +211,23 @@ class FilterdCollector(Collector):
             "TCP connections closed because a query did not arrive whole in tcp_message_timeout.",
             tcp.slow_closed,
         )
+
+    def _groups(self, stats: WorkerStats) -> Iterator[Metric]:
+        """Per client group (docs/profiles.md): the label is a group name
+        from the configuration, never a client address."""
+        families = {
+            "queries": ("filterd_group_queries", "Queries decoded, by the client's group."),
+            "blocked": ("filterd_group_blocked", "Blocked answers, by the client's group."),
+            "rewritten": (
+                "filterd_group_rewritten",
+                "Safe-search rewrites (CNAME to the restricted host), by the client's group.",
+            ),
+        }
+        for key, (name, documentation) in families.items():
+            family = CounterMetricFamily(name, documentation, labels=["group"])
+            for group, counts in sorted(stats.groups.items()):
+                family.add_metric([group], getattr(counts, key))
+            yield family
 
     def _cache(self, stats: WorkerStats) -> Iterator[Metric]:
         cache = stats.cache

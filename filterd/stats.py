@@ -43,7 +43,7 @@ undecoded (``filterd.pipeline.tally.blocked_rows`` decodes them)."""
 
 _Counts = TypeVar("_Counts", bound="DataclassInstance")
 _Key = TypeVar("_Key")
-_Value = TypeVar("_Value", int, Buckets, "UpstreamStats")
+_Value = TypeVar("_Value", int, Buckets, "UpstreamStats", "GroupStats")
 
 
 def _add_fields(a: _Counts, b: _Counts) -> _Counts:
@@ -102,6 +102,19 @@ class TcpStats:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupStats:
+    """One client group's counters (docs/profiles.md)."""
+
+    queries: int = 0
+    blocked: int = 0
+    rewritten: int = 0
+    """Safe-search rewrites."""
+
+    def __add__(self, other: GroupStats) -> GroupStats:
+        return _add_fields(self, other)
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamStats:
     up: bool = True
     queries: int = 0
@@ -145,6 +158,8 @@ class WorkerStats:
     """By upstream name (its configured address)."""
     udp: UdpStats = field(default_factory=UdpStats)
     tcp: TcpStats = field(default_factory=TcpStats)
+    groups: Mapping[str, GroupStats] = field(default_factory=dict)
+    """By client group name (from the configuration)."""
 
     def __add__(self, other: WorkerStats) -> WorkerStats:
         return WorkerStats(
@@ -158,6 +173,7 @@ class WorkerStats:
             upstreams=_add_mappings(self.upstreams, other.upstreams),
             udp=_add_fields(self.udp, other.udp),
             tcp=_add_fields(self.tcp, other.tcp),
+            groups=_add_mappings(self.groups, other.groups),
         )
 
     @classmethod

@@ -36,16 +36,18 @@ from filterd.errors import FilterdError
 from filterd.listeners.hotloop import reactor_for, serving_loop
 from filterd.listeners.tcp import TcpLimits, TcpListener
 from filterd.listeners.udp import UdpListener
-from filterd.lists.sources import sources_of
+from filterd.lists.sources import matcher_for, sources_of
 from filterd.logs import configure_logging
 from filterd.matching.index import CompiledIndex, IndexFormatError
-from filterd.matching.matcher import Matcher
+from filterd.pipeline.clock import clock_from_environment
 from filterd.pipeline.pipeline import Pipeline, build_pipeline
-from filterd.pipeline.policy import BlockCounter, Policy
+from filterd.pipeline.policy import BlockCounter, GroupCounter, Policy
 from filterd.pipeline.tally import BlockedNames, Counters
+from filterd.profiles.profileset import ProfileSet
 from filterd.stats import (
     CacheStats,
     ForwardStats,
+    GroupStats,
     RateLimitStats,
     TcpStats,
     UdpStats,
@@ -85,6 +87,8 @@ class Worker:
         self._generation = 0
         self._pending: _Prepared | None = None
         self._block_counters: dict[tuple[str, str, str], BlockCounter] = {}
+        self._group_counters: dict[str, GroupCounter] = {}
+        self._clock = clock_from_environment()
         self._counters = Counters()
         self._blocked_names: BlockedNames | None = None
         self._udp: list[UdpListener] = []
@@ -151,11 +155,17 @@ class Worker:
                 return control.Installed(message.generation, str(exc))
             await self._prefault(index)
         sources = message.sources if message.sources is not None else sources_of(index)
-        mandatory = frozenset(i for i, source in enumerate(sources) if source.mandatory)
-        matcher = Matcher(index, mandatory, message.overlay)
+        matcher = matcher_for(index, sources, message.overlay)
         config = fit_to_descriptors(message.config)
         policy = Policy(
-            matcher, sources, config.blocking, config.server.max_udp_size, self._block_counters
+            matcher,
+            sources,
+            config.blocking,
+            config.server.max_udp_size,
+            self._block_counters,
+            ProfileSet(config),
+            self._group_counters,
+            self._clock,
         )
         self._pending = _Prepared(message.generation, index, policy, config)
         return control.Installed(message.generation)
@@ -308,6 +318,10 @@ class Worker:
                 for u in forwarder.pool.upstreams
             },
             udp=UdpStats(sum(u.recv_errors for u in udp), sum(u.send_errors for u in udp)),
+            groups={
+                counter.name: GroupStats(counter.queries, counter.blocked, counter.rewritten)
+                for counter in self._group_counters.values()
+            },
             tcp=TcpStats(
                 connections=sum(len(t.connections) for t in tcp),
                 accepted=sum(t.accepted for t in tcp),

@@ -18,6 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from filterd.config.groups import (
+    BUILTIN_PROFILES,
+    BUILTIN_SCHEDULES,
+    DEFAULT_GROUPS,
+    DEFAULT_TIME_ZONE,
+    ClientSubnetConfig,
+    GroupConfig,
+    ProfileConfig,
+    ScheduleConfig,
+)
 from filterd.formats import Format
 from filterd.model.rules import Action, Scope
 from filterd.wire.codes import EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED, EDE_PROHIBITED
@@ -141,14 +151,21 @@ class ListConfig:
     max_shrink: float = 0.5
     """The guards of a list file (filterd/lists/guard.py); defaults are stricter
     for mandatory lists (``MANDATORY_GUARDS``)."""
+    opt_in: bool = False
+    """Blocks (or allows) only for clients whose profile applies its category."""
+    https_only: bool = False
+    """Its sites are HTTPS only: a profile's ``https_action`` replaces a sinkhole."""
 
     @property
     def ede_code(self) -> int:
         """RFC 8914 code for this list's blocks: explicit, else Censored for an
-        authority's mandatory list and Blocked for the operator's own."""
+        authority's mandatory list, Filtered for a category a client's profile
+        opted into, and Blocked for the operator's own."""
         if self.ede is not None:
             return self.ede
-        return EDE_CENSORED if self.mandatory else EDE_BLOCKED
+        if self.mandatory:
+            return EDE_CENSORED
+        return EDE_FILTERED if self.opt_in else EDE_BLOCKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +302,14 @@ class Config:
     block_page: BlockPageConfig = BlockPageConfig()
     authorities: tuple[tuple[str, SyncConfig], ...] = ()
     """Further authorities by name (``sync`` is the default one)."""
+    groups: tuple[GroupConfig, ...] = DEFAULT_GROUPS
+    """Client groups; the ``default`` group (always present) holds every other client."""
+    profiles: tuple[ProfileConfig, ...] = BUILTIN_PROFILES
+    """Built-in profiles, with those the file defines (replacing a built-in by name)."""
+    schedules: tuple[ScheduleConfig, ...] = BUILTIN_SCHEDULES
+    time_zone: str = DEFAULT_TIME_ZONE
+    """IANA time zone of every schedule (``zoneinfo``; Debian package tzdata)."""
+    client_subnet: ClientSubnetConfig = field(default_factory=ClientSubnetConfig)
 
     def authority(self, name: str) -> SyncConfig:
         """The authority a list's ``authority`` names ("" is ``sync``)."""

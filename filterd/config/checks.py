@@ -77,6 +77,10 @@ class Document:
             where = f"{source}:{mark.line + 1}" if mark is not None else source
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+        except ValueError as exc:
+            # PyYAML builds an unquoted date itself and lets an impossible one
+            # (2026-13-01) raise ValueError: a value error, not a traceback.
+            raise ConfigError([f"{source}: invalid YAML value: {exc}"]) from None
         finally:
             loader.dispose()
         if node is not None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from filterd.config import Config, checks, sections
+from filterd.config import (
+    Config,
+    checks,
+    profiles,
+    sections,
+)
 from filterd.errors import ConfigError
 from filterd.model.layout import snapshot_path
 from filterd.model.rules import Action
@@ -41,6 +46,7 @@ def _check_actions(doc: checks.Document, cfg: Config) -> None:
     uses = [("blocking.default_action", cfg.blocking.default_action)]
     uses += [(f"blocking.category_actions.{c}", a) for c, a in cfg.blocking.category_actions]
     uses += [(f"lists[{i}].action", lst.action) for i, lst in enumerate(cfg.lists) if lst.action]
+    uses += [(f"profiles.{p.name}.action", p.action) for p in cfg.profiles if p.action]
     for path, action in uses:
         if action is Action.SINKHOLE:
             doc.problem(path, "sinkhole needs blocking.sinkhole.ipv4 and/or ipv6")
@@ -69,6 +75,11 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         rate_limit=sections.rate_limit(top.section("rate_limit")),
         block_page=sections.block_page(top.section("block_page")),
         authorities=sections.authorities(top.section("authorities"), base, sync),
+        groups=profiles.groups(top.section("groups")),
+        profiles=profiles.profiles(top.section("profiles")),
+        schedules=profiles.schedules(top.section("schedules")),
+        time_zone=profiles.time_zone(top),
+        client_subnet=profiles.client_subnet(top.section("client_subnet")),
         source=Path(source) if source != "<config>" else None,
     )
     if state_dir is not None:
@@ -78,6 +89,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         for lst in cfg.lists
     ))  # fmt: skip
     _check_sync(doc, cfg)
+    profiles.check_references(doc, cfg.groups, cfg.profiles, cfg.schedules, cfg.lists)
     top.done()
     _check_actions(doc, cfg)
     if doc.problems:

@@ -189,6 +189,8 @@ def lists(doc: checks.Document, raw: Any, base: Path) -> tuple[ListConfig, ...]:
             allow_tld=r.get("allow_tld", False, checks.boolean),
             sync=sync,
             authority=r.get("authority", "", checks.label),
+            opt_in=r.get("opt_in", False, checks.boolean),
+            https_only=r.get("https_only", False, checks.boolean),
         )
         invalid, shrink = MANDATORY_GUARDS if cfg.mandatory else (0.5, 0.5)
         cfg = replace(

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from filterd.config import Config, ListConfig
+from filterd.config.groups import MAX_CATEGORIES
 from filterd.errors import ListError
 from filterd.formats import (
     FORMAT_HEAD,
@@ -48,7 +49,7 @@ from filterd.model.sources import SourceInfo
 from filterd.sync.store import Pin
 from filterd.wire.codes import EDE_BLOCKED
 
-COMPILER_VERSION: Final = "5"
+COMPILER_VERSION: Final = "6"
 CANARY_SOURCE: Final = "bypass-canaries"
 
 # Names through which clients detect a filtering resolver and stay on it
@@ -184,7 +185,7 @@ def _digest(config: Config, hashes: list[str], versions: list[str]) -> str:
         "canaries": config.blocking.bypass_canaries,
         "lists": [
             [lst.name, lst.format, lst.kind, int(lst.mode), lst.mandatory, lst.category,
-             lst.action, lst.ede_code, lst.allow_tld, sha, version]
+             lst.action, lst.ede_code, lst.allow_tld, lst.opt_in, lst.https_only, sha, version]
             for lst, sha, version in zip(config.lists, hashes, versions, strict=True)
         ],
     }  # fmt: skip
@@ -255,6 +256,7 @@ def compile_lists(
             return report
     builder = IndexBuilder()
     sources = []
+    categories: set[str] = set()  # of opt-in rules: each gets a bit (docs/profiles.md)
     for number, (lst, sha, version) in enumerate(zip(config.lists, hashes, versions, strict=True)):
         # One list in memory at a time; the builder keeps only the names.
         parsed, parsed_sha = _parse_list(lst, limit)
@@ -263,8 +265,16 @@ def compile_lists(
         _guard(lst, parsed.accepted, parsed.invalid, sha, baseline)
         sources.append(_source_info(replace(lst, path=shown[number]), version, sha, parsed))
         for kind, names in parsed.groups.items():
-            builder.add(names, _rule(number, lst, kind), kind.ref)
+            rule = _rule(number, lst, kind)
+            builder.add(names, rule, kind.ref)
+            if lst.opt_in and names:
+                categories.add(rule.category)
         del parsed
+    if len(categories) > MAX_CATEGORIES:
+        raise ListError(
+            f"opt-in lists carry {len(categories)} categories; at most {MAX_CATEGORIES} "
+            "(one bit each in a profile mask)"
+        )
     if config.blocking.bypass_canaries:
         number = len(sources)
         sources.append(
@@ -285,7 +295,11 @@ def compile_lists(
         )
         for name, action in CANARIES:
             builder.add([name], Rule(number, Scope.EXACT, False, "bypass-canary", action))
-    meta = {"digest": digest, "sources": [asdict(s) for s in sources]}
+    meta = {
+        "digest": digest,
+        "sources": [asdict(s) for s in sources],
+        "categories": sorted(categories),
+    }
     distinct = builder.write(path, meta)
     return CompileReport(path, digest, tuple(sources), distinct, time.monotonic() - started, False)
 
@@ -339,6 +353,8 @@ def _source_info(lst: ListConfig, version: str, sha256: str, parsed: ParsedList)
         invalid=parsed.invalid,
         ignored=parsed.ignored,
         names=parsed.names,
+        opt_in=lst.opt_in,
+        https_only=lst.https_only,
         problems=[p.describe(str(lst.path)) for p in parsed.problems],
         reasons=dict(parsed.reasons),
     )

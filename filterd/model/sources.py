@@ -31,3 +31,9 @@ class SourceInfo:
     reasons: dict[str, int] = field(default_factory=dict)
     sha256: str = ""
     """SHA-256 of the list file as compiled (hex); "" for built-in rules."""
+    opt_in: bool = False
+    """The list blocks only for clients whose profile applies its category
+    (docs/profiles.md); otherwise for every client."""
+    https_only: bool = False
+    """Its sites are served over HTTPS only: a profile's ``https_action``
+    replaces a sinkhole for its blocks (a block page would be a certificate error)."""

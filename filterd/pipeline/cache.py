@@ -98,6 +98,11 @@ def _render(answer: Answer, now: float) -> Answer | None:
     return (bytes(out), due, answer[CNAMES], meta)
 
 
+def stored_at(answer: Answer) -> float:
+    """When ``answer`` came from upstream (monotonic seconds)."""
+    return float(_TIMES.unpack_from(answer[META])[0])
+
+
 def serve(answer: Answer, query: Query) -> bytes:
     """``answer`` for ``query``: the client's ID, question and RD bit.
 

@@ -6,8 +6,12 @@ Every query, over UDP or TCP, goes through the same stages in this order:
              parsing, so an open-resolver probe costs one dict lookup;
 2. decode  - the question sliced from the wire bytes (``parse_query``);
              malformed packets become FORMERR/NOTIMP/BADVERS or are dropped;
-3. policy  - the blocklist verdict, above the cache so a list swap applies
-             on the very next query and the cache holds upstream truth only;
+3. policy  - the client's group (its address, or a trusted forwarder's
+             client subnet), then its profile's verdict: above the cache,
+             so a list swap or a schedule transition applies on the very
+             next query and the cache holds upstream truth only; a
+             safe-search rewrite asks the target's question instead
+             (``filterd.pipeline.rewrite``);
 4. cache   - upstream answers with decremented TTLs; CNAME targets inside a
              cached answer are re-checked by policy (a blocked CDN alias stays
              blocked however it is reached);
@@ -41,8 +45,15 @@ from filterd.model.rules import Action
 from filterd.pipeline.cache import CNAMES, Answer, ResponseCache, serve, serve_stale
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
-from filterd.pipeline.policy import CountedBlock, Policy
+from filterd.pipeline.policy import ClientGroup, CountedBlock, Policy, Rewrite
 from filterd.pipeline.ratelimit import ResponseRateLimit
+from filterd.pipeline.rewrite import (
+    RewriteReply,
+    from_cache,
+    question_for,
+    rewritten,
+    target_key,
+)
 from filterd.pipeline.tally import (
     NO_QTYPE,
     OTHER_QTYPE,
@@ -95,6 +106,7 @@ _CLASS_EDE: Final = ede_option(EDE_PROHIBITED, "only class IN is served")
 _XFR_EDE: Final = ede_option(EDE_PROHIBITED, "zone transfers are not served")
 _STALE_EDE: Final = ede_option(EDE_STALE_ANSWER, "upstream resolvers unreachable")
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
+_NOT_REWRITTEN: Final = _UNSERVED_TYPES | {TYPE_ANY}
 
 
 class Pipeline:
@@ -203,9 +215,16 @@ class Pipeline:
             return None
         outcomes = table[QTYPE_SLOT.get(query.qtype, OTHER_QTYPE)]
         key = self._key = query.key
-        # 3. policy (memoised per question, so keyed like the cache)
+        # 3. policy: the client's group, then its profile's verdict (memoised
+        # per question, so keyed like the cache)
         policy = self.policy
-        verdict = policy.memoised(key)
+        group = policy.single  # no groups, no schedule: nothing to look up
+        if group is None:
+            if now >= policy.next_tick:  # a schedule's minute may have turned
+                policy.tick_if_due(now)
+            group = policy.by_address.get(address) or policy.group_of(address, query, now)
+        group.counter.queries += 1
+        verdict = group.memoised(key)
         if verdict is None:
             # First decision on this key: the name must be well-formed first
             # (a memoised or cached key was validated when it was stored).
@@ -214,15 +233,19 @@ class Pipeline:
             except QueryError as exc:
                 return self._decode_error(data, exc, outcomes)
             key = self._key = query.key
-            verdict = policy.decide(key, query.name_end - 12)
+            verdict = group.view.decide(key, query.name_end - 12)
         block, offset = verdict
         if block is not None:
-            return self._blocked(query, block, offset, udp, outcomes)
+            if isinstance(block, Rewrite):
+                if query.qclass == CLASS_IN and query.qtype not in _NOT_REWRITTEN:
+                    return self._rewrite(query, block, udp, source, client, now, outcomes, group)
+            else:
+                return self._blocked(query, block, offset, udp, outcomes, group)
         # 4. cache: a cached key was validated (name, class, type) when stored
         answer = self._cache.get(key, now)
         if answer is not None:
             if answer[CNAMES]:
-                blocked = self._cname_block(query, answer, outcomes)
+                blocked = self._cname_block(query, answer, outcomes, group)
                 if blocked is not None:
                     return self._fit(query, blocked, udp, outcomes) if blocked else None
             outcomes.cached += 1
@@ -249,9 +272,16 @@ class Pipeline:
         return out
 
     def _blocked(
-        self, query: Query, block: CountedBlock, offset: int, udp: bool, outcomes: Outcomes
+        self,
+        query: Query,
+        block: CountedBlock,
+        offset: int,
+        udp: bool,
+        outcomes: Outcomes,
+        group: ClientGroup,
     ) -> bytes | None:
         block.counter.count += 1
+        group.counter.blocked += 1
         if self.blocked_names is not None:
             self.blocked_names.count_wire(
                 query.key[offset : query.name_end - 12], block.counter.category
@@ -261,6 +291,36 @@ class Pipeline:
             return None
         outcomes.blocked += 1
         return self._fit(query, block.render(query, offset), udp, outcomes)
+
+    def _rewrite(
+        self,
+        query: Query,
+        rewrite: Rewrite,
+        udp: bool,
+        source: ReplySource[Client],
+        client: Client,
+        now: float,
+        outcomes: Outcomes,
+        group: ClientGroup,
+    ) -> bytes | None:
+        """Safe search: answer the target's records under a CNAME, from the
+        cache or once upstream answers the target's question."""
+        group.counter.rewritten += 1
+        answer = self._cache.get(target_key(query, rewrite), now)
+        if answer is None:
+            target = question_for(query, rewrite)
+            if target is None:
+                outcomes.servfail += 1
+                return rewritten(query, rewrite, b"", self._max_udp_size, udp)
+            reply = RewriteReply(query, rewrite, source.reply(client, now), self._max_udp_size)
+            self._forwarder.forward(target, reply)
+            return None
+        # A cached target answer is checked like any other: a CNAME in it may be blocked.
+        stopped = self._cname_block(query, answer, outcomes, group) if answer[CNAMES] else None
+        if stopped is not None:
+            return self._fit(query, stopped, udp, outcomes) if stopped else None
+        outcomes.cached += 1
+        return from_cache(query, rewrite, answer, now, self._max_udp_size, udp)
 
     def _refuse(self, data: bytes, outcomes: Outcomes) -> bytes | None:
         if self._deny_drop:
@@ -293,13 +353,16 @@ class Pipeline:
         ede = _CLASS_EDE if query.qclass != CLASS_IN else _XFR_EDE
         return query_error(query, REFUSED, self._max_udp_size, ede)
 
-    def _cname_block(self, query: Query, answer: Answer, outcomes: Outcomes) -> bytes | None:
-        """The blocked answer if a CNAME target in ``answer`` is blocked (``b""``:
-        drop it), ``None`` if every target is allowed."""
+    def _cname_block(
+        self, query: Query, answer: Answer, outcomes: Outcomes, group: ClientGroup
+    ) -> bytes | None:
+        """The blocked answer if a CNAME target in ``answer`` is blocked for
+        ``group`` (``b""``: drop it), ``None`` if every target is allowed."""
         for target in answer[CNAMES]:
-            block, offset = self.policy.check_text(target)
-            if block is not None:
+            block, offset = group.view.check_text(target)
+            if isinstance(block, CountedBlock):
                 block.counter.count += 1
+                group.counter.blocked += 1
                 if self.blocked_names is not None:
                     self.blocked_names.count_text(target[offset:], block.counter.category)
                 if block.action is Action.DROP:
@@ -333,7 +396,8 @@ class Pipeline:
             self._send(reply, query, query_error(query, SERVFAIL, self._max_udp_size, ede), now)
             return
         if answer[CNAMES]:
-            blocked = self._cname_block(query, answer, outcomes)
+            group = self.policy.group_of(reply.address, query, now)
+            blocked = self._cname_block(query, answer, outcomes, group)
             if blocked is not None:
                 if blocked:
                     self._send(reply, query, self._fit(query, blocked, udp, outcomes), now)

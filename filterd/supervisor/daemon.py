@@ -50,7 +50,7 @@ from filterd.audit.recorder import AuditRecorder
 from filterd.blockpage.server import BlockPage
 from filterd.config import Config
 from filterd.metrics import SupervisorState, build_registry
-from filterd.supervisor.blockpage import start_block_page
+from filterd.supervisor.blockpage import Explainer, start_block_page
 from filterd.supervisor.compiling import Compiled, ListCompiler
 from filterd.supervisor.host import lock_state_dir, notify_systemd, raise_fd_limit
 from filterd.supervisor.installs import Installs
@@ -98,7 +98,7 @@ async def run_daemon(config_path: Path | None, overrides: Overrides, config: Con
             view = AdminView(workers, installs, stats, syncing, state)
             admin = await start_admin(config, registry, view)
         if config.block_page.enabled:
-            page = await start_block_page(config, registry, installs)
+            page = await start_block_page(config, registry, Explainer(installs))
         syncing.start()
         # The compile (the slow part of start-up) runs while workers start.
         compiling = loop.create_task(compiler.when_lists_ready(config))

@@ -165,7 +165,7 @@ class Installs:
             generation, self.config, str(self._index_path), overlay=overlay, sources=sources
         )
         await self._everywhere(message)
-        self._serving = Matcher(serving.index, serving.mandatory, overlay)
+        self._serving = serving.with_overlay(overlay)
         self._sources = sources
         self._state.generation = generation
         self._state.sources = [asdict(source) for source in sources]

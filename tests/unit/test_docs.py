@@ -21,6 +21,7 @@ from filterd.authority.metrics import build_registry as authority_registry
 from filterd.authority.store import ReceiptRecord
 from filterd.blockpage.server import BlockPageMetrics
 from filterd.config import AuditConfig, Config, ListConfig, SyncConfig
+from filterd.config.groups import GroupConfig, ProfileConfig, Window
 from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import Counters
 from filterd.stats import WorkerStats
@@ -46,8 +47,16 @@ def test_every_configuration_key_is_documented() -> None:
         if section.name in NOT_KEYS:
             continue
         sample = getattr(Config(), section.name)
-        # Sequences of entries: a list's keys, an authority's (those of sync).
-        cls = {"lists": ListConfig, "authorities": SyncConfig}.get(section.name, type(sample))
+        # Sequences of entries: a list's keys, an authority's (those of sync),
+        # a group's, a profile's, a schedule window's.
+        entries = {
+            "lists": ListConfig,
+            "authorities": SyncConfig,
+            "groups": GroupConfig,
+            "profiles": ProfileConfig,
+            "schedules": Window,
+        }
+        cls = entries.get(section.name, type(sample))
         if not dataclasses.is_dataclass(cls):
             assert f"## `{section.name}`" in text, section.name  # a plain top-level key
             continue
