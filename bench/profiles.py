@@ -11,16 +11,21 @@ server CPU against the same NSD upstream and the same traffic:
 - ``1m+categories``: plus every category list, opt-in, no groups (every
   client in the default group, which applies none of them);
 - ``1m+categories, 4 groups``: the same lists, clients 127.0.0.2-.5 in the
-  groups school-primary, school-secondary, family and default.
+  groups school-primary, school-secondary, family and default;
+- ``..., no safe search``: the same with those profiles' categories and
+  schedules but no safe search (a search engine's name is then a cache hit
+  like any other, not a rewrite).
 
-Traffic is identical in all three: four dnsperf processes, one per source
+Traffic is identical in all of them: four dnsperf processes, one per source
 address (``-a 127.0.0.x``), on the load CPU, each sending the hit-heavy
 query file closed-loop; first the warm file once from every source (each
 group's verdict memo fills as the cache does). Reported: the sum of the four
 dnsperf rates, the server's CPU and its core's busy/steal shares (a shared
 machine shows up there), RSS and PSS of the process tree once warm, the
 compile time filterd reports, and the answers' NXDOMAIN share (the
-categories block more for the child profiles).
+categories block more for the child profiles). ``--opcodes N`` counts
+instead the Python bytecodes a query runs in each configuration (in this
+process, no sockets), a figure a busy machine does not disturb.
 """
 
 from __future__ import annotations
@@ -73,17 +78,40 @@ groups:
 """
 
 
+WITHOUT_SAFE_SEARCH: Final = """
+groups:
+  primary: {networks: ["127.0.0.2/32"], profile: primary}
+  secondary: {networks: ["127.0.0.3/32"], profile: secondary}
+  family: {networks: ["127.0.0.4/32"], profile: home}
+profiles:
+  primary:
+    categories: [adult, gambling, violence, drugs, weapons, dating, proxy, doh, scam, phishing,
+                 malware, piracy, games, social, chat, cheating]
+  secondary:
+    categories: [adult, gambling, violence, drugs, weapons, dating, proxy, doh, scam, phishing,
+                 malware, piracy, cheating]
+    scheduled: {games: school-hours, social: school-hours}
+  home:
+    categories: [adult, gambling, violence, drugs, weapons, dating, proxy, doh, scam, phishing,
+                 malware, piracy]
+    scheduled: {games: [school-hours, night], social: night}
+"""
+"""The built-in child profiles without safe search: the cost of groups and
+masks alone, apart from that of rewriting search engines."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     categories: bool
-    groups: bool
+    groups: str
 
 
 SCENARIOS: Final = (
-    Scenario("1m", False, False),
-    Scenario("1m+categories", True, False),
-    Scenario("1m+categories, 4 groups", True, True),
+    Scenario("1m", False, ""),
+    Scenario("1m+categories", True, ""),
+    Scenario("1m+categories, 4 groups", True, GROUPS),
+    Scenario("1m+categories, 4 groups, no safe search", True, WITHOUT_SAFE_SEARCH),
 )
 
 
@@ -137,7 +165,7 @@ def config_text(scenario: Scenario, port: int, upstream: int, admin: int, state:
         f'upstream: {{servers: ["{LOOPBACK}:{upstream}"]}}\n'
         "cache: {max_entries: 1000000}\n"
         "rate_limit: {responses_per_second: 0}\n"
-        "lists:\n" + "\n".join(lists) + "\n" + (GROUPS if scenario.groups else "")
+        "lists:\n" + "\n".join(lists) + "\n" + scenario.groups
         + f'admin: {{listen: "{LOOPBACK}:{admin}"}}\n'
         f'state_dir: "{state}"\n'
     )  # fmt: skip
@@ -261,6 +289,62 @@ def run_scenario(scenario: Scenario, seconds: float, nsd_port: int, work: Path) 
         server.stop()
 
 
+def count_opcodes(queries: int) -> list[tuple[str, float]]:
+    """Python bytecodes per query through ``Pipeline.handle`` for each
+    scenario but the first, in this process: the first ``queries`` of the
+    1M hit-heavy file, sources cycling over ``SOURCES``, every answer
+    already cached (``bench.micro.opcodes``). A count, not a time: the same
+    on a busy machine as on a quiet one."""
+    import asyncio  # noqa: PLC0415 - only for this mode
+
+    from bench.micro import _answer_for, _queries, opcodes  # noqa: PLC0415
+    from filterd.config.load import parse_config  # noqa: PLC0415
+    from filterd.lists.compile import compile_lists  # noqa: PLC0415
+    from filterd.lists.sources import open_matcher  # noqa: PLC0415
+    from filterd.pipeline.cache import build_answer  # noqa: PLC0415
+    from filterd.pipeline.pipeline import build_pipeline  # noqa: PLC0415
+    from filterd.pipeline.policy import CountedBlock, Policy, Rewrite  # noqa: PLC0415
+    from filterd.pipeline.rewrite import question_for  # noqa: PLC0415
+    from filterd.pipeline.tally import Counters  # noqa: PLC0415
+    from filterd.profiles.profileset import ProfileSet  # noqa: PLC0415
+    from filterd.wire.answer import inspect_response  # noqa: PLC0415
+    from filterd.wire.query import parse_query, validate  # noqa: PLC0415
+
+    ds = runs.dataset()
+    wires = _queries(ds.sizes[1_000_000].hit_path, queries)
+    sources = [bytes(map(int, SOURCES[i % len(SOURCES)].split("."))) for i in range(len(wires))]
+    state = runs.RESULTS / "work" / "profiles-opcodes"
+    configs = [parse_config(config_text(sc, 1, 9, 2, state)) for sc in SCENARIOS[1:]]
+    matcher, listed = open_matcher(compile_lists(configs[0]).index_path)
+    loop = asyncio.new_event_loop()
+    plain = Policy(matcher, listed, configs[0].blocking, 1232, {})
+    pipeline = build_pipeline(configs[0], plain, loop, Counters())
+    now = time.monotonic()
+    out = []
+    for scenario, config in zip(SCENARIOS[1:], configs, strict=True):
+        policy = Policy(matcher, listed, config.blocking, 1232, {}, ProfileSet(config))
+        for wire, source in zip(wires, sources, strict=True):  # every answer cached first
+            query = parse_query(wire)
+            assert query is not None
+            validate(query)
+            view = policy.group_of(source, query, now).view
+            block, _ = view.memoised(query.key) or view.decide(query.key, query.name_end - 12)
+            asked = question_for(query, block) if isinstance(block, Rewrite) else query
+            if isinstance(block, CountedBlock) or asked is None:
+                continue
+            if pipeline.cache.get(asked.key, now) is None:
+                message = _answer_for(asked)
+                ident = int.from_bytes(message[:2], "big")
+                info = inspect_response(message, asked.key[:-1], ident)
+                answer, _ = build_answer(message, info, asked, config.cache, 1232, now)
+                pipeline.cache.put(asked.key, answer)
+        pipeline.swap_policy(policy)
+        opcodes(pipeline, wires, sources, now)  # a first pass: memos as a running worker's
+        out.append((scenario.name, opcodes(pipeline, wires, sources, now)))
+    loop.close()
+    return out
+
+
 def markdown(outcomes: list[Outcome]) -> str:
     """One row per run, then each scenario's median; ``qps / CPU`` is qps per
     second of the server's CPU time, the figure to compare when other load
@@ -296,11 +380,17 @@ def markdown(outcomes: list[Outcome]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load each")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each scenario, interleaved")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="times each scenario runs, interleaved"
+        "--opcodes", type=int, metavar="N", help="count bytecodes per query over N queries instead"
     )
     args = parser.parse_args()
+    if args.opcodes:
+        print("| scenario | Python bytecodes per query |\n|---|---|")
+        for name, count in count_opcodes(args.opcodes):
+            print(f"| {name} | {count:.1f} |")
+        return
     if not CATEGORIES.is_dir():
         print(f"bench: SKIPPED: {CATEGORIES} absent")
         return

@@ -9,11 +9,10 @@ Two laws, over random lists, opt-in sources, categories and profiles:
    answer as a separate index per profile.
 2. Each group's verdict through the policy (memos shared between views
    included) is that same reference for the categories its profile
-   applies at that moment; and the authority's list wins under any
-   configuration: with random groups,
-   profiles (categories, actions, https actions, safe search) and random
-   schedules, every group's verdict for a name the mandatory rules block
-   is a block carrying the authority's Extended DNS Error.
+   applies at that moment, under random groups, profiles (categories,
+   actions, https actions, safe search) and schedules; and whenever the
+   authority's rules alone block a name, every group gets the authority's
+   block, with its Extended DNS Error: no profile lifts it.
 """
 
 from __future__ import annotations
