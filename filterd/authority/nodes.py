@@ -23,7 +23,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from filterd.authority.operators import OPERATOR_ID
-from filterd.authority.records import AuthorityError, json_lines
+from filterd.authority.records import AuthorityError, ParsedFile, json_lines
 from filterd.authority.store import Store
 from filterd.errors import FilterdError
 from filterd.files import write_atomically
@@ -39,26 +39,22 @@ class NodeKeys:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.path = store.root / NODES_FILE
-        self._cache: tuple[tuple[int, int, int], dict[str, dict[str, Any]]] | None = None
+        self._file: ParsedFile[dict[str, dict[str, Any]]] = ParsedFile(self.path, self._parse, dict)
 
     def all(self) -> dict[str, dict[str, Any]]:
-        """``{"operator/node": {"public_key": ..., "added_at": ...}}``, cached by stat."""
+        """``{"operator/node": {"public_key": ..., "added_at": ...}}``, re-read
+        only when the file was replaced."""
+        return self._file.get()
+
+    def _parse(self, data: bytes) -> dict[str, dict[str, Any]]:
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return {}
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._cache is not None and self._cache[0] == stamp:
-            return self._cache[1]
-        try:
-            raw = json.loads(self.path.read_bytes())
+            raw = json.loads(data)
             if not isinstance(raw, dict) or not all(
                 isinstance(v, dict) and isinstance(v.get("public_key"), str) for v in raw.values()
             ):
                 raise ValueError("not an object of {public_key: ...}")
         except ValueError as exc:
             raise FilterdError(f"{self.path}: damaged: {exc}") from None
-        self._cache = (stamp, raw)
         return raw
 
     def key(self, operator: str, node: str) -> Ed25519PublicKey | None:

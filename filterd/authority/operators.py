@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from filterd.authority.records import SERVED_MODE, AuthorityError
+from filterd.authority.records import SERVED_MODE, AuthorityError, ParsedFile
 from filterd.errors import FilterdError
 from filterd.files import write_atomically
 
@@ -46,19 +46,15 @@ class OperatorRegistry:
     ) -> None:
         self.path = path
         self._locked = locked
-        self._cache: tuple[tuple[int, int, int], dict[str, Operator]] | None = None
+        self._file: ParsedFile[dict[str, Operator]] = ParsedFile(path, self._parse, dict)
 
     def all(self) -> dict[str, Operator]:
         """The registered operators, re-read only when the file was replaced."""
+        return self._file.get()
+
+    def _parse(self, data: bytes) -> dict[str, Operator]:
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return {}
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._cache is not None and self._cache[0] == stamp:
-            return self._cache[1]
-        try:
-            raw = json.loads(self.path.read_bytes())
+            raw = json.loads(data)
             operators = {}
             for operator_id, fields in raw.items():
                 token_sha256, notify = fields["token_sha256"], fields["notify"]
@@ -67,7 +63,6 @@ class OperatorRegistry:
                 operators[operator_id] = Operator(operator_id, token_sha256, tuple(notify))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise FilterdError(f"{self.path}: not a valid operators file") from None
-        self._cache = (stamp, operators)
         return operators
 
     def add(self, operator_id: str, notify: Iterable[str]) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from filterd.errors import FilterdError
 from filterd.files import fsync_directory
+
+T = TypeVar("T")
 
 
 class AuthorityError(FilterdError):
@@ -56,3 +58,28 @@ def json_lines(path: Path) -> Iterator[dict[str, Any]]:
                 record = json.loads(line)
                 if isinstance(record, dict):
                     yield record
+
+
+class ParsedFile(Generic[T]):
+    """A file the serving process reads on every request, parsed again only
+    when it was replaced (inode, modification time and size differ): an
+    ``operator add`` or ``node add`` on a running authority takes effect at
+    the next request without a reload. A missing file is ``missing()``."""
+
+    def __init__(self, path: Path, parse: Callable[[bytes], T], missing: Callable[[], T]) -> None:
+        self.path = path
+        self._parse = parse
+        self._missing = missing
+        self._cache: tuple[tuple[int, int, int], T] | None = None
+
+    def get(self) -> T:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return self._missing()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._cache is not None and self._cache[0] == stamp:
+            return self._cache[1]
+        value = self._parse(self.path.read_bytes())
+        self._cache = (stamp, value)
+        return value
