@@ -297,7 +297,7 @@ def count_opcodes(queries: int) -> list[tuple[str, float]]:
     on a busy machine as on a quiet one."""
     import asyncio  # noqa: PLC0415 - only for this mode
 
-    from bench.micro import _answer_for, _queries, opcodes  # noqa: PLC0415
+    from bench.micro import Clock, _answer_for, _queries, opcodes  # noqa: PLC0415
     from filterd.config.load import parse_config  # noqa: PLC0415
     from filterd.lists.compile import compile_lists  # noqa: PLC0415
     from filterd.lists.sources import open_matcher  # noqa: PLC0415
@@ -339,8 +339,9 @@ def count_opcodes(queries: int) -> list[tuple[str, float]]:
                 answer, _ = build_answer(message, info, asked, config.cache, 1232, now)
                 pipeline.cache.put(asked.key, answer)
         pipeline.swap_policy(policy)
-        opcodes(pipeline, wires, sources, now)  # a first pass: memos as a running worker's
-        out.append((scenario.name, opcodes(pipeline, wires, sources, now)))
+        clock = Clock(now)
+        opcodes(pipeline, wires, sources, clock)  # a first pass: memos as a running worker's
+        out.append((scenario.name, opcodes(pipeline, wires, sources, clock)))
     loop.close()
     return out
 

@@ -51,7 +51,7 @@ _IOVEC_SIZE: Final = ctypes.sizeof(_IOVec)
 # msg_len of every mmsghdr in an array, read in one C loop.
 _LEN_AT: Final = _MMsgHdr.msg_len.offset
 _LENGTHS: Final = struct.Struct(f"{_LEN_AT}xI{_MMSG_SIZE - _LEN_AT - 4}x")
-_IOV_LEN: Final = struct.Struct("N")
+_IOV_FIELDS: Final = _IOVEC_SIZE // ctypes.sizeof(ctypes.c_ulong)
 
 
 def _libc_calls() -> tuple[Any, Any]:
@@ -112,7 +112,10 @@ class Batch:
         self._out = memoryview(self._send_buffer).cast("B")
         self._out_names = memoryview(self._send_names).cast("B")
         self._recv_headers = memoryview(self._recv_msgs).cast("B")
-        self._send_iov_bytes = memoryview(self._send_iov).cast("B")
+        # The iovecs as machine words: iov_len of slot i is word 2 i + 1.
+        self._iov_lengths = (
+            memoryview(self._send_iov).cast("B").cast("L")
+        )  # size_t: Linux is LP64 or ILP32
         self._recv_address = ctypes.addressof(self._recv_msgs)
         self._send_address = ctypes.addressof(self._send_msgs)
         self.pending = 0
@@ -154,7 +157,7 @@ class Batch:
         self._out[offset : offset + size] = answer
         name = slot * SOCKADDR_SIZE
         self._out_names[name : name + SOCKADDR_SIZE] = sockaddr
-        _IOV_LEN.pack_into(self._send_iov_bytes, slot * _IOVEC_SIZE + 8, size)
+        self._iov_lengths[slot * _IOV_FIELDS + 1] = size
         self.pending = slot + 1
         return True
 

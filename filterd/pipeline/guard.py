@@ -26,6 +26,13 @@ class Guard:
         self._v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
         self._memo: dict[bytes, bool] = {}
 
+    @property
+    def memo(self) -> dict[bytes, bool]:
+        """Address -> allowed, for the addresses seen lately (bounded, emptied
+        when full). The pipeline's repeat path reads it before calling
+        ``allows``: a dict lookup instead of a call."""
+        return self._memo
+
     def allows(self, address: bytes) -> bool:
         """Is the packed IPv4 or IPv6 ``address`` allowed to query?"""
         allowed = self._memo.get(address)

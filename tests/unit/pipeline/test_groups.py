@@ -16,11 +16,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from filterd.config import CacheConfig
 from filterd.config.load import parse_config
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
-from filterd.pipeline.cache import ResponseCache, build_answer
+from filterd.pipeline.cache import ResponseCache
 from filterd.pipeline.clock import WallClock
 from filterd.pipeline.forward import Forwarder
 from filterd.pipeline.guard import Guard
@@ -28,8 +27,14 @@ from filterd.pipeline.pipeline import Pipeline
 from filterd.pipeline.policy import GroupCounter, Policy
 from filterd.pipeline.tally import Counters
 from filterd.profiles.profileset import ProfileSet
-from filterd.wire.answer import inspect_response
-from tests.unit.pipeline.test_handle import RecordingForwarder, Sent, Source, ede_codes
+from filterd.wire.query import Query
+from tests.unit.pipeline.test_handle import (
+    RecordingForwarder,
+    Sent,
+    Source,
+    answer_forwarded,
+    ede_codes,
+)
 
 KIDS = ipaddress.ip_address("10.1.0.7").packed
 EVENING = ipaddress.ip_address("10.2.0.7").packed
@@ -140,9 +145,8 @@ def forwarded(pipeline: Pipeline) -> list[str]:
 
 def answer_upstream(pipeline: Pipeline, records: dict[str, str], now: float = 100.0) -> None:
     """Answer every forwarded question with an A record from ``records`` (by name)."""
-    forwarder = pipeline.forwarder
-    assert isinstance(forwarder, RecordingForwarder)
-    for query, reply in forwarder.forwarded:
+
+    def respond(query: Query) -> bytes:
         request = dns.message.from_wire(query.data)
         response = dns.message.make_response(request)
         owner = request.question[0].name
@@ -150,13 +154,9 @@ def answer_upstream(pipeline: Pipeline, records: dict[str, str], now: float = 10
             response.answer.append(
                 dns.rrset.from_text(owner, 300, "IN", "A", records[owner.to_text()])
             )
-        wire = response.to_wire()
-        info = inspect_response(wire, query.key[:-1], int.from_bytes(query.data[:2], "big"))
-        answer, lifetime = build_answer(wire, info, query, CacheConfig(), 1232, now)
-        if lifetime:
-            pipeline.cache.put(query.key, answer)
-        pipeline.resume(query, reply, answer, "")
-    forwarder.forwarded.clear()
+        return bytes(response.to_wire())
+
+    answer_forwarded(pipeline, respond, now)
 
 
 def test_groups_get_their_profiles_answers(pipeline: Pipeline) -> None:

@@ -9,6 +9,7 @@ made by dnspython (the independent codec), at a clock the test sets.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,24 +115,33 @@ def upstream_answer(query: Query, rdata: list[tuple[str, str, str]], ttl: int = 
     return response.to_wire(max_size=65535)  # an upstream over TCP: no UDP limit
 
 
-def resume(
-    pipeline: Pipeline, rdata: list[tuple[str, str, str]], now: float = 100.0
-) -> list[dns.message.Message]:
-    """Answer every forwarded query from ``rdata`` and return what clients got."""
+def answer_forwarded(
+    pipeline: Pipeline, respond: Callable[[Query], bytes], now: float = 100.0
+) -> list[bytes]:
+    """Answer every forwarded query with the upstream's ``respond(query)``
+    (cached as the forwarder would) and return what clients got."""
     forwarder = pipeline.forwarder
     assert isinstance(forwarder, RecordingForwarder)
-    got = []
+    sent: list[bytes] = []
     for query, reply in forwarder.forwarded:
-        wire = upstream_answer(query, rdata)
+        wire = respond(query)
         info = inspect_response(wire, query.key[:-1], int.from_bytes(query.data[:2], "big"))
         answer, lifetime = build_answer(wire, info, query, CacheConfig(), 1232, now)
         if lifetime:
             pipeline.cache.put(query.key, answer)
         pipeline.resume(query, reply, answer, "")
-        assert isinstance(reply, Sent)
-        got += [dns.message.from_wire(a) for a in reply.answers]
+        if isinstance(reply, Sent):  # else a wrapper (a rewrite) that sent through one
+            sent += reply.answers
     forwarder.forwarded.clear()
-    return got
+    return sent
+
+
+def resume(
+    pipeline: Pipeline, rdata: list[tuple[str, str, str]], now: float = 100.0
+) -> list[dns.message.Message]:
+    """Answer every forwarded query from ``rdata`` and return what clients got."""
+    sent = answer_forwarded(pipeline, lambda query: upstream_answer(query, rdata), now)
+    return [dns.message.from_wire(answer) for answer in sent]
 
 
 def ede_codes(message: dns.message.Message) -> list[int]:

@@ -1,0 +1,282 @@
+"""Repeats served from the *served* table (``filterd.pipeline.pipeline``):
+the same bytes, the same counts, and nothing a new snapshot or a second of
+age has changed.
+
+The table answers a message by its bytes after the ID, skipping decode,
+policy and cache. Its one law is that it changes nothing a client or an
+operator can see: every answer is the one the full pipeline gives, byte for
+byte, and every counter moves as it would. The property test holds two
+pipelines with the same state to that law over random sequences of
+questions (case, RD, ID, client, transport), clock steps, list swaps and
+upstream answers; one of them forgets its table before every query. The
+named tests are the cases the law must cover, spelled out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from filterd.config import BlockingConfig, Config, ListConfig
+from filterd.formats import Format
+from filterd.lists.compile import compile_lists
+from filterd.lists.sources import open_matcher
+from filterd.pipeline.cache import ResponseCache
+from filterd.pipeline.forward import Forwarder
+from filterd.pipeline.guard import Guard
+from filterd.pipeline.pipeline import Pipeline
+from filterd.pipeline.policy import BlockCounter, GroupCounter, Policy
+from filterd.pipeline.tally import QTYPE_SLOT, Counters
+from filterd.wire.query import Query
+from tests.unit.pipeline.test_handle import (
+    CLIENT,
+    STRANGER,
+    RecordingForwarder,
+    Source,
+    answer_forwarded,
+    resume,
+)
+
+NAMES = ("www.example.com", "cdn.example.net", "casino.example", "mail.example.org")
+RECORDS = {
+    "A": "192.0.2.1",
+    "AAAA": "2001:db8::1",
+    "TXT": '"v=spf1 -all"',
+}
+
+
+class Books:
+    """The counters that outlive snapshots (blocks, groups), one set per pipeline."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[tuple[str, str, str], BlockCounter] = {}
+        self.groups: dict[str, GroupCounter] = {}
+
+
+def compile_index(tmp_path: Path, listed: tuple[str, ...]) -> Path:
+    """A real compiled index blocking ``listed`` (and a name nobody asks:
+    a list with no entry is refused)."""
+    tag = "-".join(listed) or "none"
+    lists = tmp_path / f"list-{tag}.txt"
+    lists.write_text("".join(f"{name}\n" for name in (*listed, "filler.example")))
+    lst = ListConfig(name="national", path=lists, format=Format.DOMAINS)
+    return compile_lists(Config(lists=(lst,), state_dir=tmp_path / f"state-{tag}")).index_path
+
+
+def make_policy(index: Path, books: Books) -> Policy:
+    """A snapshot of ``index`` counting into ``books``."""
+    matcher, sources = open_matcher(index)
+    return Policy(matcher, sources, BlockingConfig(), 1232, books.blocks, None, books.groups)
+
+
+def make_pipeline(policy: Policy) -> Pipeline:
+    forwarder = RecordingForwarder()
+
+    def make_forwarder(_: Pipeline) -> Forwarder:
+        return forwarder  # type: ignore[return-value]  # the stand-in has what handle uses
+
+    allow = (ipaddress.ip_network("192.0.2.0/24"),)
+    cache = ResponseCache(1 << 20, 0)
+    return Pipeline(Guard(allow), policy, cache, make_forwarder, 1232, False, Counters(), None)
+
+
+def wire(name: str, rdtype: str = "A", *, ident: int = 1, rd: bool = True) -> bytes:
+    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+    query.id = ident
+    if not rd:
+        query.flags &= ~dns.flags.RD
+    return query.to_wire()
+
+
+def fill(pipeline: Pipeline, name: str, rdtype: str = "A", ttl_now: float = 100.0) -> None:
+    """A miss, then the upstream's answer: ``name`` is in the cache."""
+    assert pipeline.handle(wire(name, rdtype), CLIENT, True, Source(), 0, ttl_now) is None
+    resume(pipeline, [(f"{name}.", rdtype, RECORDS[rdtype])], now=ttl_now)
+
+
+def counts(pipeline: Pipeline, books: Books) -> dict[str, object]:
+    """Everything the pipeline counts that an operator reads."""
+    cache = pipeline.cache
+    return {
+        "udp": [asdict(o) for o in pipeline.counters.udp],
+        "tcp": [asdict(o) for o in pipeline.counters.tcp],
+        "cache": (cache.hits, cache.misses, cache.expired, len(cache), cache.bytes),
+        "groups": {name: (g.queries, g.blocked) for name, g in books.groups.items()},
+        "blocks": {key: b.count for key, b in books.blocks.items()},
+    }
+
+
+def answer_all(pipeline: Pipeline, now: float, ttl: int) -> list[bytes]:
+    """The upstream answers every forwarded query (``ttl``); what clients got."""
+
+    def respond(query: Query) -> bytes:
+        request = dns.message.from_wire(query.data)
+        question = request.question[0]
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        response = dns.message.make_response(request)
+        response.answer.append(
+            dns.rrset.from_text(question.name, ttl, "IN", rdtype, RECORDS[rdtype])
+        )
+        return bytes(response.to_wire())
+
+    return answer_forwarded(pipeline, respond, now)
+
+
+@pytest.fixture
+def books() -> Books:
+    return Books()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, books: Books) -> Pipeline:
+    return make_pipeline(make_policy(compile_index(tmp_path, ("casino.example",)), books))
+
+
+def test_a_repeat_gets_the_same_answer_under_its_own_id_and_counts_as_a_hit(
+    pipeline: Pipeline, books: Books
+) -> None:
+    fill(pipeline, "www.example.com")
+    first = pipeline.handle(wire("www.example.com", ident=7), CLIENT, True, Source(), 0, 100.2)
+    before = pipeline.counters.udp[QTYPE_SLOT[1]].cached, pipeline.cache.hits
+    again = pipeline.handle(wire("www.example.com", ident=9), CLIENT, True, Source(), 0, 100.4)
+    assert first is not None and again is not None
+    assert first[:2] == b"\x00\x07" and again[:2] == b"\x00\x09" and first[2:] == again[2:]
+    after = pipeline.counters.udp[QTYPE_SLOT[1]].cached, pipeline.cache.hits
+    assert after == (before[0] + 1, before[1] + 1)
+    assert books.groups["default"].queries == 3  # the miss, the hit, the repeat
+
+
+def test_a_repeat_after_a_new_snapshot_gets_the_new_verdict(
+    pipeline: Pipeline, tmp_path: Path, books: Books
+) -> None:
+    """Found by reasoning about the table: an answer decided by the old list
+    must not outlive the swap, even within the same second of age."""
+    fill(pipeline, "www.example.com")
+    allowed = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.2)
+    assert allowed is not None and dns.message.from_wire(allowed).rcode() == dns.rcode.NOERROR
+    pipeline.swap_policy(make_policy(compile_index(tmp_path, ("example.com",)), books))
+    blocked = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.3)
+    assert blocked is not None and dns.message.from_wire(blocked).rcode() == dns.rcode.NXDOMAIN
+
+
+def test_a_repeat_in_a_later_second_of_age_gets_aged_ttls(pipeline: Pipeline) -> None:
+    fill(pipeline, "www.example.com")
+    pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.5)
+    later = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 102.5)
+    assert later is not None and dns.message.from_wire(later).answer[0].ttl == 298
+
+
+def test_a_refused_client_sending_a_served_message_is_still_refused(pipeline: Pipeline) -> None:
+    fill(pipeline, "www.example.com")
+    pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.2)
+    out = pipeline.handle(wire("www.example.com"), STRANGER, True, Source(), 0, 100.3)
+    assert out is not None and dns.message.from_wire(out).rcode() == dns.rcode.REFUSED
+
+
+def test_an_expired_answer_is_never_served_again(pipeline: Pipeline) -> None:
+    fill(pipeline, "www.example.com")
+    pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 399.5)
+    assert pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 400.0) is None
+    assert pipeline.forwarder.forwarded  # type: ignore[attr-defined]  # asked upstream again
+
+
+Question = tuple[str, str, bool, bool, int, bytes, bool]
+QUESTION = st.tuples(
+    st.sampled_from(NAMES[:2]),
+    st.sampled_from(("A", "TXT")),
+    st.sampled_from((False, False, False, True)),  # a 0x20 client, now and then
+    st.sampled_from((True, True, True, False)),  # RD, mostly set
+    st.integers(0, 0xFFFF),  # ID
+    st.sampled_from((CLIENT, CLIENT, CLIENT, STRANGER)),
+    st.sampled_from((True, True, True, False)),  # over UDP, mostly
+)
+
+
+class ServedAgainstReference(RuleBasedStateMachine):
+    """Two pipelines with the same state; the reference forgets its table
+    before every query, so it always runs the full pipeline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir = tempfile.TemporaryDirectory(prefix="filterd-served-")
+        self.tmp = Path(self._dir.name)
+        self.indexes: dict[tuple[str, ...], Path] = {}
+        self.mine, self.theirs = Books(), Books()
+        start = self.index(("casino.example",))
+        self.served = make_pipeline(make_policy(start, self.mine))
+        self.reference = make_pipeline(make_policy(start, self.theirs))
+        self.now = 100.0
+        self.last: Question | None = None
+
+    def index(self, listed: tuple[str, ...]) -> Path:
+        if listed not in self.indexes:
+            self.indexes[listed] = compile_index(self.tmp, listed)
+        return self.indexes[listed]
+
+    def both(self, data: bytes, address: bytes, udp: bool) -> None:
+        self.reference._served.clear()  # the reference never uses its table
+        got = self.served.handle(data, address, udp, Source(udp), 0, self.now)
+        want = self.reference.handle(data, address, udp, Source(udp), 0, self.now)
+        assert got == want
+        event(f"table holds {min(len(self.served._served), 2)}+ messages")
+
+    @rule(question=QUESTION)
+    def ask(self, question: Question) -> None:
+        self.last = question
+        self.again(1, question[5])
+
+    @rule(times=st.integers(1, 4), address=st.sampled_from((CLIENT, CLIENT, STRANGER)))
+    def again(self, times: int, address: bytes) -> None:
+        """The last question again, under new IDs (a popular name), perhaps
+        from another client."""
+        if self.last is None:
+            return
+        name, rdtype, mixed, rd, ident, _, udp = self.last
+        if mixed:
+            name = "".join(c.upper() if i % 2 else c for i, c in enumerate(name))
+        for repeat in range(times):
+            self.both(wire(name, rdtype, ident=(ident + repeat) & 0xFFFF, rd=rd), address, udp)
+
+    @rule(ttl=st.integers(1, 10))
+    def answer(self, ttl: int) -> None:
+        """The upstream answers every query it was asked."""
+        assert answer_all(self.served, self.now, ttl) == answer_all(self.reference, self.now, ttl)
+
+    @rule(seconds=st.floats(0.05, 2.0))
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule(listed=st.sets(st.sampled_from(NAMES[:3])))
+    def swap(self, listed: set[str]) -> None:
+        """A new list version, installed between two queries."""
+        index = self.index(tuple(sorted(listed)))
+        self.served.swap_policy(make_policy(index, self.mine))
+        self.reference.swap_policy(make_policy(index, self.theirs))
+
+    @invariant()
+    def same_counts(self) -> None:
+        assert counts(self.served, self.mine) == counts(self.reference, self.theirs)
+
+    def teardown(self) -> None:
+        self._dir.cleanup()
+
+
+ServedAgainstReference.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_the_table_changes_no_answer_and_no_count = ServedAgainstReference.TestCase
