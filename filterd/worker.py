@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from filterd import control
 from filterd.config import Config
@@ -40,6 +40,7 @@ from filterd.lists.sources import matcher_for, sources_of
 from filterd.logs import configure_logging
 from filterd.matching.index import CompiledIndex, IndexFormatError
 from filterd.pipeline.clock import clock_from_environment
+from filterd.pipeline.memo import release
 from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import BlockCounter, GroupCounter, Policy
 from filterd.pipeline.tally import BlockedNames, Counters
@@ -95,6 +96,8 @@ class Worker:
         self._tcp: list[TcpListener] = []
         self._probes: UpstreamProbes | None = None
         self._stopping = asyncio.Event()
+        self._releasing: set[asyncio.Task[None]] = set()
+        """Retired snapshots' memos being freed a slice at a time (``memo.release``)."""
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,11 +189,18 @@ class Worker:
         previous = self._policy
         index, policy, config = pending.index, pending.policy, pending.config
         self._keep_blocked_names(config.statistics.blocked_names)
+        retired: list[dict[Any, Any]] = []
         if self._pipeline is None or self._needs_rebuild(config):
             self._start_pipeline(config, policy)
         else:
-            self._pipeline.swap_policy(policy)
+            retired.append(self._pipeline.swap_policy(policy))
             self._pipeline.blocked_names = self._blocked_names
+        if previous is not None:
+            # Dropped at once, the old snapshot's memos (half a million
+            # entries) would stop the query path for several milliseconds.
+            task = asyncio.get_running_loop().create_task(release([*retired, *previous.memos()]))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
         self._policy = policy
         self._config = config
         self._generation = generation

@@ -67,6 +67,7 @@ from filterd.pipeline.cache import (
 )
 from filterd.pipeline.forward import Forwarder, Reply
 from filterd.pipeline.guard import Guard
+from filterd.pipeline.memo import make_room
 from filterd.pipeline.policy import ClientGroup, CountedBlock, Policy, Rewrite
 from filterd.pipeline.ratelimit import ResponseRateLimit
 from filterd.pipeline.rewrite import (
@@ -129,7 +130,7 @@ _XFR_EDE: Final = ede_option(EDE_PROHIBITED, "zone transfers are not served")
 _STALE_EDE: Final = ede_option(EDE_STALE_ANSWER, "upstream resolvers unreachable")
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
 SERVED_LIMIT: Final = 65_536
-"""Messages kept in the served table (emptied when full). An entry is a
+"""Messages kept in the served table (room is made when full: ``make_room``). An entry is a
 key of about 50 bytes and a tuple, and keeps a cache answer alive for at
 most a second after the cache renders it again: about 20 MB at most. A
 larger table serves no more repeats: entries last a second, and at 100k
@@ -204,11 +205,14 @@ class Pipeline:
     def cache(self) -> ResponseCache:
         return self._cache
 
-    def swap_policy(self, policy: Policy) -> None:
-        """Install a new snapshot: one reference replaced, effective on the next query."""
+    def swap_policy(self, policy: Policy) -> dict[bytes, tuple[Answer, int, bytes]]:
+        """Install a new snapshot: one reference replaced, effective on the next
+        query. Returns the served table it retires (its answers were decided
+        by the old snapshot), for the caller to free without a pause."""
+        retired, self._served = self._served, {}
         self.policy = policy
-        self._served = {}  # its answers were decided by the old snapshot
         self._served_group = policy.single.counter if policy.single else None
+        return retired
 
     def handle(
         self,
@@ -317,7 +321,7 @@ class Pipeline:
                 # Served as stored (serve's common case): repeats may skip stages 2-4.
                 served = self._served
                 if len(served) >= SERVED_LIMIT:
-                    served.clear()
+                    make_room(served)
                 served[data[2:]] = (answer, slot, key)
             return out
         if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:

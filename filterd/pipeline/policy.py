@@ -28,13 +28,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from filterd.config import BlockingConfig
 from filterd.matching.matcher import EVERYONE, Choices, Decision, Matcher
 from filterd.model.rules import Action, Rule
 from filterd.model.sources import SourceInfo
 from filterd.pipeline.clock import SYSTEM_CLOCK, WallClock
+from filterd.pipeline.memo import make_room
 from filterd.profiles.profileset import Profile, ProfileSet, default_profile_set
 from filterd.wire.names import text_to_wire, wire_to_text
 from filterd.wire.query import Query
@@ -42,7 +43,7 @@ from filterd.wire.subnet import client_subnet
 from filterd.wire.synth import BlockAnswer
 
 MEMO_LIMIT: Final = 524_288
-"""Verdicts memoised per memo (each is cleared when full). It must hold the
+"""Verdicts memoised per memo (room is made when full: ``make_room``). It must hold the
 distinct questions of a working set, or it is cleared over and over and
 names are decided again (a suffix walk, 3-4 µs): at 200,000, the 278,000
 distinct questions of ``bench/run``'s mix were decided again for 17.5 % of
@@ -164,6 +165,10 @@ class View:
             _remember(self._everyone_text if everyone else self._text_memo, name, verdict)
         return verdict
 
+    def memos(self) -> list[dict[Any, Any]]:
+        """This view's own memo tables (see ``Policy.memos``)."""
+        return [self._memo, self._text_memo]
+
     def clear(self) -> None:
         """Forget this view's own verdicts (its mask changed); with one view
         in use they are every verdict, and all go."""
@@ -223,7 +228,7 @@ class View:
 
 def _remember(memo: dict[bytes, Verdict], key: bytes, verdict: Verdict) -> None:
     if len(memo) >= MEMO_LIMIT:
-        memo.clear()
+        make_room(memo)
     memo[key] = verdict
 
 
@@ -332,6 +337,16 @@ class Policy:
         """The view of each profile in use, by profile name."""
         return self._views
 
+    def memos(self) -> list[dict[Any, Any]]:
+        """Every memo table of this snapshot, largest first in practice, for
+        freeing it a slice at a time once it is retired (``memo.release``)."""
+        tables: list[dict[Any, Any]] = [self.everyone, self.everyone_text, self.by_address]
+        if self._choices is not None:
+            tables.append(self._choices)
+        for view in self._views.values():
+            tables += view.memos()
+        return tables
+
     # ------------------------------------------------------------- groups
 
     def group_of(self, address: bytes, query: Query, now: float) -> ClientGroup:
@@ -403,7 +418,7 @@ class Policy:
                 found = found.pick(EVERYONE)
             if memo is not None and (isinstance(found, Choices) or found.blocked):
                 if len(memo) >= MEMO_LIMIT:
-                    memo.clear()
+                    make_room(memo)
                 memo[text] = found
         return found
 
