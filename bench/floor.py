@@ -91,15 +91,18 @@ def serve(mode: str, port: int) -> None:
                 sock.sendto(_answer(data), peer)
 
     else:
-        from filterd.listeners.mmsg import Batch  # noqa: PLC0415 - only this mode needs it
+        from filterd.listeners.mmsg import SOCKADDR_SIZE, Batch  # noqa: PLC0415 - this mode only
 
         batch = Batch(sock, 64, 4096, 4096)
 
         def on_readable() -> None:
             offset = 0
-            for index, length in enumerate(batch.receive()):
-                batch.add(index, _answer(batch.payloads[offset : offset + length].tobytes()))
+            sender = 0
+            for length in batch.receive():
+                answer = _answer(batch.payloads[offset : offset + length].tobytes())
+                batch.queue(answer, batch.names[sender : sender + SOCKADDR_SIZE])
                 offset += 4096
+                sender += SOCKADDR_SIZE
             batch.flush()
 
     if mode == "py-hotloop-mmsg":

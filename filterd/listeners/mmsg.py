@@ -135,18 +135,14 @@ class Batch:
         headers = self._recv_headers[: count * _MMSG_SIZE]
         return [length for (length,) in _LENGTHS.iter_unpack(headers)]
 
-    def add(self, index: int, answer: bytes) -> bool:
-        """Queue ``answer`` for the sender of received datagram ``index``;
-        False if it does not fit a send slot (the caller sends it alone)."""
-        start = index * SOCKADDR_SIZE
-        return self.queue(answer, self.names[start : start + SOCKADDR_SIZE])
-
     def sender(self, index: int) -> bytes:
         """The raw sockaddr of received datagram ``index`` (kept for a later answer)."""
         return self.names[index * SOCKADDR_SIZE : (index + 1) * SOCKADDR_SIZE].tobytes()
 
     def queue(self, answer: bytes, sockaddr: bytes | memoryview) -> bool:
-        """Queue ``answer`` for the raw ``sockaddr``; False if it does not fit a slot.
+        """Queue ``answer`` for the raw ``sockaddr`` (a received datagram's
+        sender is ``names[i * SOCKADDR_SIZE:][:SOCKADDR_SIZE]``); False if it
+        does not fit a slot (the caller sends it alone).
 
         The caller flushes when ``pending`` reaches ``size``."""
         size = len(answer)

@@ -128,22 +128,22 @@ class UdpListener:
         payloads = batch.payloads
         names = batch.names
         first, last = batch.address_slice
-        add = batch.add
+        queue = batch.queue
         offset = 0
         base = 0
         answered = 0
         for index, length in enumerate(lengths):
             data = payloads[offset : offset + length].tobytes()
             address = names[base + first : base + last].tobytes()
-            offset += RECV_SIZE
-            base += SOCKADDR_SIZE
             answer = handle(data, address, True, self, index, now)
             if answer is not None:
                 answered += 1
                 if batch.pending >= batch.size:
                     self._flush()  # late answers filled the buffer before this batch
-                if not add(index, answer):
+                if not queue(answer, names[base : base + SOCKADDR_SIZE]):
                     self._send_alone(answer, batch.sender(index))
+            offset += RECV_SIZE
+            base += SOCKADDR_SIZE
         self._flush()
         if answered:
             # The batch's answers are in the kernel: each took at most this long.
