@@ -2,8 +2,9 @@
 
 The access list is checked for every query, so the decision per client
 address is memoised in a bounded dict: a hit costs one dict lookup, a new
-address one ``ipaddress`` parse. The memo is cleared when it fills (a scan
-over many spoofed sources cannot grow memory without bound).
+address one ``ipaddress`` parse. The memo is bounded (a scan over many
+spoofed sources cannot grow memory without bound): when full, its newest
+1/64 is dropped (``filterd.pipeline.memo.make_room``, no pause).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from typing import Final
+
+from filterd.pipeline.memo import make_room
 
 MEMO_LIMIT: Final = 65536
 
@@ -39,7 +42,7 @@ class Guard:
         if allowed is None:
             allowed = self._classify(address)
             if len(self._memo) >= MEMO_LIMIT:
-                self._memo.clear()
+                make_room(self._memo)
             self._memo[address] = allowed
         return allowed
 

@@ -50,8 +50,8 @@ distinct questions of ``bench/run``'s mix were decided again for 17.5 % of
 queries instead of 7 %. An entry costs about 130 bytes (its key and dict
 slot): 65 MB at most."""
 ADDRESS_LIMIT: Final = 65_536
-"""Client addresses whose group is memoised (cleared when full: a spoofed
-flood cannot grow it)."""
+"""Client addresses whose group is memoised (bounded, room made when full:
+a spoofed flood cannot grow it)."""
 
 
 @dataclass(slots=True)
@@ -364,7 +364,7 @@ class Policy:
             return self._behind_forwarder(address, query)
         group = self._groups[table.group_of(address)]
         if len(self.by_address) >= ADDRESS_LIMIT:
-            self.by_address.clear()
+            make_room(self.by_address)
         self.by_address[address] = group
         return group
 

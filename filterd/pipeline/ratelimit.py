@@ -19,8 +19,10 @@ TCP answers are never limited, nor are answers to the ``exempt`` networks
 the network, the kernel drops it as a martian, so it cannot be forged by a
 remote attacker; load generators and local forwarders live there).
 
-The table of buckets is bounded (``MAX_BUCKETS``); when full it is emptied
-at once, which lets a burst through rather than grow without bound. The
+The table of buckets is bounded (``MAX_BUCKETS``); when full, its newest
+1/64 is dropped (``filterd.pipeline.memo.make_room``: no pause, and the
+buckets of long-limited sources stay), which lets those keys a fresh burst
+rather than grow without bound. The
 check costs one dict lookup and a few float operations per UDP answer.
 """
 
@@ -30,6 +32,7 @@ from typing import Final
 
 from filterd.pipeline.clients import prefix_of
 from filterd.pipeline.guard import Guard, Network
+from filterd.pipeline.memo import make_room
 from filterd.pipeline.tally import Counters
 
 MAX_BUCKETS: Final = 200_000
@@ -86,7 +89,7 @@ class ResponseRateLimit:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
-                self._buckets.clear()
+                make_room(self._buckets)
             self._buckets[key] = [burst - 1.0, now, 0.0]
             return True
         tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
