@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from filterd.pipeline.clients import prefix_of
+from filterd.pipeline.clients import V4_PREFIX_BYTES, prefix_of
 from filterd.pipeline.guard import Guard, Network
 from filterd.pipeline.memo import make_room
 from filterd.pipeline.tally import Counters
@@ -47,6 +47,7 @@ class ResponseRateLimit:
         "_burst",
         "_counters",
         "_exempt",
+        "_exempt_memo",
         "_rate",
         "_slip",
     )
@@ -70,27 +71,45 @@ class ResponseRateLimit:
         self._buckets: dict[bytes, list[float]] = {}
         self._counters = counters
         self._exempt = Guard(exempt)
+        self._exempt_memo = self._exempt.memo
 
     def limit(self, address: bytes, question: bytes, answer: bytes, now: float) -> bytes | None:
         """``answer`` as it may be sent to ``address`` now: itself, its
         truncated stand-in (a slip), or None (dropped). ``question`` is the
         query's key (its lower-cased wire question and one variant byte;
         empty when the question could not be decoded)."""
-        if self._exempt.allows(address):
+        if self._exempt_memo.get(address) or self._exempt.allows(address):
             return answer
-        prefix = prefix_of(address)
+        prefix = address[:V4_PREFIX_BYTES] if len(address) == 4 else prefix_of(address)
         if self._all_rate and not self._take(prefix, self._all_rate, self._all_burst, now):
             return self._over(prefix, question, answer)
-        if not self._take(prefix + question, self._rate, self._burst, now):
-            return self._over(prefix + question, question, answer)
-        return answer
-
-    def _take(self, key: bytes, rate: float, burst: float, now: float) -> bool:
+        key = prefix + question
+        # _take written out for a bucket that exists (every answer but a
+        # question's first to a prefix): this runs for every UDP answer.
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= MAX_BUCKETS:
-                make_room(self._buckets)
-            self._buckets[key] = [burst - 1.0, now, 0.0]
+            self._add_bucket(key, self._burst, now)
+            return answer
+        tokens = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return answer
+        bucket[0] = tokens
+        return self._over(key, question, answer)
+
+    def _add_bucket(self, key: bytes, burst: float, now: float) -> None:
+        """A new bucket for ``key``, one token already taken."""
+        if len(self._buckets) >= MAX_BUCKETS:
+            make_room(self._buckets)
+        self._buckets[key] = [burst - 1.0, now, 0.0]
+
+    def _take(self, key: bytes, rate: float, burst: float, now: float) -> bool:
+        """One token from ``key``'s bucket (the per-prefix bound: ``limit``
+        writes the same out for the per-question one)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._add_bucket(key, burst, now)
             return True
         tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
         bucket[1] = now
