@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from filterd import control
 from filterd.config import Config
@@ -189,16 +189,15 @@ class Worker:
         previous = self._policy
         index, policy, config = pending.index, pending.policy, pending.config
         self._keep_blocked_names(config.statistics.blocked_names)
-        retired: list[dict[Any, Any]] = []
         if self._pipeline is None or self._needs_rebuild(config):
             self._start_pipeline(config, policy)
         else:
-            retired.append(self._pipeline.swap_policy(policy))
+            self._pipeline.swap_policy(policy)
             self._pipeline.blocked_names = self._blocked_names
         if previous is not None:
             # Dropped at once, the old snapshot's memos (half a million
             # entries) would stop the query path for several milliseconds.
-            task = asyncio.get_running_loop().create_task(release([*retired, *previous.memos()]))
+            task = asyncio.get_running_loop().create_task(release(previous.memos()))
             self._releasing.add(task)
             task.add_done_callback(self._releasing.discard)
         self._policy = policy

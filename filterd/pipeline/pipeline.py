@@ -27,23 +27,26 @@ which may drop it or send its truncated stand-in; TCP answers never do.
 
 Stages 1-4 answer synchronously inside the listener's read callback: no
 task, no await, no dnslib object, no log line. Only stage 5 is
-asynchronous.
+asynchronous. ``Pipeline.handle`` returns the bytes to send now, or
+``None`` when there is nothing to send now (dropped, or answered later
+through a ``Reply``).
 
 A message asked again within the same second of its answer's age skips
-stages 2-4: when every client shares one profile with no schedule (the
-default), the answer to a given message, ID aside, is fixed by the policy
-snapshot and the cached answer's rendering, so ``handle`` keeps the
-messages it answered from the cache in the common form (RD set, lower-case
-question, at most 512 octets) in the *served* table, keyed by the message
-after its ID, and answers a repeat with the client's ID and the same
-bytes: one dict lookup instead of decoding, the verdict memo and the cache.
-Every repeat is counted like any cache hit. An entry is good until its
-answer's next re-rendering (``due``: the next whole second of age, or its
-expiry); a new policy snapshot empties the table. With a popularity mix
-most queries are repeats within the second (about two in three in
-``bench/run``'s mix at 100k qps). ``Pipeline.handle`` returns the bytes to send now, or ``None``
-when there is nothing to send now (dropped, or answered later through a
-``Reply``).
+stages 2-4. For a group whose profile has no schedule (every group of the
+default configuration, which has one), the answer to a given message, ID
+aside, is fixed by the policy snapshot and the cached answer's rendering,
+so ``handle`` keeps the messages it answered from the cache in the common
+form (RD set, lower-case question, at most 512 octets) in the group's
+*served* table (``ClientGroup.served``), keyed by the message after its ID,
+and answers a repeat with the client's ID and the same bytes: one dict
+lookup instead of decoding, the verdict memo and the cache. The client's
+group is found as stage 3 finds it (the one group, or the address memo; a
+trusted forwarder's clients, whose group the query names, take the full
+path). Every repeat is counted like any cache hit. An entry is good until
+its answer's next re-rendering (``due``: the next whole second of age, or
+its expiry); a new policy snapshot starts with empty tables. With a
+popularity mix most queries are repeats within the second (about two in
+three in ``bench/run``'s mix at 100k qps).
 """
 
 from __future__ import annotations
@@ -147,8 +150,6 @@ class Pipeline:
         "_guard",
         "_key",
         "_max_udp_size",
-        "_served",
-        "_served_group",
         "_tcp_outcomes",
         "_udp_outcomes",
         "blocked_names",
@@ -183,12 +184,6 @@ class Pipeline:
         self.rrl = rrl
         self._key = b""
         """The key of the query being handled (``b""``: not decoded), for the RRL."""
-        self._served: dict[bytes, tuple[Answer, int, bytes]] = {}
-        """Message after its ID -> (cache answer, counters slot of its qtype,
-        cache key); see the module docstring. Values hold no object the
-        garbage collector tracks, so the collector soon stops visiting them."""
-        self._served_group = policy.single.counter if policy.single else None
-        """The one group's counter while the table may fill (``policy.single``)."""
         self._allowed = guard.memo
         self._udp_outcomes = counters.udp
         self._tcp_outcomes = counters.tcp
@@ -205,14 +200,11 @@ class Pipeline:
     def cache(self) -> ResponseCache:
         return self._cache
 
-    def swap_policy(self, policy: Policy) -> dict[bytes, tuple[Answer, int, bytes]]:
-        """Install a new snapshot: one reference replaced, effective on the next
-        query. Returns the served table it retires (its answers were decided
-        by the old snapshot), for the caller to free without a pause."""
-        retired, self._served = self._served, {}
+    def swap_policy(self, policy: Policy) -> None:
+        """Install a new snapshot: one reference replaced, effective on the
+        next query (its groups' served tables start empty: the old ones hold
+        answers the old snapshot decided)."""
         self.policy = policy
-        self._served_group = policy.single.counter if policy.single else None
-        return retired
 
     def handle(
         self,
@@ -230,17 +222,21 @@ class Pipeline:
         it). ``address`` is the client's packed IP address (4 or 16 bytes);
         ``now`` is the listener's monotonic clock reading for the batch.
         """
-        served = self._served.get(data[2:])
+        policy = self.policy
+        group = policy.single or policy.by_address.get(address)
+        table = group.served if group is not None else None
+        served = table.get(data[2:]) if table is not None else None
         if (
             served is not None
             and now < served[0][DUE]
             and (self._allowed.get(address) or self._guard.allows(address))
         ):
             # A repeat within the second (see the module docstring): stages
-            # 2-4 gave this answer to these very bytes, counted as they count.
+            # 2-4 gave this answer to these very bytes for this group,
+            # counted as they count.
             answer, slot, key = served
             (self._udp_outcomes if udp else self._tcp_outcomes)[slot].cached += 1
-            self._served_group.queries += 1  # type: ignore[union-attr]  # set when it fills
+            group.counter.queries += 1  # type: ignore[union-attr]  # found through it
             self._cache.hits += 1
             out = data[:2] + answer[WIRE]
             if udp and self.rrl is not None:
@@ -317,9 +313,9 @@ class Pipeline:
             out = serve(answer, query)
             if len(out) > CLASSIC_UDP_SIZE:
                 return self._fit(query, out, udp, outcomes)
-            if group is policy.single and data[2] & 0x01 and data.startswith(key[:-1], 12):
+            served = group.served
+            if served is not None and data[2] & 0x01 and data.startswith(key[:-1], 12):
                 # Served as stored (serve's common case): repeats may skip stages 2-4.
-                served = self._served
                 if len(served) >= SERVED_LIMIT:
                     make_room(served)
                 served[data[2:]] = (answer, slot, key)

@@ -34,6 +34,7 @@ from filterd.config import BlockingConfig
 from filterd.matching.matcher import EVERYONE, Choices, Decision, Matcher
 from filterd.model.rules import Action, Rule
 from filterd.model.sources import SourceInfo
+from filterd.pipeline.cache import Answer
 from filterd.pipeline.clock import SYSTEM_CLOCK, WallClock
 from filterd.pipeline.memo import make_room
 from filterd.profiles.profileset import Profile, ProfileSet, default_profile_set
@@ -232,17 +233,26 @@ def _remember(memo: dict[bytes, Verdict], key: bytes, verdict: Verdict) -> None:
     memo[key] = verdict
 
 
+Served = dict[bytes, tuple[Answer, int, bytes]]
+"""Message after its ID -> (cache answer, counters slot of its qtype, cache
+key): the repeats a group is answered without decoding (see
+``filterd.pipeline.pipeline``). Values hold no object the garbage collector
+tracks, so the collector soon stops visiting them."""
+
+
 class ClientGroup:
     """A group within one snapshot: its counter (which outlives the
-    snapshot) and its profile's view (``memoised``: the view's, bound once,
-    one attribute fewer per query)."""
+    snapshot), its profile's view (``memoised``: the view's, bound once,
+    one attribute fewer per query) and its served table (``None`` when the
+    profile has a schedule: its verdicts change with the clock)."""
 
-    __slots__ = ("counter", "memoised", "view")
+    __slots__ = ("counter", "memoised", "served", "view")
 
     def __init__(self, counter: GroupCounter, view: View) -> None:
         self.counter = counter
         self.view = view
         self.memoised = view.memoised
+        self.served: Served | None = None if view.profile.scheduled else {}
 
 
 class Policy:
@@ -338,14 +348,20 @@ class Policy:
         return self._views
 
     def memos(self) -> list[dict[Any, Any]]:
-        """Every memo table of this snapshot, largest first in practice, for
-        freeing it a slice at a time once it is retired (``memo.release``)."""
+        """Every memo and served table of this snapshot, for freeing them a
+        slice at a time once it is retired (``memo.release``)."""
         tables: list[dict[Any, Any]] = [self.everyone, self.everyone_text, self.by_address]
         if self._choices is not None:
             tables.append(self._choices)
         for view in self._views.values():
             tables += view.memos()
+        tables += [group.served for group in self._groups if group.served is not None]
         return tables
+
+    @property
+    def groups(self) -> tuple[ClientGroup, ...]:
+        """Every group of this snapshot, in the configuration's order."""
+        return self._groups
 
     # ------------------------------------------------------------- groups
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import dns.flags
@@ -29,16 +31,19 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from filterd.config import BlockingConfig, Config, ListConfig
+from filterd.config import Config, ListConfig
+from filterd.config.load import parse_config
 from filterd.formats import Format
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.pipeline.cache import ResponseCache
+from filterd.pipeline.clock import WallClock
 from filterd.pipeline.forward import Forwarder
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.pipeline import Pipeline
 from filterd.pipeline.policy import BlockCounter, GroupCounter, Policy
 from filterd.pipeline.tally import QTYPE_SLOT, Counters
+from filterd.profiles.profileset import ProfileSet
 from filterd.wire.query import Query
 from tests.unit.pipeline.test_handle import (
     CLIENT,
@@ -65,20 +70,71 @@ class Books:
         self.groups: dict[str, GroupCounter] = {}
 
 
-def compile_index(tmp_path: Path, listed: tuple[str, ...]) -> Path:
+GROUPS = """
+access: {allow: ['192.0.2.0/24', '10.0.0.0/8']}
+lists:
+  - {name: national, path: national.txt, mandatory: true}
+  - {name: adult, path: adult.txt, category: adult, opt_in: true}
+groups:
+  kids: {networks: ["10.1.0.0/16"], profile: kids}
+  evening: {networks: ["10.2.0.0/16"], profile: evening}
+profiles:
+  kids: {categories: [adult]}
+  evening: {scheduled: {adult: study}}
+schedules:
+  study: [{days: all, start: "07:00", end: "17:00"}]
+"""
+KIDS = ipaddress.ip_address("10.1.0.7").packed
+EVENING = ipaddress.ip_address("10.2.0.7").packed
+BEFORE_THE_BELL = datetime.fromisoformat("2026-09-07T06:59:00+07:00").timestamp()
+"""A minute before the study window opens: the evening profile starts blocking."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A compiled index and the configuration whose profiles read it."""
+
+    index: Path
+    config: Config
+
+
+def compile_index(tmp_path: Path, listed: tuple[str, ...], grouped: bool = False) -> Snapshot:
     """A real compiled index blocking ``listed`` (and a name nobody asks:
-    a list with no entry is refused)."""
-    tag = "-".join(listed) or "none"
-    lists = tmp_path / f"list-{tag}.txt"
-    lists.write_text("".join(f"{name}\n" for name in (*listed, "filler.example")))
-    lst = ListConfig(name="national", path=lists, format=Format.DOMAINS)
-    return compile_lists(Config(lists=(lst,), state_dir=tmp_path / f"state-{tag}")).index_path
+    a list with no entry is refused); ``grouped``: with the groups and
+    profiles of ``GROUPS`` (a category list for the kids)."""
+    tag = ("g-" if grouped else "") + ("-".join(listed) or "none")
+    where = tmp_path / tag
+    where.mkdir()
+    (where / "national.txt").write_text("".join(f"{n}\n" for n in (*listed, "filler.example")))
+    if grouped:
+        (where / "adult.txt").write_text("cdn.example.net\n")
+        config = parse_config(GROUPS + "state_dir: state\n", "c.yaml", where)
+    else:
+        lst = ListConfig(name="national", path=where / "national.txt", format=Format.DOMAINS)
+        config = Config(lists=(lst,), state_dir=where / "state")
+    return Snapshot(compile_lists(config).index_path, config)
 
 
-def make_policy(index: Path, books: Books) -> Policy:
-    """A snapshot of ``index`` counting into ``books``."""
-    matcher, sources = open_matcher(index)
-    return Policy(matcher, sources, BlockingConfig(), 1232, books.blocks, None, books.groups)
+def make_policy(
+    snapshot: Snapshot | Path, books: Books, wall: Callable[[], float] = lambda: BEFORE_THE_BELL
+) -> Policy:
+    """A snapshot counting into ``books`` (a bare index: the default
+    profiles), its schedules reading ``wall``."""
+    if isinstance(snapshot, Path):
+        snapshot = Snapshot(snapshot, Config())
+    matcher, sources = open_matcher(snapshot.index)
+    config = snapshot.config
+    profiles = ProfileSet(config) if config.groups else None
+    return Policy(
+        matcher,
+        sources,
+        config.blocking,
+        1232,
+        books.blocks,
+        profiles,
+        books.groups,
+        WallClock(wall, poll=0.05),  # the machine's wall clock runs fast
+    )
 
 
 def make_pipeline(policy: Policy) -> Pipeline:
@@ -87,7 +143,7 @@ def make_pipeline(policy: Policy) -> Pipeline:
     def make_forwarder(_: Pipeline) -> Forwarder:
         return forwarder  # type: ignore[return-value]  # the stand-in has what handle uses
 
-    allow = (ipaddress.ip_network("192.0.2.0/24"),)
+    allow = (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("10.0.0.0/8"))
     cache = ResponseCache(1 << 20, 0)
     return Pipeline(Guard(allow), policy, cache, make_forwarder, 1232, False, Counters(), None)
 
@@ -141,7 +197,7 @@ def books() -> Books:
 
 @pytest.fixture
 def pipeline(tmp_path: Path, books: Books) -> Pipeline:
-    return make_pipeline(make_policy(compile_index(tmp_path, ("casino.example",)), books))
+    return make_pipeline(make_policy(compile_index(tmp_path, ("casino.example",)).index, books))
 
 
 def test_a_repeat_gets_the_same_answer_under_its_own_id_and_counts_as_a_hit(
@@ -166,7 +222,7 @@ def test_a_repeat_after_a_new_snapshot_gets_the_new_verdict(
     fill(pipeline, "www.example.com")
     allowed = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.2)
     assert allowed is not None and dns.message.from_wire(allowed).rcode() == dns.rcode.NOERROR
-    pipeline.swap_policy(make_policy(compile_index(tmp_path, ("example.com",)), books))
+    pipeline.swap_policy(make_policy(compile_index(tmp_path, ("example.com",)).index, books))
     blocked = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.3)
     assert blocked is not None and dns.message.from_wire(blocked).rcode() == dns.rcode.NXDOMAIN
 
@@ -199,46 +255,63 @@ QUESTION = st.tuples(
     st.sampled_from((False, False, False, True)),  # a 0x20 client, now and then
     st.sampled_from((True, True, True, False)),  # RD, mostly set
     st.integers(0, 0xFFFF),  # ID
-    st.sampled_from((CLIENT, CLIENT, CLIENT, STRANGER)),
+    st.just(CLIENT),  # replaced by the machine's client
     st.sampled_from((True, True, True, False)),  # over UDP, mostly
 )
 
 
+def forget_served(pipeline: Pipeline) -> None:
+    for group in pipeline.policy.groups:
+        if group.served is not None:
+            group.served.clear()
+
+
+def served_size(pipeline: Pipeline) -> int:
+    return sum(len(g.served) for g in pipeline.policy.groups if g.served is not None)
+
+
 class ServedAgainstReference(RuleBasedStateMachine):
-    """Two pipelines with the same state; the reference forgets its table
+    """Two pipelines with the same state; the reference forgets its tables
     before every query, so it always runs the full pipeline."""
+
+    grouped = False
+    clients: tuple[bytes, ...] = (CLIENT, CLIENT, CLIENT, STRANGER)
 
     def __init__(self) -> None:
         super().__init__()
         self._dir = tempfile.TemporaryDirectory(prefix="filterd-served-")
         self.tmp = Path(self._dir.name)
-        self.indexes: dict[tuple[str, ...], Path] = {}
+        self.snapshots: dict[tuple[str, ...], Snapshot] = {}
         self.mine, self.theirs = Books(), Books()
-        start = self.index(("casino.example",))
-        self.served = make_pipeline(make_policy(start, self.mine))
-        self.reference = make_pipeline(make_policy(start, self.theirs))
+        self.wall = BEFORE_THE_BELL
+        start = self.snapshot(("casino.example",))
+        self.served = make_pipeline(make_policy(start, self.mine, self.read_wall))
+        self.reference = make_pipeline(make_policy(start, self.theirs, self.read_wall))
         self.now = 100.0
         self.last: Question | None = None
 
-    def index(self, listed: tuple[str, ...]) -> Path:
-        if listed not in self.indexes:
-            self.indexes[listed] = compile_index(self.tmp, listed)
-        return self.indexes[listed]
+    def read_wall(self) -> float:
+        return self.wall
+
+    def snapshot(self, listed: tuple[str, ...]) -> Snapshot:
+        if listed not in self.snapshots:
+            self.snapshots[listed] = compile_index(self.tmp, listed, self.grouped)
+        return self.snapshots[listed]
 
     def both(self, data: bytes, address: bytes, udp: bool) -> None:
-        self.reference._served.clear()  # the reference never uses its table
+        forget_served(self.reference)  # the reference never uses its tables
         got = self.served.handle(data, address, udp, Source(udp), 0, self.now)
         want = self.reference.handle(data, address, udp, Source(udp), 0, self.now)
         assert got == want
-        event(f"table holds {min(len(self.served._served), 2)}+ messages")
+        event(f"tables hold {min(served_size(self.served), 2)}+ messages")
 
-    @rule(question=QUESTION)
-    def ask(self, question: Question) -> None:
+    @rule(question=QUESTION, client=st.integers(0, 3))
+    def ask(self, question: Question, client: int) -> None:
         self.last = question
-        self.again(1, question[5])
+        self.again(1, client)
 
-    @rule(times=st.integers(1, 4), address=st.sampled_from((CLIENT, CLIENT, STRANGER)))
-    def again(self, times: int, address: bytes) -> None:
+    @rule(times=st.integers(1, 4), client=st.integers(0, 3))
+    def again(self, times: int, client: int) -> None:
         """The last question again, under new IDs (a popular name), perhaps
         from another client."""
         if self.last is None:
@@ -247,7 +320,8 @@ class ServedAgainstReference(RuleBasedStateMachine):
         if mixed:
             name = "".join(c.upper() if i % 2 else c for i, c in enumerate(name))
         for repeat in range(times):
-            self.both(wire(name, rdtype, ident=(ident + repeat) & 0xFFFF, rd=rd), address, udp)
+            data = wire(name, rdtype, ident=(ident + repeat) & 0xFFFF, rd=rd)
+            self.both(data, self.clients[client], udp)
 
     @rule(ttl=st.integers(1, 10))
     def answer(self, ttl: int) -> None:
@@ -256,14 +330,18 @@ class ServedAgainstReference(RuleBasedStateMachine):
 
     @rule(seconds=st.floats(0.05, 2.0))
     def wait(self, seconds: float) -> None:
+        """Time passes; the wall clock runs ten minutes per second, so that
+        the study window opens while answers stored before it are still
+        within their second."""
         self.now += seconds
+        self.wall += seconds * 600
 
     @rule(listed=st.sets(st.sampled_from(NAMES[:3])))
     def swap(self, listed: set[str]) -> None:
         """A new list version, installed between two queries."""
-        index = self.index(tuple(sorted(listed)))
-        self.served.swap_policy(make_policy(index, self.mine))
-        self.reference.swap_policy(make_policy(index, self.theirs))
+        snapshot = self.snapshot(tuple(sorted(listed)))
+        self.served.swap_policy(make_policy(snapshot, self.mine, self.read_wall))
+        self.reference.swap_policy(make_policy(snapshot, self.theirs, self.read_wall))
 
     @invariant()
     def same_counts(self) -> None:
@@ -273,10 +351,46 @@ class ServedAgainstReference(RuleBasedStateMachine):
         self._dir.cleanup()
 
 
-ServedAgainstReference.TestCase.settings = settings(
+class GroupedServedAgainstReference(ServedAgainstReference):
+    """The same law with groups: a category list for the kids' network, a
+    scheduled profile (no served table) and the default group."""
+
+    grouped = True
+    clients = (KIDS, EVENING, CLIENT, STRANGER)
+
+
+MACHINE_SETTINGS = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+ServedAgainstReference.TestCase.settings = MACHINE_SETTINGS
+GroupedServedAgainstReference.TestCase.settings = MACHINE_SETTINGS
 test_the_table_changes_no_answer_and_no_count = ServedAgainstReference.TestCase
+test_with_groups_the_tables_change_no_answer_and_no_count = GroupedServedAgainstReference.TestCase
+
+
+def test_a_scheduled_group_is_never_served_a_verdict_from_before_its_window(
+    tmp_path: Path,
+) -> None:
+    """The evening profile blocks the adult category from 07:00: a repeat
+    one second of wall clock after it opens must be blocked, although the
+    allowed answer was given within the same second of its age."""
+    wall = [BEFORE_THE_BELL + 59.5]
+    books = Books()
+    pipeline = make_pipeline(
+        make_policy(compile_index(tmp_path, ("casino.example",), True), books, lambda: wall[0])
+    )
+    name = "cdn.example.net"  # on the adult list
+    assert pipeline.handle(wire(name), EVENING, True, Source(), 0, 100.0) is None
+    answer_all(pipeline, 100.0, 300)
+    allowed = pipeline.handle(wire(name), EVENING, True, Source(), 0, 100.1)
+    assert allowed is not None and dns.message.from_wire(allowed).rcode() == dns.rcode.NOERROR
+    kids = pipeline.handle(wire(name), KIDS, True, Source(), 0, 100.1)
+    assert kids is not None and dns.message.from_wire(kids).rcode() == dns.rcode.NXDOMAIN
+    wall[0] += 1.0  # 07:00:00.5: the study window is open
+    blocked = pipeline.handle(wire(name), EVENING, True, Source(), 0, 100.2)
+    assert blocked is not None and dns.message.from_wire(blocked).rcode() == dns.rcode.NXDOMAIN
+    again = pipeline.handle(wire(name), CLIENT, True, Source(), 0, 100.2)
+    assert again is not None and dns.message.from_wire(again).rcode() == dns.rcode.NOERROR
