@@ -112,10 +112,9 @@ class Batch:
         self._out = memoryview(self._send_buffer).cast("B")
         self._out_names = memoryview(self._send_names).cast("B")
         self._recv_headers = memoryview(self._recv_msgs).cast("B")
-        # The iovecs as machine words: iov_len of slot i is word 2 i + 1.
-        self._iov_lengths = (
-            memoryview(self._send_iov).cast("B").cast("L")
-        )  # size_t: Linux is LP64 or ILP32
+        # The iovecs as machine words (size_t is unsigned long on Linux, LP64
+        # or ILP32): iov_len of slot i is word 2 i + 1.
+        self._iov_lengths = memoryview(self._send_iov).cast("B").cast("L")
         self._recv_address = ctypes.addressof(self._recv_msgs)
         self._send_address = ctypes.addressof(self._send_msgs)
         self.pending = 0

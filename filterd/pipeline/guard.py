@@ -31,9 +31,9 @@ class Guard:
 
     @property
     def memo(self) -> dict[bytes, bool]:
-        """Address -> allowed, for the addresses seen lately (bounded, emptied
-        when full). The pipeline's repeat path reads it before calling
-        ``allows``: a dict lookup instead of a call."""
+        """Address -> allowed, for the addresses seen lately (bounded, room
+        made when full). The pipeline's repeat path and the rate limit read
+        it before calling ``allows``: a dict lookup instead of a call."""
         return self._memo
 
     def allows(self, address: bytes) -> bool:

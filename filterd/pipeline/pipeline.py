@@ -132,13 +132,14 @@ _CLASS_EDE: Final = ede_option(EDE_PROHIBITED, "only class IN is served")
 _XFR_EDE: Final = ede_option(EDE_PROHIBITED, "zone transfers are not served")
 _STALE_EDE: Final = ede_option(EDE_STALE_ANSWER, "upstream resolvers unreachable")
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
-SERVED_LIMIT: Final = 65_536
-"""Messages kept in the served table (room is made when full: ``make_room``). An entry is a
-key of about 50 bytes and a tuple, and keeps a cache answer alive for at
-most a second after the cache renders it again: about 20 MB at most. A
-larger table serves no more repeats: entries last a second, and at 100k
-queries/s fewer than 65,536 distinct messages are asked twice in one."""
 _NOT_REWRITTEN: Final = _UNSERVED_TYPES | {TYPE_ANY}
+SERVED_LIMIT: Final = 65_536
+"""Messages kept in a group's served table (room is made when full:
+``make_room``). An entry is a key of about 50 bytes and a tuple, and keeps
+a cache answer alive for at most a second after the cache renders it
+again: about 20 MB at most. A larger table serves no more repeats: entries
+last a second, and at 100k queries/s fewer than 65,536 distinct messages
+are asked twice in one."""
 
 
 class Pipeline:
@@ -234,15 +235,13 @@ class Pipeline:
             # A repeat within the second (see the module docstring): stages
             # 2-4 gave this answer to these very bytes for this group,
             # counted as they count.
-            answer, slot, key = served
+            answer, slot, self._key = served
             (self._udp_outcomes if udp else self._tcp_outcomes)[slot].cached += 1
             group.counter.queries += 1  # type: ignore[union-attr]  # found through it
             self._cache.hits += 1
-            out = data[:2] + answer[WIRE]
-            if udp and self.rrl is not None:
-                return self.rrl.limit(address, key, out, now)
-            return out
-        response = self._respond(data, address, udp, source, client, now)
+            response: bytes | None = data[:2] + answer[WIRE]
+        else:
+            response = self._respond(data, address, udp, source, client, now)
         if udp and response is not None and self.rrl is not None:
             return self.rrl.limit(address, self._key, response, now)
         return response

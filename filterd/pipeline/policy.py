@@ -44,12 +44,13 @@ from filterd.wire.subnet import client_subnet
 from filterd.wire.synth import BlockAnswer
 
 MEMO_LIMIT: Final = 524_288
-"""Verdicts memoised per memo (room is made when full: ``make_room``). It must hold the
-distinct questions of a working set, or it is cleared over and over and
-names are decided again (a suffix walk, 3-4 µs): at 200,000, the 278,000
-distinct questions of ``bench/run``'s mix were decided again for 17.5 % of
-queries instead of 7 %. An entry costs about 130 bytes (its key and dict
-slot): 65 MB at most."""
+"""Verdicts memoised per memo (room is made when full: ``make_room``). It
+must hold the distinct questions of a working set, or verdicts are dropped
+over and over and names decided again (a suffix walk, 3-4 µs): at 200,000
+(then emptied when full), the 278,000 distinct questions of
+``bench/run``'s mix were decided again for 17.5 % of queries instead of
+7 %. An entry costs about 130 bytes (its key and dict slot): 65 MB at
+most."""
 ADDRESS_LIMIT: Final = 65_536
 """Client addresses whose group is memoised (bounded, room made when full:
 a spoofed flood cannot grow it)."""

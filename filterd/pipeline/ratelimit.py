@@ -22,8 +22,8 @@ remote attacker; load generators and local forwarders live there).
 The table of buckets is bounded (``MAX_BUCKETS``); when full, its newest
 1/64 is dropped (``filterd.pipeline.memo.make_room``: no pause, and the
 buckets of long-limited sources stay), which lets those keys a fresh burst
-rather than grow without bound. The
-check costs one dict lookup and a few float operations per UDP answer.
+rather than grow without bound. The check costs one dict lookup and a few
+float operations per UDP answer.
 """
 
 from __future__ import annotations
@@ -84,32 +84,17 @@ class ResponseRateLimit:
         if self._all_rate and not self._take(prefix, self._all_rate, self._all_burst, now):
             return self._over(prefix, question, answer)
         key = prefix + question
-        # _take written out for a bucket that exists (every answer but a
-        # question's first to a prefix): this runs for every UDP answer.
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            self._add_bucket(key, self._burst, now)
+        if self._take(key, self._rate, self._burst, now):
             return answer
-        tokens = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return answer
-        bucket[0] = tokens
         return self._over(key, question, answer)
 
-    def _add_bucket(self, key: bytes, burst: float, now: float) -> None:
-        """A new bucket for ``key``, one token already taken."""
-        if len(self._buckets) >= MAX_BUCKETS:
-            make_room(self._buckets)
-        self._buckets[key] = [burst - 1.0, now, 0.0]
-
     def _take(self, key: bytes, rate: float, burst: float, now: float) -> bool:
-        """One token from ``key``'s bucket (the per-prefix bound: ``limit``
-        writes the same out for the per-question one)."""
+        """One token from ``key``'s bucket, made full (less this token) if new."""
         bucket = self._buckets.get(key)
         if bucket is None:
-            self._add_bucket(key, burst, now)
+            if len(self._buckets) >= MAX_BUCKETS:
+                make_room(self._buckets)
+            self._buckets[key] = [burst - 1.0, now, 0.0]
             return True
         tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
         bucket[1] = now
