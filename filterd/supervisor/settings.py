@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 from filterd.config import Config, Endpoint, ListConfig
 from filterd.config.load import load_config, parse_config
@@ -66,22 +67,24 @@ def load(path: Path | None, overrides: Overrides, *, need_upstream: bool = True)
     return config
 
 
+_RESTART_ONLY: Final = (
+    ("audit", "audit settings changed: take effect on restart"),
+    ("admin", "admin settings changed: take effect on restart"),
+    ("block_page", "block_page settings changed: take effect on restart"),
+    ("state_dir", "state_dir changed: takes effect on restart"),
+)
+"""Sections (and a key) a reload keeps as they were at start, with the warning it logs."""
+
+
 def keep_restart_only_settings(running: Config, config: Config) -> Config:
     """``config`` with the settings of ``running`` that only change on restart:
     listening sockets, the worker count, the admin listeners, the block page
     and the audit trail."""
-    if config.audit != running.audit:
-        log.warning("audit settings changed: take effect on restart")
-        config = replace(config, audit=running.audit)
-    if config.admin != running.admin:
-        log.warning("admin settings changed: take effect on restart")
-        config = replace(config, admin=running.admin)
-    if config.block_page != running.block_page:
-        log.warning("block_page settings changed: take effect on restart")
-        config = replace(config, block_page=running.block_page)
-    if config.state_dir != running.state_dir:
-        log.warning("state_dir changed: takes effect on restart")
-        config = replace(config, state_dir=running.state_dir)
+    for key, warning in _RESTART_ONLY:
+        kept = getattr(running, key)
+        if getattr(config, key) != kept:
+            log.warning("%s", warning)
+            config = replace(config, **{key: kept})
     old = running.server
     new = config.server
     if (old.listen, old.udp, old.tcp, old.workers) != (
