@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -29,10 +29,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from filterd import __version__
+from filterd.compiled import COMPILED, compiled_modules
 from filterd.histogram import LATENCY_BOUNDS, Buckets
 from filterd.lists.guard import REASONS as GUARD_REASONS
 from filterd.stats import WorkerStats
 from filterd.sync.model import REASONS
+
+COMPILED_BUILD: Final = len(compiled_modules()) == len(COMPILED)
+"""Every module of the query path loads from its C extension (read once: an
+install does not change under a running process)."""
 
 
 @dataclass(slots=True)
@@ -311,9 +316,11 @@ class FilterdCollector(Collector):
 
     def _process(self, state: SupervisorState) -> Iterator[Metric]:
         build = GaugeMetricFamily(
-            "filterd_build_info", "filterd version (value 1).", labels=["version"]
+            "filterd_build_info",
+            "filterd version, and whether the query path runs compiled (value 1).",
+            labels=["version", "compiled"],
         )
-        build.add_metric([__version__], 1)
+        build.add_metric([__version__, "true" if COMPILED_BUILD else "false"], 1)
         yield build
         yield _gauge(
             "filterd_ready",

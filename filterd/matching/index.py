@@ -58,9 +58,9 @@ class CompiledIndex:
             raise IndexFormatError(f"{path}: cannot map: {exc}") from None
         try:
             header = self._read_header()
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as bad:  # compiled, a name has one type
             self._map.close()
-            raise IndexFormatError(f"{path}: not a compiled index ({exc})") from None
+            raise IndexFormatError(f"{path}: not a compiled index ({bad})") from None
         self.path = path
         self.count: int = header["count"]
         self.meta: dict[str, Any] = header["meta"]

@@ -47,6 +47,31 @@ Resume = Callable[[Query, Reply, Answer | None, str], None]
 """Back into the pipeline: (query, reply, answer or None, failure reason)."""
 
 
+class Forwarding(Protocol):
+    """What the pipeline and the worker use of a ``Forwarder``.
+
+    The pipeline holds its forwarder by this protocol, not by the class:
+    compiled (``filterd/compiled.py``), an attribute typed with a class
+    accepts only instances of it, and the pipeline's unit tests hand it a
+    stand-in that records cache misses instead of sending them upstream."""
+
+    io: UpstreamIO
+    pool: UpstreamPool
+    coalesced: int
+    overloaded: int
+    client_overloaded: int
+
+    @property
+    def deadline(self) -> float: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    def forward(self, query: Query, reply: Reply) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Forwarder:
     """Cache misses to the upstream pool: coalesced by question, bounded in
     total (``max_inflight``) and per client prefix (``max_per_client``), so

@@ -68,7 +68,7 @@ from filterd.pipeline.cache import (
     serve,
     serve_stale,
 )
-from filterd.pipeline.forward import Forwarder, Reply
+from filterd.pipeline.forward import Forwarder, Forwarding, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.memo import make_room
 from filterd.pipeline.policy import ClientGroup, CountedBlock, Policy, Rewrite
@@ -164,7 +164,7 @@ class Pipeline:
         guard: Guard,
         policy: Policy,
         cache: ResponseCache,
-        forwarder_factory: Callable[[Pipeline], Forwarder],
+        forwarder_factory: Callable[[Pipeline], Forwarding],
         max_udp_size: int,
         deny_drop: bool,
         counters: Counters,
@@ -190,7 +190,7 @@ class Pipeline:
         self._tcp_outcomes = counters.tcp
 
     @property
-    def forwarder(self) -> Forwarder:
+    def forwarder(self) -> Forwarding:
         return self._forwarder
 
     @property
@@ -264,9 +264,9 @@ class Pipeline:
         # 2. decode
         try:
             query = parse_query(data)
-        except BadVersion as exc:
+        except BadVersion as bad:  # its own name: compiled, a name has one type
             outcomes.badvers += 1
-            return query_error(exc.query, exc.rcode, self._max_udp_size)
+            return query_error(bad.query, bad.rcode, self._max_udp_size)
         except QueryError as exc:
             return self._decode_error(data, exc, outcomes)
         if query is None:

@@ -11,6 +11,7 @@ import dns.rrset
 from filterd.config import CacheConfig
 from filterd.pipeline.cache import (
     CNAMES,
+    WIRE,
     ResponseCache,
     build_answer,
     entry_size,
@@ -59,7 +60,9 @@ def test_ttls_decrement_with_age_and_expire() -> None:
     later = cache.get(q.key, 142.9)
     assert later is not None
     assert [rrset.ttl for rrset in dns.message.from_wire(serve(later, q)).answer] == [258, 18]
-    assert cache.get(q.key, 142.95) is later  # the same second of age: served as rendered
+    again = cache.get(q.key, 142.95)
+    assert again is not None
+    assert again[WIRE] is later[WIRE]  # the same second of age: served as rendered
     assert cache.get(q.key, 160.0) is None
     assert (cache.hits, cache.misses, cache.expired) == (3, 1, 1)
 
