@@ -5,9 +5,11 @@ on a machine with a C compiler and the Python headers (``setup.py`` reads
 ``COMPILED`` from this file; ``FILTERD_COMPILE=0`` turns it off). mypyc
 turns the same typed source into a C extension: no second implementation,
 the same tests. Measured in ``bench/README.md`` ("The query path compiled"):
-about half the CPU instructions per query and per cache miss, and about 30 %
-more queries per second on one core, the rest of a query's cost being the
-kernel's. Without a compiler the install is the same code, interpreted.
+about half the CPU instructions per query and per cache miss, a quarter
+less CPU per miss; a loaded worker gains less (8-38 % more queries per
+second on one core in alternating runs), because the kernel's send path and
+the interpreted read loop remain. Without a compiler the install is the
+same code, interpreted.
 
 Nothing here imports the modules it names, so the supervisor can report the
 build (``filterd_build_info``'s ``compiled`` label) without loading the query
