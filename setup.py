@@ -31,7 +31,7 @@ def compiled_sources() -> list[str]:
 
 def missing_toolchain() -> str | None:
     """Why this machine cannot compile an extension, or None if it can."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler}; on Debian: apt-get install gcc)"
     include = sysconfig.get_paths()["include"]

@@ -62,3 +62,8 @@ def compiled_modules() -> list[str]:
         if spec is not None and spec.origin is not None and spec.origin.endswith(suffixes):
             found.append(name)
     return found
+
+
+def query_path_compiled() -> bool:
+    """Every module of ``COMPILED`` loads from its C extension."""
+    return len(compiled_modules()) == len(COMPILED)

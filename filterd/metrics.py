@@ -29,15 +29,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from filterd import __version__
-from filterd.compiled import COMPILED, compiled_modules
+from filterd.compiled import query_path_compiled
 from filterd.histogram import LATENCY_BOUNDS, Buckets
 from filterd.lists.guard import REASONS as GUARD_REASONS
 from filterd.stats import WorkerStats
 from filterd.sync.model import REASONS
 
-COMPILED_BUILD: Final = len(compiled_modules()) == len(COMPILED)
-"""Every module of the query path loads from its C extension (read once: an
-install does not change under a running process)."""
+COMPILED_BUILD: Final = query_path_compiled()
+"""Read once: an install does not change under a running process."""
 
 
 @dataclass(slots=True)

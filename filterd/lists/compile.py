@@ -99,6 +99,7 @@ async def compile_in_child(
     (``filterd.lists.compile_child.run_idle``)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-P",  # the installed filterd, never a filterd/ in the current directory
         "-m",
         "filterd.lists.compile_child",
         stdin=asyncio.subprocess.PIPE,

@@ -48,6 +48,7 @@ from filterd.admin.server import AdminServer
 from filterd.audit.events import start_fields
 from filterd.audit.recorder import AuditRecorder
 from filterd.blockpage.server import BlockPage
+from filterd.compiled import query_path_compiled
 from filterd.config import Config
 from filterd.metrics import SupervisorState, build_registry
 from filterd.supervisor.blockpage import Explainer, start_block_page
@@ -78,6 +79,13 @@ async def run_daemon(config_path: Path | None, overrides: Overrides, config: Con
     syncing.check_node_key()
     sockets = bind_sockets(config)
     log_listening(sockets)
+    if query_path_compiled():
+        log.info("query path: compiled")
+    else:
+        log.warning(
+            "query path: not compiled (installed without a C compiler and the Python "
+            "headers); it serves the same answers with more CPU per query (docs/operations.md)"
+        )
     workers = [WorkerHandle(index, worker_sockets) for index, worker_sockets in enumerate(sockets)]
     installs = Installs(config, workers, state, syncing, audit)
     compiler = ListCompiler(syncing, state)

@@ -72,7 +72,8 @@ class WorkerHandle:
         parent, child = socket.socketpair()
         fds = self.sockets
         args = [
-            sys.executable, "-m", "filterd.worker",
+            # -P: the installed filterd, never a filterd/ in the current directory.
+            sys.executable, "-P", "-m", "filterd.worker",
             "--control", str(child.fileno()),
             "--udp", ",".join(str(s.fileno()) for s in fds.udp),
             "--tcp", ",".join(str(s.fileno()) for s in fds.tcp),

@@ -335,3 +335,23 @@ def serves(daemon: Daemon) -> bool:
     except dns.exception.Timeout:
         return False
     return True
+
+
+def test_workers_run_the_installed_filterd_not_a_filterd_directory_beside_them(
+    make_daemon: DaemonFactory, upstream: FakeUpstream
+) -> None:
+    """Started from a checkout (the README's quick start) or any directory
+    holding a ``filterd/`` package, workers and the list compiler must still
+    import the installed filterd (its compiled build): ``python -m`` would
+    put the current directory first on the path, so they start with ``-P``."""
+    daemon = make_daemon(standard_config(upstream.endpoint))
+    rogue = daemon.directory / "filterd"
+    rogue.mkdir()
+    marker = daemon.directory / "imported-from-cwd"
+    (rogue / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise SystemExit('imported from the cwd')\n"
+    )
+    daemon.start()
+    assert daemon.query("www.example.com").rcode() == dns.rcode.NOERROR
+    assert daemon.query("casino.example").rcode() == dns.rcode.NXDOMAIN
+    assert not marker.exists()
