@@ -27,6 +27,7 @@ COMPILED: Final = (
     "filterd/matching/index.py",
     "filterd/matching/matcher.py",
     "filterd/pipeline/cache.py",
+    "filterd/pipeline/clients.py",
     "filterd/pipeline/forward.py",
     "filterd/pipeline/guard.py",
     "filterd/pipeline/memo.py",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from filterd.pipeline.clients import V4_PREFIX_BYTES, prefix_of
+from filterd.pipeline.clients import prefix_of
 from filterd.pipeline.guard import Guard, Network
 from filterd.pipeline.memo import make_room
 from filterd.pipeline.tally import Counters
@@ -80,7 +80,7 @@ class ResponseRateLimit:
         empty when the question could not be decoded)."""
         if self._exempt_memo.get(address) or self._exempt.allows(address):
             return answer
-        prefix = address[:V4_PREFIX_BYTES] if len(address) == 4 else prefix_of(address)
+        prefix = prefix_of(address)
         if self._all_rate and not self._take(prefix, self._all_rate, self._all_burst, now):
             return self._over(prefix, question, answer)
         key = prefix + question
