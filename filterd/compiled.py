@@ -18,6 +18,7 @@ path, and ``setup.py`` can read the list without importing the package.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 from typing import Final
@@ -65,6 +66,8 @@ def compiled_modules() -> list[str]:
     return found
 
 
+@functools.cache
 def query_path_compiled() -> bool:
-    """Every module of ``COMPILED`` loads from its C extension."""
+    """Every module of ``COMPILED`` loads from its C extension (asked once:
+    an install does not change under a running process)."""
     return len(compiled_modules()) == len(COMPILED)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -34,9 +34,6 @@ from filterd.histogram import LATENCY_BOUNDS, Buckets
 from filterd.lists.guard import REASONS as GUARD_REASONS
 from filterd.stats import WorkerStats
 from filterd.sync.model import REASONS
-
-COMPILED_BUILD: Final = query_path_compiled()
-"""Read once: an install does not change under a running process."""
 
 
 @dataclass(slots=True)
@@ -319,7 +316,7 @@ class FilterdCollector(Collector):
             "filterd version, and whether the query path runs compiled (value 1).",
             labels=["version", "compiled"],
         )
-        build.add_metric([__version__, "true" if COMPILED_BUILD else "false"], 1)
+        build.add_metric([__version__, "true" if query_path_compiled() else "false"], 1)
         yield build
         yield _gauge(
             "filterd_ready",
