@@ -1,12 +1,13 @@
 """Build: the query path compiled with mypyc where a C compiler is present.
 
 Everything else about the package is in ``pyproject.toml``. The modules to
-compile are listed in ``filterd/compiled.py`` (read here without importing the
-package). They are compiled when a C compiler and the Python headers are
-found, unless ``FILTERD_COMPILE=0``; otherwise, or with
-``FILTERD_COMPILE=0``, the same modules install as Python source and a
-notice says so. ``FILTERD_COMPILE=1`` makes a missing compiler an error
-instead (CI uses it, so that a silent fallback cannot pass for a build).
+compile, and the C extensions built with them, are listed in
+``filterd/compiled.py`` (read here without importing the package). They are
+compiled when a C compiler and the Python headers are found; otherwise, or
+with ``FILTERD_COMPILE=0``, the same modules install as Python source (and
+the C extensions' Python fallbacks serve) and a notice says so.
+``FILTERD_COMPILE=1`` makes a missing compiler an error instead (CI uses it,
+so that a silent fallback cannot pass for a build).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 
 
-def compiled_sources() -> list[str]:
+def build_lists() -> tuple[list[str], dict[str, str]]:
+    """``COMPILED`` (for mypyc) and ``EXTENSIONS`` (C modules) of ``filterd/compiled.py``."""
     namespace: dict[str, Any] = {}
     exec((ROOT / "filterd" / "compiled.py").read_text(), namespace)
-    return list(namespace["COMPILED"])
+    return list(namespace["COMPILED"]), dict(namespace["EXTENSIONS"])
 
 
 def missing_toolchain() -> str | None:
@@ -51,13 +53,16 @@ def ext_modules() -> list[Any]:
         print(f"filterd: installing the query path uncompiled: {why}", file=sys.stderr)
         return []
     from mypyc.build import mypycify  # noqa: PLC0415  # only a build that compiles needs mypy
+    from setuptools import Extension  # noqa: PLC0415
 
-    return list(
-        mypycify(
-            ["--ignore-missing-imports", "--follow-imports=silent", *compiled_sources()],
-            opt_level="3",
-        )
+    sources, extensions = build_lists()
+    compiled = mypycify(
+        ["--ignore-missing-imports", "--follow-imports=silent", *sources], opt_level="3"
     )
+    native = [
+        Extension(name, [source], extra_compile_args=["-O2"]) for name, source in extensions.items()
+    ]
+    return [*compiled, *native]
 
 
 if __name__ == "__main__":  # as pip's build backend runs it; importing it builds nothing

@@ -75,7 +75,7 @@ def serve(mode: str, port: int) -> None:
             sock.sendto(_answer(data), peer)
     sock.setblocking(False)
     if mode == "py-hotloop-mmsg":
-        from filterd.listeners.hotloop import serving_loop  # noqa: PLC0415 - this mode only
+        from filterd.listeners.serving import serving_loop  # noqa: PLC0415 - this mode only
 
         loop = serving_loop()
     else:
@@ -106,7 +106,7 @@ def serve(mode: str, port: int) -> None:
             batch.flush()
 
     if mode == "py-hotloop-mmsg":
-        from filterd.listeners.hotloop import reactor_for  # noqa: PLC0415 - this mode only
+        from filterd.listeners.serving import reactor_for  # noqa: PLC0415 - this mode only
 
         reactor_for(loop).add_reader(sock.fileno(), on_readable)
     else:

@@ -54,8 +54,8 @@ import dns.rdatatype
 import dns.rrset
 
 from filterd.config.load import parse_config
-from filterd.listeners.hotloop import reactor_for, serving_loop
 from filterd.listeners.mmsg import Batch
+from filterd.listeners.serving import reactor_for, serving_loop
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.pipeline.cache import WIRE, build_answer, serve

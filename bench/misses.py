@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from filterd.config.load import parse_config
-from filterd.listeners.hotloop import reactor_for, serving_loop
+from filterd.listeners.serving import reactor_for, serving_loop
 from filterd.lists.compile import compile_lists
 from filterd.lists.sources import open_matcher
 from filterd.pipeline.pipeline import build_pipeline

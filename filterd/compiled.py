@@ -24,6 +24,9 @@ import importlib.util
 from typing import Final
 
 COMPILED: Final = (
+    "filterd/histogram.py",
+    "filterd/listeners/hotloop.py",
+    "filterd/listeners/mmsg.py",
     "filterd/listeners/udp.py",
     "filterd/matching/index.py",
     "filterd/matching/matcher.py",
@@ -45,8 +48,14 @@ COMPILED: Final = (
     "filterd/wire/synth.py",
 )
 """Source files of the query path, relative to the project root. Not here:
-``listeners/hotloop.py`` (its selector subclasses a standard-library class,
-which a compiled class cannot) and ``listeners/mmsg.py`` (ctypes structures)."""
+``listeners/serving.py`` (asyncio's selector: it subclasses a standard-library
+class, which a compiled class cannot) and ``listeners/mmsgcalls.py`` (ctypes
+structures, which mypyc cannot compile)."""
+
+EXTENSIONS: Final = {"filterd.listeners._mmsgcall": "filterd/listeners/_mmsgcall.c"}
+"""C extensions built with the compiled modules (module name: source), each
+with a fallback in Python for an install without a compiler: ``_mmsgcall``
+makes the two system calls of ``listeners/mmsgcalls.py`` without ctypes."""
 
 
 def module_name(path: str) -> str:
@@ -55,11 +64,11 @@ def module_name(path: str) -> str:
 
 
 def compiled_modules() -> list[str]:
-    """The modules of ``COMPILED`` that this install loads from a C extension."""
+    """The modules of ``COMPILED`` and ``EXTENSIONS`` that this install loads
+    from a C extension."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     found = []
-    for path in COMPILED:
-        name = module_name(path)
+    for name in [*map(module_name, COMPILED), *EXTENSIONS]:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin is not None and spec.origin.endswith(suffixes):
             found.append(name)
@@ -68,6 +77,6 @@ def compiled_modules() -> list[str]:
 
 @functools.cache
 def query_path_compiled() -> bool:
-    """Every module of ``COMPILED`` loads from its C extension (asked once:
-    an install does not change under a running process)."""
-    return len(compiled_modules()) == len(COMPILED)
+    """Every module of ``COMPILED`` and ``EXTENSIONS`` loads from its C
+    extension (asked once: an install does not change under a running process)."""
+    return len(compiled_modules()) == len(COMPILED) + len(EXTENSIONS)

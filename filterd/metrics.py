@@ -30,9 +30,8 @@ from prometheus_client.registry import Collector
 
 from filterd import __version__
 from filterd.compiled import query_path_compiled
-from filterd.histogram import LATENCY_BOUNDS, Buckets
 from filterd.lists.guard import REASONS as GUARD_REASONS
-from filterd.stats import WorkerStats
+from filterd.stats import LATENCY_BOUNDS, Buckets, WorkerStats
 from filterd.sync.model import REASONS
 
 

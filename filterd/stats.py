@@ -24,9 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, TypeVar
-
-from filterd.histogram import Buckets
+from typing import TYPE_CHECKING, Final, TypeVar
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -40,6 +38,31 @@ BlockKey = tuple[str, str, str]
 Candidate = tuple[bytes, str, int]
 """(wire name, category, count): one entry of a worker's most blocked names,
 undecoded (``filterd.pipeline.tally.blocked_rows`` decodes them)."""
+
+# Seconds. A fast-path answer takes tens of microseconds, a cache miss the
+# upstream's round trip (a millisecond on a LAN, up to the deadline).
+LATENCY_BOUNDS: Final[tuple[float, ...]] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+"""The upper bounds of the latency buckets (``filterd.histogram.Histogram``).
+Typed as a tuple of any length: compiled code holds a fixed-length tuple
+unboxed and would build a new one (15 floats) for every ``bisect``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """A latency histogram read at one moment: per-bucket counts
+    (non-cumulative, one more than ``LATENCY_BOUNDS`` for +Inf) and the sum of
+    the observations. Snapshots of several processes add bucket by bucket."""
+
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
+    total: float = 0.0
+
+    def __add__(self, other: Buckets) -> Buckets:
+        counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
+        return Buckets(counts, self.total + other.total)
+
 
 _Counts = TypeVar("_Counts", bound="DataclassInstance")
 _Key = TypeVar("_Key")

@@ -33,7 +33,7 @@ from typing import Final
 from filterd import control
 from filterd.config import Config
 from filterd.errors import FilterdError
-from filterd.listeners.hotloop import reactor_for, serving_loop
+from filterd.listeners.serving import reactor_for, serving_loop
 from filterd.listeners.tcp import TcpLimits, TcpListener
 from filterd.listeners.udp import UdpListener
 from filterd.lists.sources import matcher_for, sources_of

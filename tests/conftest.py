@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd.compiled import COMPILED
+from filterd.compiled import COMPILED, EXTENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def shared_data() -> Path:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     stale = []
-    for source in COMPILED:
+    for source in [*COMPILED, *EXTENSIONS.values()]:
         path = ROOT / source
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             built = path.with_suffix(suffix)

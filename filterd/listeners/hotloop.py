@@ -7,11 +7,13 @@ descriptor, its ``Context.run``), against Unbound's 3 µs for the whole
 query. That was the structural part of filterd's p50 at 10k qps being
 1.2-1.7x Unbound's (bench/README.md, ``bench/floor``).
 
-``HotSelector`` is the selector of the worker's asyncio loop (asyncio lets a
-loop be built on any ``selectors.BaseSelector``). Besides asyncio's own file
-descriptors, one epoll set holds *hot* readers: the UDP listening sockets and
-the upstream exchanges' epoll set. Their callbacks run inside ``select``
-itself, with no ``Handle``, and ``select`` keeps serving them in a bare
+``HotLoop`` is the epoll set behind the worker's asyncio loop: the loop's
+selector (``filterd.listeners.serving.HotSelector``; asyncio lets a loop be
+built on any ``selectors.BaseSelector``) hands each ``select`` to
+``HotLoop.serve``. Besides asyncio's own file descriptors, the one epoll set
+holds *hot* readers: the UDP listening sockets and the upstream exchanges'
+epoll set. Their callbacks run inside ``serve`` itself, with no ``Handle``,
+and ``serve`` keeps serving them in a bare
 ``epoll.poll`` loop, with its own timer heap (the upstream deadline tick) and
 after-batch callbacks (flushing late UDP answers in one ``sendmmsg``), for as
 long as asyncio has nothing to do: it returns to asyncio when an asyncio file
@@ -25,7 +27,7 @@ control), signals, probes and the drain.
 Hot callbacks and asyncio callbacks run on one thread, one at a time: no
 locks enter the query path. The check for asyncio's pending work reads the
 loop's ready queue and timer heap (``_ready``, ``_scheduled``: attributes of
-CPython's ``BaseEventLoop`` since 3.4); on a loop without them ``select``
+CPython's ``BaseEventLoop`` since 3.4); on a loop without them ``serve``
 returns after every batch, which is correct and only slower.
 """
 
@@ -37,9 +39,7 @@ import heapq
 import itertools
 import logging
 import select
-import selectors
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from time import monotonic
 from typing import Any, Final, Protocol
 
@@ -52,7 +52,7 @@ Callback = Callable[[], object]
 class Reactor(Protocol):
     """What the query path needs from a loop: readers, timers, deferred calls.
 
-    Both ``HotSelector`` (the worker's hot path) and an asyncio event loop
+    Both ``HotLoop`` (the worker's hot path) and an asyncio event loop
     (tests, tools) provide it."""
 
     def add_reader(self, fd: int, callback: Callback) -> object: ...
@@ -76,12 +76,18 @@ class HotTimer:
         self.callback = None
 
 
-class HotSelector(selectors.BaseSelector):
-    """An epoll selector for asyncio that also runs the hot path; see the module docstring."""
+class HotLoop:
+    """The epoll set of the worker's loop: hot readers served in ``serve``, and
+    asyncio's file descriptors reported back to its selector
+    (``filterd.listeners.serving.HotSelector``); see the module docstring.
+
+    A plain class rather than the selector itself so that it is compiled
+    with the query path (``filterd/compiled.py``): a compiled class cannot
+    subclass ``selectors.BaseSelector``."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._asyncio_fds: set[int] = set()
         self._hot: dict[int, Callback] = {}
         self._timers: list[tuple[float, int, HotTimer]] = []
         self._sequence = itertools.count()
@@ -91,7 +97,7 @@ class HotSelector(selectors.BaseSelector):
         self._asyncio_timers: Any = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop this selector serves (for its pending work and error reports)."""
+        """The loop this serves (for its pending work and error reports)."""
         self._loop = loop
         self._asyncio_ready = getattr(loop, "_ready", None)
         self._asyncio_timers = getattr(loop, "_scheduled", None)
@@ -99,7 +105,7 @@ class HotSelector(selectors.BaseSelector):
     # --------------------------------------------------------- the hot path
 
     def add_reader(self, fd: int, callback: Callback) -> None:
-        if fd in self._keys:
+        if fd in self._asyncio_fds:
             raise ValueError(f"fd {fd} is registered with asyncio")
         if fd in self._hot:
             self._epoll.modify(fd, select.EPOLLIN)
@@ -152,7 +158,10 @@ class HotSelector(selectors.BaseSelector):
             for callback in soon:
                 self._run(callback)
 
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+    def serve(self, timeout: float | None) -> list[tuple[int, int]]:
+        """Serve hot readers until asyncio has work or ``timeout`` (None: no
+        limit) has passed; return asyncio's ready file descriptors and their
+        epoll flags."""
         now = monotonic()
         forever = timeout is None
         deadline = 0.0 if timeout is None else now + max(timeout, 0.0)
@@ -172,14 +181,17 @@ class HotSelector(selectors.BaseSelector):
                 wait = 0.0
             elif timers:
                 until = timers[0][0] if forever else min(deadline, timers[0][0])
-                wait = max(until - now, 0.0)
+                wait = until - now if until > now else 0.0
+            elif forever:
+                wait = -1.0
             else:
-                wait = -1.0 if forever else max(deadline - now, 0.0)
-            ready: list[tuple[selectors.SelectorKey, int]] = []
+                wait = deadline - now if deadline > now else 0.0
+            ready: list[tuple[int, int]] = []
             for fd, flags in poll(wait, MAX_EVENTS):
                 callback = hot.get(fd)
                 if callback is None:
-                    self._asyncio_event(ready, fd, flags)
+                    if fd in self._asyncio_fds:
+                        ready.append((fd, flags))
                     continue
                 try:
                     callback()
@@ -198,91 +210,24 @@ class HotSelector(selectors.BaseSelector):
             if not forever and now >= deadline:
                 return ready
 
-    def _asyncio_event(
-        self, ready: list[tuple[selectors.SelectorKey, int]], fd: int, flags: int
-    ) -> None:
-        """Add ``fd``'s event to ``ready`` as asyncio expects it, if it is asyncio's."""
-        key = self._keys.get(fd)
-        if key is None:
-            return
-        events = 0
-        if flags & ~select.EPOLLIN:
-            events |= selectors.EVENT_WRITE
-        if flags & ~select.EPOLLOUT:
-            events |= selectors.EVENT_READ
-        ready.append((key, events & key.events))
+    # ------------------------------------------------- asyncio's descriptors
 
-    # ------------------------------------------------- selectors.BaseSelector
+    def watch(self, fd: int, mask: int) -> None:
+        """Report ``fd`` to asyncio when ready for ``mask`` (epoll flags)."""
+        if fd in self._asyncio_fds or fd in self._hot:
+            raise KeyError(f"fd {fd} is already registered")
+        self._epoll.register(fd, mask)
+        self._asyncio_fds.add(fd)
 
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = _fd(fileobj)
-        if fd in self._keys or fd in self._hot:
-            raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._epoll.register(fd, _epoll_mask(events))
-        self._keys[fd] = key
-        return key
+    def rewatch(self, fd: int, mask: int) -> None:
+        self._epoll.modify(fd, mask)
 
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = _fd(fileobj)
-        key = self._keys.pop(fd)
+    def unwatch(self, fd: int) -> None:
+        self._asyncio_fds.discard(fd)
         with contextlib.suppress(OSError):  # closed already
             self._epoll.unregister(fd)
-        return key
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = _fd(fileobj)
-        key = self._keys[fd]
-        if events != key.events:
-            self._epoll.modify(fd, _epoll_mask(events))
-        key = key._replace(events=events, data=data)
-        self._keys[fd] = key
-        return key
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._keys[_fd(fileobj)]
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return dict(self._keys)
 
     def close(self) -> None:
-        self._keys.clear()
+        self._asyncio_fds.clear()
         self._hot.clear()
         self._epoll.close()
-
-
-def _fd(fileobj: Any) -> int:
-    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
-    if fd < 0:
-        raise ValueError(f"invalid file descriptor {fd}")
-    return fd
-
-
-def _epoll_mask(events: int) -> int:
-    mask = 0
-    if events & selectors.EVENT_READ:
-        mask |= select.EPOLLIN
-    if events & selectors.EVENT_WRITE:
-        mask |= select.EPOLLOUT
-    return mask
-
-
-_SELECTORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HotSelector] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def serving_loop() -> asyncio.AbstractEventLoop:
-    """An asyncio event loop whose selector runs the hot path (``asyncio.Runner``'s
-    ``loop_factory`` in the worker)."""
-    selector = HotSelector()
-    loop = asyncio.SelectorEventLoop(selector)
-    selector.attach(loop)
-    _SELECTORS[loop] = selector
-    return loop
-
-
-def reactor_for(loop: asyncio.AbstractEventLoop) -> Reactor:
-    """The hot path of ``loop`` if it is a ``serving_loop``, else the loop itself."""
-    selector = _SELECTORS.get(loop)
-    return selector if selector is not None else loop

@@ -23,8 +23,8 @@ import socket
 from time import monotonic
 from typing import Final
 
-from filterd.listeners.hotloop import reactor_for
 from filterd.listeners.mmsg import SOCKADDR_SIZE, Batch
+from filterd.listeners.serving import reactor_for
 from filterd.pipeline.forward import Reply
 from filterd.pipeline.pipeline import Pipeline
 
@@ -123,28 +123,30 @@ class UdpListener:
             # e.g. ICMP errors queued on the socket: nothing to answer.
             self.recv_errors += 1
             return
-        handle = self.pipeline.handle
+        # Methods are called on their objects, not bound to locals: compiled,
+        # that is a direct C call; a bound method is a generic call.
+        pipeline = self.pipeline
         now = monotonic()  # one clock reading per batch: TTL ageing is per second
         payloads = batch.payloads
         names = batch.names
+        senders = batch.senders
         first, last = batch.address_slice
-        queue = batch.queue
         offset = 0
         base = 0
         answered = 0
-        for index, length in enumerate(lengths):
-            data = payloads[offset : offset + length].tobytes()
+        for index in range(len(lengths)):
+            data = payloads[offset : offset + lengths[index]].tobytes()
             address = names[base + first : base + last].tobytes()
-            answer = handle(data, address, True, self, index, now)
+            answer = pipeline.handle(data, address, True, self, index, now)
             if answer is not None:
                 answered += 1
                 if batch.pending >= batch.size:
                     self._flush()  # late answers filled the buffer before this batch
-                if not queue(answer, names[base : base + SOCKADDR_SIZE]):
+                if not batch.queue(answer, senders[index]):
                     self._send_alone(answer, batch.sender(index))
             offset += RECV_SIZE
             base += SOCKADDR_SIZE
         self._flush()
         if answered:
             # The batch's answers are in the kernel: each took at most this long.
-            self.pipeline.counters.udp_fast.observe(monotonic() - now, answered)
+            pipeline.counters.udp_fast.observe(monotonic() - now, answered)

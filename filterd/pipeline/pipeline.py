@@ -58,7 +58,6 @@ from typing import Final, Protocol, TypeVar
 
 from filterd.config import Config
 from filterd.errors import QueryError
-from filterd.model.rules import Action
 from filterd.pipeline.cache import (
     CNAMES,
     DUE,
@@ -352,7 +351,7 @@ class Pipeline:
             self.blocked_names.count_wire(
                 query.key[offset : query.name_end - 12], block.counter.category
             )
-        if block.action is Action.DROP:
+        if block.drops:
             outcomes.dropped += 1
             return None
         outcomes.blocked += 1
@@ -431,7 +430,7 @@ class Pipeline:
                 group.counter.blocked += 1
                 if self.blocked_names is not None:
                     self.blocked_names.count_text(target[offset:], block.counter.category)
-                if block.action is Action.DROP:
+                if block.drops:
                     outcomes.dropped += 1
                     return b""
                 outcomes.blocked += 1

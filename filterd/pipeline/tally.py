@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from typing import Any, Final
 
-from filterd.histogram import Buckets, Histogram
-from filterd.stats import Candidate, LatencyKey, QueryKey
+from filterd.histogram import Histogram
+from filterd.stats import Buckets, Candidate, LatencyKey, QueryKey
 from filterd.wire.names import text_to_wire, wire_to_text
 
 QTYPE_NAMES: Final = (

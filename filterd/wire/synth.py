@@ -30,6 +30,7 @@ from filterd.wire.query import Query
 
 _HEADER: Final = struct.Struct("!HHHHH")
 _RR_FIXED: Final = struct.Struct("!HHIH")
+_POINTER: Final = struct.Struct("!H")
 # The SOA of a synthesised negative answer names a zone under ".invalid"
 # (RFC 6761 §6.4) so it can never be mistaken for the real zone's SOA.
 _SOA_MNAME: Final = b"\x07filterd\x07invalid\x00"
@@ -132,7 +133,19 @@ class BlockAnswer:
     for min(SOA TTL, MINIMUM)).
     """
 
-    __slots__ = ("_action", "_ede", "_rcode", "_sink_a", "_sink_aaaa", "_soa_rest", "max_udp_size")
+    __slots__ = (
+        "_action",
+        "_opt",
+        "_opt_do",
+        "_rcode",
+        "_refused",
+        "_sink_a",
+        "_sink_aaaa",
+        "_sinkhole",
+        "_soa_rest",
+        "drops",
+        "max_udp_size",
+    )
 
     def __init__(
         self,
@@ -147,7 +160,14 @@ class BlockAnswer:
     ) -> None:
         self._action = action
         self._rcode = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSED: REFUSED}.get(action, NOERROR)
-        self._ede = ede_option(ede_code, ede_text)
+        # Decided once: an enum member read per query costs as much as the
+        # rest of the answer (Python 3.11's EnumType.__getattr__).
+        self.drops = action is Action.DROP
+        self._refused = action is Action.REFUSED
+        self._sinkhole = action is Action.SINKHOLE
+        ede = ede_option(ede_code, ede_text)
+        self._opt = opt_record(max_udp_size, False, 0, ede)
+        self._opt_do = opt_record(max_udp_size, True, 0, ede)
         self.max_udp_size = max_udp_size
         soa_rdata = _SOA_MNAME + _SOA_RNAME + struct.pack("!IIIII", serial, 3600, 600, 86400, ttl)
         self._soa_rest = _RR_FIXED.pack(TYPE_SOA, 1, ttl, len(soa_rdata)) + soa_rdata
@@ -165,16 +185,16 @@ class BlockAnswer:
         additional = b""
         arcount = 0
         if query.has_edns:
-            additional = opt_record(self.max_udp_size, query.do, 0, self._ede)
+            additional = self._opt_do if query.do else self._opt
             arcount = 1
-        if self._action is Action.REFUSED:
+        if self._refused:
             return (
                 data[:2]
                 + _HEADER.pack(_flags(query, REFUSED), 1, 0, 0, arcount)
                 + question
                 + additional
             )
-        if self._action is Action.SINKHOLE:
+        if self._sinkhole:
             record = (
                 self._sink_a
                 if query.qtype == TYPE_A
@@ -183,7 +203,7 @@ class BlockAnswer:
             if record is not None:
                 header = _HEADER.pack(_flags(query, NOERROR), 1, 1, 0, arcount)
                 return data[:2] + header + question + record + additional
-        pointer = struct.pack("!H", 0xC000 | (12 + offset))
+        pointer = _POINTER.pack(0xC000 | (12 + offset))
         header = _HEADER.pack(_flags(query, self._rcode), 1, 0, 1, arcount)
         return data[:2] + header + question + pointer + self._soa_rest + additional
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from filterd.audit.recorder import AuditRecorder
 from filterd.config import AuditConfig
-from filterd.histogram import LATENCY_BOUNDS, Histogram
+from filterd.histogram import Histogram
 from filterd.metrics import SupervisorState, build_registry
 from filterd.pipeline.tally import QTYPE_SLOT, Counters
-from filterd.stats import WorkerStats
+from filterd.stats import LATENCY_BOUNDS, WorkerStats
 
 
 def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
@@ -26,6 +29,14 @@ def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
     assert counts[LATENCY_BOUNDS.index(0.001)] == 5
     assert sum(counts) == 8
     assert abs(histogram.total - (LATENCY_BOUNDS[0] * 2.01 + 60.0 + 0.005)) < 1e-9
+
+
+@given(st.floats(min_value=-1.0, max_value=100.0, allow_nan=False))
+def test_an_observation_lands_in_the_bucket_bisect_would_pick(seconds: float) -> None:
+    """The scan in ``observe`` is ``bisect_left``: the first bound not below."""
+    histogram = Histogram()
+    histogram.observe(seconds)
+    assert histogram.counts.index(1) == bisect_left(LATENCY_BOUNDS, seconds)
 
 
 def worker(answers: int, seconds: float, qtype: int) -> WorkerStats:

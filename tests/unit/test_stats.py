@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-from filterd.histogram import Buckets, Histogram
+from filterd.histogram import Histogram
 from filterd.stats import (
+    Buckets,
     CacheStats,
     ForwardStats,
     TcpStats,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from filterd.listeners.hotloop import HotSelector, reactor_for, serving_loop
+from filterd.listeners.hotloop import HotLoop
+from filterd.listeners.serving import HotSelector, reactor_for, serving_loop
 
 GUARD = 10.0
 """Seconds before a test that hangs fails (a bound, not a speed assertion)."""
@@ -44,7 +45,7 @@ def test_hot_readers_deferred_calls_and_timers_run_on_the_loop(
 ) -> None:
     receiver, sender = pair
     hot = reactor_for(loop)
-    assert isinstance(hot, HotSelector)
+    assert isinstance(hot, HotLoop)
     got: list[bytes] = []
     order: list[str] = []
     done = loop.create_future()
@@ -168,7 +169,7 @@ def test_without_a_view_of_asyncio_select_polls_once_with_its_timeout(
     selector = HotSelector()
     got: list[bytes] = []
     try:
-        selector.add_reader(receiver.fileno(), lambda: got.append(receiver.recv(512)))
+        selector.hot.add_reader(receiver.fileno(), lambda: got.append(receiver.recv(512)))
         assert selector.select(0.01) == []  # nothing came: back after the timeout
         sender.send(b"one")
         for _ in range(100):  # bounded: each call waits at most 0.05 s
