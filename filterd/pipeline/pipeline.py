@@ -224,22 +224,23 @@ class Pipeline:
         """
         policy = self.policy
         group = policy.single or policy.by_address.get(address)
-        table = group.served if group is not None else None
-        served = table.get(data[2:]) if table is not None else None
-        if (
-            served is not None
-            and now < served[0][DUE]
-            and (self._allowed.get(address) or self._guard.allows(address))
-        ):
-            # A repeat within the second (see the module docstring): stages
-            # 2-4 gave this answer to these very bytes for this group,
-            # counted as they count.
-            answer, slot, self._key = served
-            (self._udp_outcomes if udp else self._tcp_outcomes)[slot].cached += 1
-            group.counter.queries += 1  # type: ignore[union-attr]  # found through it
-            self._cache.hits += 1
-            response: bytes | None = data[:2] + answer[WIRE]
-        else:
+        response: bytes | None = None
+        if group is not None and group.served is not None:
+            served = group.served.get(data[2:])
+            if (
+                served is not None
+                and now < served[0][DUE]
+                and (self._allowed.get(address) or self._guard.allows(address))
+            ):
+                # A repeat within the second (see the module docstring): stages
+                # 2-4 gave this answer to these very bytes for this group,
+                # counted as they count.
+                answer, slot, self._key = served
+                (self._udp_outcomes if udp else self._tcp_outcomes)[slot].cached += 1
+                group.counter.queries += 1
+                self._cache.hits += 1
+                response = data[:2] + answer[WIRE]
+        if response is None:
             response = self._respond(data, address, udp, source, client, now)
         if udp and response is not None and self.rrl is not None:
             return self.rrl.limit(address, self._key, response, now)
