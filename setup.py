@@ -59,9 +59,7 @@ def ext_modules() -> list[Any]:
     compiled = mypycify(
         ["--ignore-missing-imports", "--follow-imports=silent", *sources], opt_level="3"
     )
-    native = [
-        Extension(name, [source], extra_compile_args=["-O2"]) for name, source in extensions.items()
-    ]
+    native = [Extension(name, [source]) for name, source in extensions.items()]
     return [*compiled, *native]
 
 

@@ -87,7 +87,6 @@ class HotLoop:
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._asyncio_fds: set[int] = set()
         self._hot: dict[int, Callback] = {}
         self._timers: list[tuple[float, int, HotTimer]] = []
         self._sequence = itertools.count()
@@ -105,12 +104,13 @@ class HotLoop:
     # --------------------------------------------------------- the hot path
 
     def add_reader(self, fd: int, callback: Callback) -> None:
-        if fd in self._asyncio_fds:
-            raise ValueError(f"fd {fd} is registered with asyncio")
         if fd in self._hot:
             self._epoll.modify(fd, select.EPOLLIN)
         else:
-            self._epoll.register(fd, select.EPOLLIN)
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except FileExistsError:  # in the one epoll set but not hot: asyncio's
+                raise ValueError(f"fd {fd} is registered with asyncio") from None
         self._hot[fd] = callback
 
     def remove_reader(self, fd: int) -> bool:
@@ -190,8 +190,7 @@ class HotLoop:
             for fd, flags in poll(wait, MAX_EVENTS):
                 callback = hot.get(fd)
                 if callback is None:
-                    if fd in self._asyncio_fds:
-                        ready.append((fd, flags))
+                    ready.append((fd, flags))  # asyncio's (its selector has the key)
                     continue
                 try:
                     callback()
@@ -213,21 +212,19 @@ class HotLoop:
     # ------------------------------------------------- asyncio's descriptors
 
     def watch(self, fd: int, mask: int) -> None:
-        """Report ``fd`` to asyncio when ready for ``mask`` (epoll flags)."""
-        if fd in self._asyncio_fds or fd in self._hot:
+        """Report ``fd`` to asyncio when ready for ``mask`` (epoll flags).
+        asyncio's own registrations are its selector's to keep track of."""
+        if fd in self._hot:
             raise KeyError(f"fd {fd} is already registered")
         self._epoll.register(fd, mask)
-        self._asyncio_fds.add(fd)
 
     def rewatch(self, fd: int, mask: int) -> None:
         self._epoll.modify(fd, mask)
 
     def unwatch(self, fd: int) -> None:
-        self._asyncio_fds.discard(fd)
         with contextlib.suppress(OSError):  # closed already
             self._epoll.unregister(fd)
 
     def close(self) -> None:
-        self._asyncio_fds.clear()
         self._hot.clear()
         self._epoll.close()

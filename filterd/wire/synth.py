@@ -134,7 +134,6 @@ class BlockAnswer:
     """
 
     __slots__ = (
-        "_action",
         "_opt",
         "_opt_do",
         "_rcode",
@@ -144,7 +143,6 @@ class BlockAnswer:
         "_sinkhole",
         "_soa_rest",
         "drops",
-        "max_udp_size",
     )
 
     def __init__(
@@ -158,7 +156,6 @@ class BlockAnswer:
         sinkhole_v6: bytes | None = None,
         serial: int = 1,
     ) -> None:
-        self._action = action
         self._rcode = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSED: REFUSED}.get(action, NOERROR)
         # Decided once: an enum member read per query costs as much as the
         # rest of the answer (Python 3.11's EnumType.__getattr__).
@@ -168,15 +165,10 @@ class BlockAnswer:
         ede = ede_option(ede_code, ede_text)
         self._opt = opt_record(max_udp_size, False, 0, ede)
         self._opt_do = opt_record(max_udp_size, True, 0, ede)
-        self.max_udp_size = max_udp_size
         soa_rdata = _SOA_MNAME + _SOA_RNAME + struct.pack("!IIIII", serial, 3600, 600, 86400, ttl)
         self._soa_rest = _RR_FIXED.pack(TYPE_SOA, 1, ttl, len(soa_rdata)) + soa_rdata
         self._sink_a = _address_rr(TYPE_A, ttl, sinkhole_v4)
         self._sink_aaaa = _address_rr(TYPE_AAAA, ttl, sinkhole_v6)
-
-    @property
-    def action(self) -> Action:
-        return self._action
 
     def render(self, query: Query, offset: int) -> bytes:
         """The blocked answer to ``query``; ``offset`` locates the rule's name in qname."""
