@@ -255,11 +255,17 @@ RCODE_NAMES: Final = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 NXDOMAIN: Final = 3
 
 
-def _query_packet(qid: int, name: str, qtype: str) -> bytes:
+def query_packet(qid: int, name: str, qtype: str, *, edns_size: int | None = None) -> bytes:
+    """A recursive query for ``name``; with ``edns_size``, an OPT record
+    advertising that UDP size (RFC 6891), DO clear."""
     labels = [lab for lab in name.rstrip(".").split(".") if lab]
     qname = b"".join(bytes([len(lab)]) + lab.encode("ascii") for lab in labels) + b"\0"
-    header = qid.to_bytes(2, "big") + b"\x01\x00" + b"\x00\x01\x00\x00\x00\x00\x00\x00"
-    return header + qname + QTYPE_CODES[qtype].to_bytes(2, "big") + b"\x00\x01"
+    arcount = b"\x00\x00" if edns_size is None else b"\x00\x01"
+    header = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00" + arcount
+    question = qname + QTYPE_CODES[qtype].to_bytes(2, "big") + b"\x00\x01"
+    if edns_size is None:
+        return header + question
+    return header + question + b"\x00\x00\x29" + edns_size.to_bytes(2, "big") + b"\0" * 6
 
 
 def query_rcode(port: int, name: str, qtype: str = "A", timeout: float = 0.2) -> int | None:
@@ -268,7 +274,7 @@ def query_rcode(port: int, name: str, qtype: str = "A", timeout: float = 0.2) ->
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.sendto(_query_packet(qid, name, qtype), (LOOPBACK, port))
+            sock.sendto(query_packet(qid, name, qtype), (LOOPBACK, port))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 data, _ = sock.recvfrom(4096)

@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Final
 
 from bench import runs
 from bench.floor import BLOCKED, NAME, _filterd, _serving_pid, _unbound
-from bench.targets import LOOPBACK, Proc, free_port, query_rcode, spawn
+from bench.targets import LOOPBACK, Proc, free_port, query_packet, query_rcode, spawn
 
 SERVER_CPU: Final = 0
 CLIENT_CPU: Final = 1
@@ -53,12 +52,6 @@ CALLGRIND: Final = [
 ]
 
 
-def _question(name: str, query_id: int) -> bytes:
-    labels = b"".join(bytes((len(part),)) + part.encode() for part in name.split("."))
-    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"  # EDNS, 1232 octets
-    return struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 1) + labels + b"\0\0\1\0\1" + opt
-
-
 def ping(port: int, name: str, count: int) -> None:
     """``count`` queries for ``name``, one at a time, each answer awaited."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -66,7 +59,7 @@ def ping(port: int, name: str, count: int) -> None:
         sock.connect((LOOPBACK, port))
         for number in range(count):
             query_id = number & 0xFFFF
-            sock.send(_question(name, query_id))
+            sock.send(query_packet(query_id, name, "A", edns_size=1232))
             while True:
                 answer = sock.recv(4096)
                 if answer[:2] == query_id.to_bytes(2, "big"):
