@@ -52,10 +52,15 @@ COMPILED: Final = (
 class, which a compiled class cannot) and ``listeners/mmsgcalls.py`` (ctypes
 structures, which mypyc cannot compile)."""
 
-EXTENSIONS: Final = {"filterd.listeners._mmsgcall": "filterd/listeners/_mmsgcall.c"}
+EXTENSIONS: Final = {
+    "filterd.listeners._mmsgcall": "filterd/listeners/_mmsgcall.c",
+    "filterd.pipeline._untracked": "filterd/pipeline/_untracked.c",
+}
 """C extensions built with the compiled modules (module name: source), each
 with a fallback in Python for an install without a compiler: ``_mmsgcall``
-makes the two system calls of ``listeners/mmsgcalls.py`` without ctypes."""
+makes the two system calls of ``listeners/mmsgcalls.py`` without ctypes;
+``_untracked`` takes the query path's table tuples out of the cyclic
+collector's sight (``pipeline/untracked.py``)."""
 
 
 def module_name(path: str) -> str:

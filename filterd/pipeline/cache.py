@@ -17,8 +17,9 @@ and a packed metadata string (stored at, expires at, and the offset and
 original value of every TTL field). Serving it is the client's ID plus the
 wire bytes (or, for a client that wrote its question in mixed case, its own
 question spliced in). Why tuples and not objects: a tuple of bytes and
-floats is untracked by the cyclic garbage collector after its first young
-collection, so a million cached answers add nothing to a full collection,
+floats can be kept out of the cyclic garbage collector's sight
+(``filterd.pipeline.untracked``: every answer is stored through ``store``), so
+the table of a million cached answers is never visited by a collection,
 and it is the smallest container Python has (no ``__dict__``, no per-object
 slots table).
 
@@ -44,6 +45,7 @@ from collections import deque
 from typing import Final
 
 from filterd.config import CacheConfig
+from filterd.pipeline.untracked import store
 from filterd.wire.answer import ResponseInfo
 from filterd.wire.query import Query
 from filterd.wire.synth import opt_record
@@ -238,7 +240,8 @@ class ResponseCache:
                 self.expired += 1
                 self.misses += 1
                 return None
-            self._entries[key] = answer = rendered
+            store(self._entries, key, rendered)
+            answer = rendered
         self.hits += 1
         return answer
 
@@ -267,7 +270,7 @@ class ResponseCache:
                 self._order.append(key)
         else:
             self.bytes -= entry_size(key, old)
-        entries[key] = answer
+        store(entries, key, answer)
         self.bytes += size
         while self.bytes > self._max_bytes:
             self._evict_one()
@@ -289,7 +292,7 @@ class ResponseCache:
             if answer is None:
                 continue
             if answer[DUE]:
-                entries[key] = (answer[WIRE], 0.0, answer[CNAMES], answer[META])
+                store(entries, key, (answer[WIRE], 0.0, answer[CNAMES], answer[META]))
                 order.append(key)
                 continue
             self._remove(key, answer)

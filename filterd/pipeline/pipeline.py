@@ -87,6 +87,7 @@ from filterd.pipeline.tally import (
     Counters,
     Outcomes,
 )
+from filterd.pipeline.untracked import store
 from filterd.upstream.exchange import Reactor, UpstreamIO
 from filterd.upstream.pool import UpstreamPool
 from filterd.wire.codes import (
@@ -317,7 +318,7 @@ class Pipeline:
                 # Served as stored (serve's common case): repeats may skip stages 2-4.
                 if len(served) >= SERVED_LIMIT:
                     make_room(served)
-                served[data[2:]] = (answer, slot, key)
+                store(served, data[2:], (answer, slot, key))
             return out
         if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:
             return self._unserved(query, outcomes)

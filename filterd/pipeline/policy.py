@@ -96,12 +96,19 @@ class Rewrite:
         self.target = target
         self.target_wire = text_to_wire(target)
         self.ttl = ttl
-        self.spliced: dict[bytes, tuple[object, int, bytes]] = {}
+        self.spliced: dict[bytes, tuple[bytes, int, bytes]] = {}
+        """Client's message after its ID -> (the cached answer's wire bytes it was
+        spliced from, their age in seconds, the answer after its ID)."""
 
 
 Verdict = tuple[CountedBlock | Rewrite | None, int]
 """(answer to send, a rewrite, or ``None`` for allowed; offset of the matched name in qname)."""
-PASS: Final[Verdict] = (None, 0)
+OFFSET_BITS: Final = 8
+"""A memoised verdict is one int, ``number << OFFSET_BITS | offset``: the
+number of the view's answer (``View``; 0 is allowed) and the offset of the
+matched name in the text name (a name is at most 253 characters, RFC 1035
+§2.3.4)."""
+OFFSET_MASK: Final = (1 << OFFSET_BITS) - 1
 
 
 class View:
@@ -111,15 +118,23 @@ class View:
     an opt-in category could change, no rewrite: most names) is memoised
     once for all views, in the policy's ``everyone`` memo, so that four
     groups cost no more memory than one; only the rest is the view's own
-    (and only that is dropped when the view's mask changes)."""
+    (and only that is dropped when the view's mask changes).
+
+    A memo holds each verdict as one int (``OFFSET_BITS``): the view numbers
+    its answers (blocks and rewrites) as it compiles them. A dict of bytes
+    and ints is never visited by the garbage collector, where one holding a
+    tuple that refers to an answer object is visited entry by entry at every
+    collection of its generation (``filterd.pipeline.untracked``)."""
 
     __slots__ = (
         "_answers",
         "_everyone",
         "_everyone_text",
         "_memo",
+        "_numbered",
         "_policy",
         "_rewrites",
+        "_shared",
         "_targets",
         "_text_memo",
         "mask",
@@ -127,22 +142,32 @@ class View:
     )
 
     def __init__(self, policy: Policy, profile: Profile, shared: bool) -> None:
-        """``shared``: several views are in use (else this view's memos are
-        the ``everyone`` memos too)."""
+        """``shared``: several views are in use (else this view keeps its own
+        ``everyone`` memos)."""
         self._policy = policy
         self.profile = profile
         self.mask = 0
-        self._memo: dict[bytes, Verdict] = {}
-        self._text_memo: dict[bytes, Verdict] = {}
-        self._everyone = policy.everyone if shared else self._memo
-        self._everyone_text = policy.everyone_text if shared else self._text_memo
-        self._answers: dict[Rule, CountedBlock] = {}
+        self._memo: dict[bytes, int] = {}
+        self._text_memo: dict[bytes, int] = {}
+        self._everyone: dict[bytes, int] = policy.everyone if shared else {}
+        self._everyone_text: dict[bytes, int] = policy.everyone_text if shared else {}
+        self._shared = shared
+        self._numbered: list[CountedBlock | Rewrite | None] = [None]
+        """The view's answers by number (0: allowed)."""
+        self._answers: dict[Rule, int] = {}
+        """Rule -> the number of its block answer."""
         self._rewrites = profile.rewrites
-        self._targets: dict[bytes, Rewrite] = {}
+        self._targets: dict[bytes, int] = {}
+        """Rewrite target -> the number of its ``Rewrite``."""
 
     def memoised(self, key: bytes) -> Verdict | None:
         """The verdict already decided for a query's cache key, if any."""
-        return self._everyone.get(key) or self._memo.get(key)
+        code = self._everyone.get(key)
+        if code is None:
+            code = self._memo.get(key)
+            if code is None:
+                return None
+        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
 
     def decide(self, key: bytes, name_length: int) -> Verdict:
         """Decide (and memoise) for a validated query's cache key, whose first
@@ -150,57 +175,66 @@ class View:
         whole key (type and variant included): one dict lookup per query and
         no slicing, at the price of one memo entry per type asked for a name."""
         text = wire_to_text(key[:name_length])
-        verdict, everyone = self._decide(text) if text else (PASS, True)
-        _remember(self._everyone if everyone else self._memo, key, verdict)
-        return verdict
+        code, everyone = self._decide(text) if text else (0, True)
+        _remember(self._everyone if everyone else self._memo, key, code)
+        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
 
     def check_text(self, name: bytes) -> Verdict:
         """Verdict for a canonical text name (CNAME targets), memoised apart from
         wire names (CDN aliases recur in many cached answers). Blocks only: a
         CNAME target is never rewritten."""
-        verdict = self._everyone_text.get(name) or self._text_memo.get(name)
-        if verdict is None:
+        code = self._everyone_text.get(name)
+        if code is None:
+            code = self._text_memo.get(name)
+        if code is None:
             found = self._policy.choices(name)
             decision = found.pick(self.mask) if isinstance(found, Choices) else found
-            verdict = self._verdict(decision)
-            everyone = verdict is PASS and not isinstance(found, Choices)
-            _remember(self._everyone_text if everyone else self._text_memo, name, verdict)
-        return verdict
+            code = self._code(decision)
+            everyone = code == 0 and not isinstance(found, Choices)
+            _remember(self._everyone_text if everyone else self._text_memo, name, code)
+        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
 
     def memos(self) -> list[dict[Any, Any]]:
         """This view's own memo tables (see ``Policy.memos``)."""
-        return [self._memo, self._text_memo]
+        own = [self._memo, self._text_memo]
+        return own if self._shared else [*own, self._everyone, self._everyone_text]
 
     def clear(self) -> None:
-        """Forget this view's own verdicts (its mask changed); with one view
-        in use they are every verdict, and all go."""
+        """Forget this view's own verdicts (its mask changed). The ``everyone``
+        verdicts stay: they are the same whatever the mask."""
         self._memo.clear()
         self._text_memo.clear()
 
-    def _decide(self, text: bytes) -> tuple[Verdict, bool]:
-        """The verdict for canonical ``text``, and whether every view in use
+    def _decide(self, text: bytes) -> tuple[int, bool]:
+        """The memo code for canonical ``text``, and whether every view in use
         gets the same (allowed, whatever the mask, and rewritten by none)."""
         policy = self._policy
         found = policy.choices(text)
         varies = isinstance(found, Choices)
-        verdict = self._verdict(found.pick(self.mask) if isinstance(found, Choices) else found)
-        if verdict[0] is None and self._rewrites:
+        code = self._code(found.pick(self.mask) if isinstance(found, Choices) else found)
+        if code == 0 and self._rewrites:
             target = self._rewrites.get(text)
             if target is not None:
-                rewrite = self._targets.get(target)
-                if rewrite is None:
-                    rewrite = self._targets[target] = Rewrite(target, policy.blocking.ttl)
-                return (rewrite, 0), False
-        everyone = verdict is PASS and not varies and text not in policy.rewritten
-        return verdict, everyone
+                number = self._targets.get(target)
+                if number is None:
+                    number = self._targets[target] = self._number(
+                        Rewrite(target, policy.blocking.ttl)
+                    )
+                return number << OFFSET_BITS, False
+        everyone = code == 0 and not varies and text not in policy.rewritten
+        return code, everyone
 
-    def _verdict(self, decision: Decision) -> Verdict:
+    def _code(self, decision: Decision) -> int:
         if not decision.blocked or decision.rule is None:
-            return PASS
-        answer = self._answers.get(decision.rule)
-        if answer is None:
-            answer = self._answers[decision.rule] = self._compile(decision.rule)
-        return (answer, decision.offset)
+            return 0
+        number = self._answers.get(decision.rule)
+        if number is None:
+            number = self._answers[decision.rule] = self._number(self._compile(decision.rule))
+        return number << OFFSET_BITS | decision.offset
+
+    def _number(self, answer: CountedBlock | Rewrite) -> int:
+        self._numbered.append(answer)
+        return len(self._numbered) - 1
 
     def action_for(self, rule: Rule) -> Action:
         policy = self._policy
@@ -228,10 +262,10 @@ class View:
         return answer
 
 
-def _remember(memo: dict[bytes, Verdict], key: bytes, verdict: Verdict) -> None:
+def _remember(memo: dict[bytes, int], key: bytes, code: int) -> None:
     if len(memo) >= MEMO_LIMIT:
         make_room(memo)
-    memo[key] = verdict
+    memo[key] = code
 
 
 Served = dict[bytes, tuple[Answer, int, bytes]]
@@ -301,9 +335,9 @@ class Policy:
         table = profiles.groups
         used = {profile.name: profile for profile in profiles.group_profiles}
         shared = len(used) > 1
-        self.everyone: dict[bytes, Verdict] = {}
-        """Verdicts every view in use gets (see ``View``)."""
-        self.everyone_text: dict[bytes, Verdict] = {}
+        self.everyone: dict[bytes, int] = {}
+        """Verdicts every view in use gets (see ``View``): all allowed, 0."""
+        self.everyone_text: dict[bytes, int] = {}
         self.rewritten = frozenset(name for p in used.values() for name in p.rewrites)
         """Names some view in use rewrites (safe search): never everyone's."""
         self._views = {name: View(self, profile, shared) for name, profile in used.items()}

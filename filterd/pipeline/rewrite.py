@@ -26,9 +26,10 @@ from __future__ import annotations
 from typing import Final
 
 from filterd.errors import QueryError
-from filterd.pipeline.cache import Answer, serve, stored_at
+from filterd.pipeline.cache import WIRE, Answer, serve, stored_at
 from filterd.pipeline.forward import Reply
 from filterd.pipeline.policy import Rewrite
+from filterd.pipeline.untracked import store
 from filterd.wire.codes import SERVFAIL
 from filterd.wire.query import Query, parse_query, validate
 from filterd.wire.rewrite import splice, target_query
@@ -65,7 +66,7 @@ def from_cache(
     age = int(now - stored_at(answer))
     key = (b"u" if udp else b"t") + data[2:4] + data[12:]
     found = rewrite.spliced.get(key)
-    if found is not None and found[0] is answer and found[1] == age:
+    if found is not None and found[0] is answer[WIRE] and found[1] == age:
         return data[:2] + found[2]
     target = question_for(query, rewrite)
     if target is None:
@@ -74,7 +75,7 @@ def from_cache(
     memo = rewrite.spliced
     if len(memo) >= SPLICED_LIMIT:
         memo.clear()
-    memo[key] = (answer, age, out[2:])
+    store(memo, key, (answer[WIRE], age, out[2:]))
     return out
 
 

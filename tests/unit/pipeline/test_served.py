@@ -14,6 +14,7 @@ named tests are the cases the law must cover, spelled out.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import tempfile
 from collections.abc import Callable
@@ -43,8 +44,9 @@ from filterd.pipeline.guard import Guard
 from filterd.pipeline.pipeline import Pipeline
 from filterd.pipeline.policy import BlockCounter, GroupCounter, Policy
 from filterd.pipeline.tally import QTYPE_SLOT, Counters
+from filterd.pipeline.untracked import NATIVE_STORE
 from filterd.profiles.profileset import ProfileSet
-from filterd.wire.query import Query
+from filterd.wire.query import Query, parse_query
 from tests.unit.pipeline.test_handle import (
     CLIENT,
     STRANGER,
@@ -227,6 +229,25 @@ def test_a_repeat_after_a_new_snapshot_gets_the_new_verdict(
     assert blocked is not None and dns.message.from_wire(blocked).rcode() == dns.rcode.NXDOMAIN
 
 
+def test_with_several_profiles_an_allowed_name_is_memoised_once_for_all_of_them(
+    tmp_path: Path, books: Books
+) -> None:
+    """Found by reading the compiled code: the ``everyone`` memo was chosen by
+    ``verdict is PASS``, and compiled, a fixed-length tuple is boxed anew
+    wherever it becomes an object, so the test never held and every view
+    kept its own copy of every allowed name."""
+    policy = make_policy(compile_index(tmp_path, ("casino.example",), grouped=True), books)
+    pipeline = make_pipeline(policy)
+    for client in (KIDS, EVENING, CLIENT):  # three groups, three profiles
+        pipeline.handle(wire("www.example.com"), client, True, Source(), 0, 100.0)
+    query = parse_query(wire("www.example.com"))
+    assert query is not None
+    key = query.key
+    assert key in policy.everyone
+    assert not [t for g in policy.groups for t in g.view.memos() if key in t]
+    assert tracked_tables(pipeline) == []
+
+
 def test_a_repeat_in_a_later_second_of_age_gets_aged_ttls(pipeline: Pipeline) -> None:
     fill(pipeline, "www.example.com")
     pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.5)
@@ -268,6 +289,25 @@ def forget_served(pipeline: Pipeline) -> None:
 
 def served_size(pipeline: Pipeline) -> int:
     return sum(len(g.served) for g in pipeline.policy.groups if g.served is not None)
+
+
+def tracked_tables(pipeline: Pipeline) -> list[str]:
+    """The query path's tables the cyclic collector would visit entry by
+    entry (``filterd.pipeline.untracked``): verdict memos hold ints, so never;
+    the cache and the served tables hold tuples, untracked by the C extension."""
+    policy = pipeline.policy
+    tables: dict[str, dict[bytes, object]] = {
+        "everyone": policy.everyone,  # type: ignore[dict-item]
+        "everyone_text": policy.everyone_text,  # type: ignore[dict-item]
+    }
+    for number, group in enumerate(policy.groups):
+        for memo, table in enumerate(group.view.memos()):
+            tables[f"group {number} memo {memo}"] = table
+        if NATIVE_STORE and group.served is not None:
+            tables[f"group {number} served"] = group.served  # type: ignore[assignment]
+    if NATIVE_STORE:
+        tables["cache"] = pipeline.cache._entries  # type: ignore[assignment]
+    return [name for name, table in tables.items() if gc.is_tracked(table)]
 
 
 class ServedAgainstReference(RuleBasedStateMachine):
@@ -346,6 +386,11 @@ class ServedAgainstReference(RuleBasedStateMachine):
     @invariant()
     def same_counts(self) -> None:
         assert counts(self.served, self.mine) == counts(self.reference, self.theirs)
+
+    @invariant()
+    def no_table_in_the_collectors_sight(self) -> None:
+        assert tracked_tables(self.served) == []
+        assert tracked_tables(self.reference) == []
 
     def teardown(self) -> None:
         self._dir.cleanup()
