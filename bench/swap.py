@@ -12,7 +12,9 @@ index is compiled in a child process and swapped into the worker. Reported:
   while it runs) sampled every 50 ms: steady state before the swap, the
   peak during it, and the peak of the serving processes alone; PSS before
   and after;
-- how long the reload took (SIGHUP to the new list version in blocked answers).
+- how long the reload took (SIGHUP to the new list version in blocked answers);
+- the workers' garbage-collector pauses over the run
+  (``filterd_gc_pause_seconds``: how many, how many over 5 ms, their sum).
 
 Same machine discipline as ``bench/run``: filterd on CPU 0, NSD and
 dnsperf on CPU 1, loopback only, everything stopped by the PID it was
@@ -27,6 +29,7 @@ import os
 import shutil
 import signal
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,7 +40,14 @@ import dns.message
 import dns.query
 
 from bench import runs
-from bench.measure import Load, _latencies, parse_summary, percentiles, run_dnsperf
+from bench.measure import (
+    Load,
+    _latencies,
+    cpu_times,
+    parse_summary,
+    percentiles,
+    run_dnsperf,
+)
 from bench.targets import (
     Filterd,
     Nsd,
@@ -55,6 +65,15 @@ CHANGED_NAMES: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
+class Pauses:
+    """``filterd_gc_pause_seconds`` summed over generations."""
+
+    count: int
+    over_5ms: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class SwapResult:
     list_size: int
     capacity_qps: float
@@ -66,11 +85,16 @@ class SwapResult:
     latency_ms: dict[str, float]
     window_latency_ms: dict[str, float]
     window_queries: int
+    window_steal: float
+    """Share of the server's core the hypervisor took during the swap window."""
     steady_rss_mib: float
     peak_rss_mib: float
     peak_serving_rss_mib: float
     steady_pss_mib: float
     after_pss_mib: float
+    pauses: Pauses | None
+    """The workers' garbage-collector pauses over the whole run (None: a build
+    without ``filterd_gc_pause_seconds``)."""
 
     @property
     def peak_ratio(self) -> float:
@@ -181,6 +205,7 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
             server, port, probe, list_copy, size_data.hit_path, rate, duration, swap_at, work
         )
         after = tree_memory(server.pid)
+        pauses = collector_pauses(target.admin_port)
         return SwapResult(
             size,
             capacity,
@@ -190,6 +215,7 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
             *_peaks(work),
             steady.pss_mib,
             after.pss_mib,
+            pauses,
         )
     finally:
         if server is not None:
@@ -207,7 +233,7 @@ def _swap_under_load(
     duration: float,
     swap_at: float,
     work: Path,
-) -> tuple[int, int, int, float, dict[str, float], dict[str, float], int]:
+) -> tuple[int, int, int, float, dict[str, float], dict[str, float], int, float]:
     output = work / "swap.out"
     cmd = [
         "taskset",
@@ -235,6 +261,8 @@ def _swap_under_load(
     samples: list[tuple[float, float, float]] = []
     started = time.monotonic()
     hup_at = done_at = 0.0
+    at_hup = cpu_times()
+    at_end: dict[int, tuple[int, int, int]] | None = None
     old_version = list_version(port, probe)
     staged = _next_list(list_path)
     with runs.background_load(cmd, output) as dnsperf:
@@ -245,8 +273,11 @@ def _swap_under_load(
                 staged.replace(list_path)
                 os.kill(server.pid, signal.SIGHUP)
                 hup_at = now
+                at_hup = cpu_times()
             elif hup_at and not done_at and list_version(port, probe) != old_version:
                 done_at = now
+            elif done_at and at_end is None and now >= done_at + 1.0:
+                at_end = cpu_times()
             time.sleep(SAMPLE_EVERY)
     (work / "memory.json").write_text(json.dumps(samples))
     (work / "swap_window.json").write_text(json.dumps([hup_at, done_at]))
@@ -267,7 +298,38 @@ def _swap_under_load(
         to_ms,
         window_ms,
         len(window),
+        _stolen(at_hup, at_end or cpu_times(), SERVER_CPU),
     )
+
+
+def _stolen(
+    before: dict[int, tuple[int, int, int]], after: dict[int, tuple[int, int, int]], cpu: int
+) -> float:
+    """Share of ``cpu``'s time between two ``cpu_times`` readings taken by the hypervisor."""
+    total = max(after[cpu][0] - before[cpu][0], 1)
+    return (after[cpu][2] - before[cpu][2]) / total
+
+
+def collector_pauses(admin_port: int) -> Pauses | None:
+    """The workers' collector pauses so far, from /metrics (summed over generations)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    name = "filterd_gc_pause_seconds"
+    count = within_5ms = 0
+    seconds = 0.0
+    found = False
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        found = True
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith(f"{name}_count{{"):
+            count += int(value)
+        elif line.startswith(f"{name}_sum{{"):
+            seconds += value
+        elif line.startswith(f"{name}_bucket{{") and 'le="0.005"' in line:
+            within_5ms += int(value)
+    return Pauses(count, count - within_5ms, seconds) if found else None
 
 
 def _peaks(work: Path) -> tuple[float, float]:
@@ -298,6 +360,7 @@ def main() -> None:
         f"| latency p50 / p99 / p99.9, swap window ({result.window_queries:,} queries) | "
         f"{result.window_latency_ms['p50']:.3f} / {result.window_latency_ms['p99']:.3f} / "
         f"{result.window_latency_ms['p99.9']:.3f} ms |",
+        f"| stolen from the server's core in the swap window | {result.window_steal:.1%} |",
         f"| RSS steady / peak, whole tree (incl. compiler) | {result.steady_rss_mib:.0f} / "
         f"{result.peak_rss_mib:.0f} MiB ({result.peak_ratio:.2f}x) |",
         f"| RSS peak, serving processes only | {result.peak_serving_rss_mib:.0f} MiB "
@@ -305,6 +368,13 @@ def main() -> None:
         f"| PSS before / after the swap, whole tree | {result.steady_pss_mib:.0f} / "
         f"{result.after_pss_mib:.0f} MiB |",
     ]
+    pauses = result.pauses
+    lines.append(
+        "| garbage-collector pauses, whole run | not reported by this build |"
+        if pauses is None
+        else f"| garbage-collector pauses, whole run | {pauses.count:,} ({pauses.over_5ms:,} over "
+        f"5 ms), {pauses.seconds * 1000:.1f} ms in all |"
+    )
     table = "\n".join(lines)
     print(table)
     runs.save("swap", stamp, table, result)

@@ -133,6 +133,15 @@ class FilterdCollector(Collector):
         for (protocol, path), histogram in sorted(stats.latency.items()):
             _add_histogram(duration, [protocol, path], histogram)
         yield duration
+        pauses = HistogramMetricFamily(
+            "filterd_gc_pause_seconds",
+            "Pauses of the workers' cyclic garbage collector (a worker answers nothing "
+            "meanwhile), by generation collected.",
+            labels=["generation"],
+        )
+        for generation, histogram in sorted(stats.gc_pauses.items()):
+            _add_histogram(pauses, [generation], histogram)
+        yield pauses
         blocked = CounterMetricFamily(
             "filterd_blocked",
             "Blocked answers, by deciding list, category and action.",

@@ -183,6 +183,8 @@ class WorkerStats:
     tcp: TcpStats = field(default_factory=TcpStats)
     groups: Mapping[str, GroupStats] = field(default_factory=dict)
     """By client group name (from the configuration)."""
+    gc_pauses: Mapping[str, Buckets] = field(default_factory=dict)
+    """Pauses of the cyclic garbage collector, by generation ("0", "1", "2")."""
 
     def __add__(self, other: WorkerStats) -> WorkerStats:
         return WorkerStats(
@@ -197,6 +199,7 @@ class WorkerStats:
             udp=_add_fields(self.udp, other.udp),
             tcp=_add_fields(self.tcp, other.tcp),
             groups=_add_mappings(self.groups, other.groups),
+            gc_pauses=_add_mappings(self.gc_pauses, other.gc_pauses),
         )
 
     @classmethod
