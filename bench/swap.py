@@ -42,6 +42,7 @@ import dns.query
 from bench import runs
 from bench.measure import (
     Load,
+    _busy,
     _latencies,
     cpu_times,
     parse_summary,
@@ -262,7 +263,7 @@ def _swap_under_load(
     started = time.monotonic()
     hup_at = done_at = 0.0
     at_hup = cpu_times()
-    at_end: dict[int, tuple[int, int, int]] | None = None
+    window_steal: float | None = None
     old_version = list_version(port, probe)
     staged = _next_list(list_path)
     with runs.background_load(cmd, output) as dnsperf:
@@ -276,8 +277,8 @@ def _swap_under_load(
                 at_hup = cpu_times()
             elif hup_at and not done_at and list_version(port, probe) != old_version:
                 done_at = now
-            elif done_at and at_end is None and now >= done_at + 1.0:
-                at_end = cpu_times()
+            elif done_at and window_steal is None and now >= done_at + 1.0:
+                window_steal = _busy(at_hup, SERVER_CPU)[1]
             time.sleep(SAMPLE_EVERY)
     (work / "memory.json").write_text(json.dumps(samples))
     (work / "swap_window.json").write_text(json.dumps([hup_at, done_at]))
@@ -298,16 +299,8 @@ def _swap_under_load(
         to_ms,
         window_ms,
         len(window),
-        _stolen(at_hup, at_end or cpu_times(), SERVER_CPU),
+        _busy(at_hup, SERVER_CPU)[1] if window_steal is None else window_steal,
     )
-
-
-def _stolen(
-    before: dict[int, tuple[int, int, int]], after: dict[int, tuple[int, int, int]], cpu: int
-) -> float:
-    """Share of ``cpu``'s time between two ``cpu_times`` readings taken by the hypervisor."""
-    total = max(after[cpu][0] - before[cpu][0], 1)
-    return (after[cpu][2] - before[cpu][2]) / total
 
 
 def collector_pauses(admin_port: int) -> Pauses | None:

@@ -167,7 +167,7 @@ class View:
             code = self._memo.get(key)
             if code is None:
                 return None
-        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
+        return self._verdict(code)
 
     def decide(self, key: bytes, name_length: int) -> Verdict:
         """Decide (and memoise) for a validated query's cache key, whose first
@@ -177,7 +177,7 @@ class View:
         text = wire_to_text(key[:name_length])
         code, everyone = self._decide(text) if text else (0, True)
         _remember(self._everyone if everyone else self._memo, key, code)
-        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
+        return self._verdict(code)
 
     def check_text(self, name: bytes) -> Verdict:
         """Verdict for a canonical text name (CNAME targets), memoised apart from
@@ -192,7 +192,7 @@ class View:
             code = self._code(decision)
             everyone = code == 0 and not isinstance(found, Choices)
             _remember(self._everyone_text if everyone else self._text_memo, name, code)
-        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
+        return self._verdict(code)
 
     def memos(self) -> list[dict[Any, Any]]:
         """This view's own memo tables (see ``Policy.memos``)."""
@@ -231,6 +231,10 @@ class View:
         if number is None:
             number = self._answers[decision.rule] = self._number(self._compile(decision.rule))
         return number << OFFSET_BITS | decision.offset
+
+    def _verdict(self, code: int) -> Verdict:
+        """The verdict a memo ``code`` stands for (``OFFSET_BITS``)."""
+        return (self._numbered[code >> OFFSET_BITS], code & OFFSET_MASK)
 
     def _number(self, answer: CountedBlock | Rewrite) -> int:
         self._numbered.append(answer)
