@@ -4,9 +4,12 @@ Why one command for both: on a shared 2-core machine run-to-run noise is large
 (up to ~30 %), so absolute figures from different runs are not comparable; the
 filterd/Unbound ratios measured back to back in one run are. For every list
 size, each target is started fresh (server on one CPU, NSD and dnsperf on the
-other), timed until the list is enforced, warmed, loaded closed-loop (once for
-its rate, once more recording every answer's latency), loaded at a fixed rate
-for latency, loaded with cache misses, and stopped by its PID.
+other), timed until the list is enforced, warmed and loaded closed-loop for
+its rate; then, with every target up, each is loaded closed-loop once more
+recording every answer's latency, and all are loaded at a fixed rate in
+rounds that alternate the targets (``latency_rounds``: latency at a low rate
+moves with the VM's minute more than with the server); last, each is loaded
+with cache misses and stopped by its PID.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +33,7 @@ from types import FrameType
 from typing import Any, Final
 
 from bench import data as bdata
-from bench.measure import Load, PerfResult, percentiles, run_dnsperf, wait_enforced
+from bench.measure import Load, PerfResult, merge, percentiles, run_dnsperf, wait_enforced
 from bench.targets import (
     REPO,
     TARGETS,
@@ -57,6 +61,7 @@ class Settings:
     targets: tuple[str, ...]
     duration: float
     rate: int
+    latency_rounds: int
     closed: Load
     miss: Load
     warm_seconds: float
@@ -74,6 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
     p.add_argument("--sizes", default=None, help="list sizes, e.g. 100k,1m (default 100k,1m)")
     p.add_argument("--duration", type=float, default=None, help="seconds per load run (30)")
     p.add_argument("--rate", type=int, default=None, help="open-loop qps for latency (10000)")
+    p.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=None,
+        help="fixed-rate latency runs per target, alternating the targets (5; --quick: 3)",
+    )
     p.add_argument(
         "--targets",
         default="unbound,filterd",
@@ -107,6 +118,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
         params = bdata.DataParams(
             sizes=sizes, miss_queries=miss, blocked_share=a.blocked_share, seed=a.seed
         )
+    rounds = int(a.latency_rounds if a.latency_rounds is not None else (3 if quick else 5))
+    if rounds < 1 or duration / rounds < 1.0:
+        p.error(f"--latency-rounds {rounds}: need 1 to {int(duration)} (a round of at least 1 s)")
     targets = tuple(t.strip() for t in a.targets.split(",") if t.strip())
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
@@ -116,6 +130,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
         targets=targets,
         duration=duration,
         rate=rate,
+        latency_rounds=rounds,
         closed=Load(clients=a.clients, outstanding=a.outstanding),
         miss=Load(clients=a.miss_clients, outstanding=a.miss_outstanding),
         warm_seconds=max(60.0, duration * 4),
@@ -139,17 +154,64 @@ def _perf_dict(r: PerfResult) -> dict[str, Any]:
     return d
 
 
-def bench_one(
+@dataclass(slots=True)
+class Running:
+    """A target started and loaded closed-loop, kept up until the latency rounds are done."""
+
+    target: Target
+    size: bdata.SizeData
+    work: Path
+    port: int
+    proc: Proc
+    upstream_pid: int
+    out: dict[str, Any]
+    passes: int  # a count bound for closed-loop runs that cannot bind below 500k qps
+    warm: PerfResult | None = None
+    closed: PerfResult | None = None
+    latency: PerfResult | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.target.name} {bdata.size_tag(self.size.size)}"
+
+    def perf(self, st: Settings, name: str, path: Path, load: Load, **kw: Any) -> PerfResult:
+        r = run_dnsperf(
+            self.port, path, load, cpu=st.client_cpu, server_cpu=st.server_cpu,
+            server_pid=self.proc.pid, upstream_pid=self.upstream_pid,
+            output=self.work / f"dnsperf-{name}.out", **kw,
+        )  # fmt: skip
+        say(
+            f"[{self.label}] {name}: {r.qps:,.0f} qps, lost {r.lost_pct:.2f} %, "
+            f"CPU server {r.server_cpu:.0%} (core {r.server_core_busy:.0%}, steal "
+            f"{r.server_core_steal:.0%}) nsd {r.upstream_cpu:.0%} dnsperf {r.dnsperf_cpu:.0%}"
+        )
+        return r
+
+    def timed(self, st: Settings, name: str, path: Path, load: Load, **kw: Any) -> PerfResult:
+        """A run with a line per answer (-v); its percentiles go in ``out[name]``."""
+        r = self.perf(st, name, path, load, verbose=True, **kw)
+        key = name.replace("-", "_")
+        self.out[key] = _perf_dict(r)
+        self.out[key]["percentiles_ms"] = _percentiles_ms(r.latencies_s)
+        say(f"[{self.label}] {name}: {self.out[key]['percentiles_ms']}")
+        return r
+
+
+def _percentiles_ms(latencies: Sequence[float]) -> dict[str, float | None]:
+    return {k: _ms(v) for k, v in percentiles(latencies, LATENCY_POINTS).items()}
+
+
+def start_and_load(
     *,
     target: Target,
     size: bdata.SizeData,
-    ds: bdata.Dataset,
     nsd: Nsd,
     nsd_proc: Proc,
     st: Settings,
     run_dir: Path,
-) -> dict[str, Any]:
-    """Every figure for one target at one list size, from a fresh start to a clean stop."""
+) -> Running:
+    """Start ``target`` fresh; time it until the list is enforced; warm it; load it
+    closed-loop. It stays up (the caller stops it) for ``latency_rounds``."""
     tag = bdata.size_tag(size.size)
     work = run_dir / f"{target.name}-{tag}"
     work.mkdir(parents=True, exist_ok=True)
@@ -158,81 +220,134 @@ def bench_one(
     cmd = target.command(work, port, nsd.port, list_path)
     say(f"[{target.name} {tag}] start: {' '.join(cmd)}")
     proc = spawn(target.name, cmd, target.cpus or st.server_cpu, work / "server.log", work)
-    out: dict[str, Any] = {"target": target.name, "size": size.size, "pid": proc.pid}
-
-    def perf(name: str, path: Path, load: Load, **kw: Any) -> PerfResult:
-        r = run_dnsperf(
-            port, path, load, cpu=st.client_cpu, server_cpu=st.server_cpu, server_pid=proc.pid,
-            upstream_pid=nsd_proc.pid, output=work / f"dnsperf-{name}.out", **kw,
-        )  # fmt: skip
-        say(
-            f"[{target.name} {tag}] {name}: {r.qps:,.0f} qps, lost {r.lost_pct:.2f} %, "
-            f"CPU server {r.server_cpu:.0%} (core {r.server_core_busy:.0%}, steal "
-            f"{r.server_core_steal:.0%}) nsd {r.upstream_cpu:.0%} dnsperf {r.dnsperf_cpu:.0%}"
-        )
-        return r
-
+    run = Running(
+        target=target,
+        size=size,
+        work=work,
+        port=port,
+        proc=proc,
+        upstream_pid=nsd_proc.pid,
+        out={"target": target.name, "size": size.size, "pid": proc.pid},
+        passes=math.ceil(st.duration * 500_000 / st.params.hit_queries) + 1,
+    )
     try:
         enf = wait_enforced(
             proc, port, size.probes, ready=target.ready_check(), timeout=st.enforce_timeout
         )
-        out["enforcement"] = asdict(enf)
+        run.out["enforcement"] = asdict(enf)
         if enf.enforced_s is None:
             raise TargetError(f"{target.name}: list not enforced after {st.enforce_timeout} s")
         say(
-            f"[{target.name} {tag}] enforced after {enf.enforced_s:.2f} s "
+            f"[{run.label}] enforced after {enf.enforced_s:.2f} s "
             f"(first answer {enf.first_answer_s:.2f} s, ready {enf.ready_s}, "
             f"unfiltered probe answers {enf.unfiltered_answers})"
         )
-        out["memory_loaded"] = asdict(tree_memory(proc.pid))
-
-        warm = perf(
-            "warm", size.warm_path, st.miss, duration=st.warm_seconds, max_runs=target.warm_passes
+        run.out["memory_loaded"] = asdict(tree_memory(proc.pid))
+        run.warm = run.perf(
+            st, "warm", size.warm_path, st.miss, duration=st.warm_seconds,
+            max_runs=target.warm_passes,
+        )  # fmt: skip
+        run.out["warm"] = _perf_dict(run.warm)
+        run.closed = run.perf(
+            st, "closed", size.hit_path, st.closed, duration=st.duration, max_runs=run.passes
         )
-        out["warm"] = _perf_dict(warm)
-        # A count bound that cannot bind below 500k qps, next to dnsperf's time bound.
-        passes = math.ceil(st.duration * 500_000 / st.params.hit_queries) + 1
-        closed = perf("closed", size.hit_path, st.closed, duration=st.duration, max_runs=passes)
-        out["closed"] = _perf_dict(closed)
+        run.out["closed"] = _perf_dict(run.closed)
         mem = tree_memory(proc.pid)
-        out["memory_warm"] = asdict(mem)
+        run.out["memory_warm"] = asdict(mem)
         say(
-            f"[{target.name} {tag}] memory: RSS {mem.rss_mib:,.0f} MiB, PSS {mem.pss_mib:,.0f} "
+            f"[{run.label}] memory: RSS {mem.rss_mib:,.0f} MiB, PSS {mem.pss_mib:,.0f} "
             f"MiB over {mem.processes} process(es)"
         )
+    except BaseException:
+        stop(run)
+        raise
+    return run
 
-        def timed(name: str, load: Load) -> PerfResult:
-            """A run with a line per answer (-v); its percentiles go in ``out[name]``."""
-            r = perf(name, size.hit_path, load, duration=st.duration, max_runs=passes, verbose=True)
-            key = name.replace("-", "_")
-            out[key] = _perf_dict(r)
-            out[key]["percentiles_ms"] = {
-                k: _ms(v) for k, v in percentiles(r.latencies_s, LATENCY_POINTS).items()
-            }
-            say(f"[{target.name} {tag}] {name}: {out[key]['percentiles_ms']}")
-            return r
 
-        # The same closed loop again, timing every answer: the latency under
-        # that load. Not the max-qps run: writing a line per answer costs
-        # dnsperf CPU, which may lower the rate it reaches.
-        timed("closed-latency", st.closed)
-        lat = timed(
-            "latency", Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
-        )
+def round_files(size: bdata.SizeData, st: Settings, run_dir: Path) -> list[Path]:
+    """The hit-heavy file's head cut into one file per latency round, so that
+    every round asks new questions of the mix (dnsperf always starts a file
+    at its first line) and every target gets the same questions in round r."""
+    seconds = st.duration / st.latency_rounds
+    per_round = math.ceil(st.rate * seconds * 1.25)  # the time bound binds, not the file
+    paths: list[Path] = []
+    with size.hit_path.open() as source:
+        for number in range(st.latency_rounds):
+            path = run_dir / f"latency-{bdata.size_tag(size.size)}-{number}.txt"
+            with path.open("w") as out:
+                for _ in range(per_round):
+                    line = source.readline()
+                    if not line:
+                        source.seek(0)
+                        line = source.readline()
+                    out.write(line)
+            paths.append(path)
+    return paths
 
-        miss = perf("miss", ds.miss_path, st.miss, duration=st.duration, max_runs=1)
-        out["miss"] = _perf_dict(miss)
-        out["memory_end"] = asdict(tree_memory(proc.pid))
-        out["checks"] = checks(warm, closed, lat, miss, size)
-        for c in out["checks"]:
-            say(f"[{target.name} {tag}] WARNING: {c}")
+
+def latency_rounds(running: Sequence[Running], st: Settings, run_dir: Path) -> None:
+    """The closed loop with a line per answer, then the fixed-rate latency runs,
+    alternating the targets round by round.
+
+    Why alternating: on a shared VM, latency at a fixed rate moves more between
+    minutes (the hypervisor's steal, its idle path) than between servers, so
+    one run per target in turn measures the minute as much as the server. In
+    rounds, each target sees the same noisy periods (``bench/floor`` does the
+    same); the pooled percentiles go in ``out["latency"]``, every round's in
+    ``out["latency"]["rounds"]``. The closed-loop run comes first for every
+    target, so that every cache is refreshed (answers past their TTL fetched
+    again) within seconds of the rounds."""
+    if not running:
+        return
+    for run in running:
+        # Not the max-qps run: writing a line per answer costs dnsperf CPU.
+        run.timed(st, "closed-latency", run.size.hit_path, st.closed, duration=st.duration,
+                  max_runs=run.passes)  # fmt: skip
+    paths = round_files(running[0].size, st, run_dir)
+    seconds = st.duration / st.latency_rounds
+    load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
+    results: dict[str, list[PerfResult]] = {run.label: [] for run in running}
+    for number, path in enumerate(paths):
+        order = running if number % 2 == 0 else list(reversed(running))
+        for run in order:
+            r = run.perf(st, f"latency-{number}", path, load, duration=seconds, max_runs=1,
+                         verbose=True)  # fmt: skip
+            results[run.label].append(r)
+    for run in running:
+        rounds = results[run.label]
+        run.latency = merge(rounds)
+        run.out["latency"] = _perf_dict(run.latency)
+        run.out["latency"]["percentiles_ms"] = _percentiles_ms(run.latency.latencies_s)
+        run.out["latency"]["rounds"] = [
+            {"steal": r.server_core_steal, **_percentiles_ms(r.latencies_s)} for r in rounds
+        ]
+        say(f"[{run.label}] latency, {len(rounds)} rounds: {run.out['latency']['percentiles_ms']}")
+
+
+def finish(run: Running, ds: bdata.Dataset, st: Settings) -> dict[str, Any]:
+    """The cache-miss pass, the last memory reading, the checks; then stop."""
+    try:
+        miss = run.perf(st, "miss", ds.miss_path, st.miss, duration=st.duration, max_runs=1)
+        run.out["miss"] = _perf_dict(miss)
+        run.out["memory_end"] = asdict(tree_memory(run.proc.pid))
+        assert run.warm is not None and run.closed is not None and run.latency is not None
+        run.out["checks"] = checks(run.warm, run.closed, run.latency, miss, run.size)
+        for c in run.out["checks"]:
+            say(f"[{run.label}] WARNING: {c}")
     finally:
-        code = proc.stop()
-        out["exit_code"] = code
-        if code != 0:
-            out.setdefault("checks", []).append(f"exit code {code} after SIGTERM (expected 0)")
-        say(f"[{target.name} {tag}] stopped pid {proc.pid}, exit code {code}")
-    return out
+        stop(run)
+    return run.out
+
+
+def stop(run: Running) -> None:
+    """Stop the target by its PID (once); a non-zero exit is a check that failed."""
+    if "exit_code" in run.out:
+        return
+    code = run.proc.stop()
+    run.out["exit_code"] = code
+    if code != 0:
+        run.out.setdefault("checks", []).append(f"exit code {code} after SIGTERM (expected 0)")
+    say(f"[{run.label}] stopped pid {run.proc.pid}, exit code {code}")
 
 
 def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, Any]:
@@ -411,6 +526,38 @@ def markdown(results: dict[str, dict[str, Any]], st: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def round_ratios(results: dict[str, dict[str, Any]], st: Settings) -> str:
+    """filterd/Unbound at the fixed rate, round by round, and the median of
+    each percentile's round ratios: the comparison least moved by the minute."""
+    lines: list[str] = []
+    for size in st.sizes:
+        tag = bdata.size_tag(size)
+        f = (results.get(f"filterd-{tag}") or {}).get("latency", {}).get("rounds")
+        u = (results.get(f"unbound-{tag}") or {}).get("latency", {}).get("rounds")
+        if not f or not u or len(f) != len(u):
+            continue
+        lines.append(f"\nLatency at {st.rate:,} qps, {len(f)} alternating rounds, {tag}:\n")
+        lines.append("| round | filterd p50 / p99 / p99.9 ms | Unbound | ratio | steal f / u |")
+        lines.append("|---|---|---|---|---|")
+        ratios: dict[str, list[float]] = {p: [] for p in ("p50", "p99", "p99.9")}
+        for number, (fr, ur) in enumerate(zip(f, u, strict=True)):
+            cells = []
+            for point, values in ratios.items():
+                if fr.get(point) and ur.get(point):
+                    values.append(fr[point] / ur[point])
+                    cells.append(f"{fr[point] / ur[point]:.2f}x")
+                else:
+                    cells.append("-")
+            lines.append(
+                f"| {number} | {fr.get('p50')} / {fr.get('p99')} / {fr.get('p99.9')} "
+                f"| {ur.get('p50')} / {ur.get('p99')} / {ur.get('p99.9')} "
+                f"| {' / '.join(cells)} | {fr['steal']:.0%} / {ur['steal']:.0%} |"
+            )
+        medians = " / ".join(f"{statistics.median(v):.2f}x" if v else "-" for v in ratios.values())
+        lines.append(f"| median of the round ratios | | | {medians} | |")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 # --- main --------------------------------------------------------------------------
 
 
@@ -473,21 +620,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in sd.probes:
                 if query_rcode(nsd.port, p) != 0:
                     raise TargetError(f"upstream does not resolve probe {p}; data is broken")
-            for t in targets:
-                key = f"{t.name}-{bdata.size_tag(size)}"
+            running: list[Running] = []
+            try:
+                for t in targets:
+                    key = f"{t.name}-{bdata.size_tag(size)}"
+                    try:
+                        run = start_and_load(
+                            target=t, size=sd, nsd=nsd, nsd_proc=nsd_proc, st=st, run_dir=run_dir
+                        )
+                        running.append(run)
+                    except TargetError as exc:
+                        failures[key] = str(exc)
+                        say(f"[{key}] FAILED: {exc}")
                 try:
-                    results[key] = bench_one(
-                        target=t,
-                        size=sd,
-                        ds=ds,
-                        nsd=nsd,
-                        nsd_proc=nsd_proc,
-                        st=st,
-                        run_dir=run_dir,
-                    )
+                    latency_rounds(running, st, run_dir)
+                    finishing = running
                 except TargetError as exc:
-                    failures[key] = str(exc)
-                    say(f"[{key}] FAILED: {exc}")
+                    for run in running:
+                        failures[f"{run.target.name}-{bdata.size_tag(size)}"] = str(exc)
+                    say(f"latency rounds FAILED: {exc}")
+                    finishing = []
+                for run in finishing:
+                    key = f"{run.target.name}-{bdata.size_tag(size)}"
+                    try:
+                        results[key] = finish(run, ds, st)
+                    except TargetError as exc:
+                        failures[key] = str(exc)
+                        say(f"[{key}] FAILED: {exc}")
+            finally:
+                for run in running:
+                    stop(run)
     finally:
         code = nsd_proc.stop()
         say(f"nsd: stopped pid {nsd_proc.pid}, exit code {code}")
@@ -536,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nLatency floor of this machine (same open-loop run against NSD on the server "
             f"CPU): p50 {p['p50']} ms, p99 {p['p99']} ms, p99.9 {p['p99.9']} ms\n"
         )
+    table += round_ratios(results, st)
     print()
     print(table)
     print(f"results: {out_dir / f'bench-{stamp}.json'} (and latest.json, latest.md)")

@@ -217,6 +217,40 @@ def run_dnsperf(
     )
 
 
+def merge(results: Sequence[PerfResult]) -> PerfResult:
+    """Several runs of one load as one: counts summed, rates and CPU shares
+    weighted by run time, every latency kept (``bench/run``'s latency rounds)."""
+    if not results:
+        raise ValueError("merge: no runs")
+    runtime = sum(r.runtime_s for r in results) or 1e-9
+    rcodes: dict[str, int] = {}
+    for r in results:
+        for code, count in r.rcodes.items():
+            rcodes[code] = rcodes.get(code, 0) + count
+
+    def weighted(value: Callable[[PerfResult], float]) -> float:
+        return sum(value(r) * r.runtime_s for r in results) / runtime
+
+    completed = sum(r.completed for r in results)
+    return PerfResult(
+        command=" ; ".join(r.command for r in results),
+        sent=sum(r.sent for r in results),
+        completed=completed,
+        lost=sum(r.lost for r in results),
+        runtime_s=runtime,
+        qps=completed / runtime,
+        avg_latency_s=sum(r.avg_latency_s * r.completed for r in results) / max(completed, 1),
+        rcodes=rcodes,
+        end_of_file=all(r.end_of_file for r in results),
+        server_cpu=weighted(lambda r: r.server_cpu),
+        server_core_busy=weighted(lambda r: r.server_core_busy),
+        server_core_steal=weighted(lambda r: r.server_core_steal),
+        upstream_cpu=weighted(lambda r: r.upstream_cpu),
+        dnsperf_cpu=weighted(lambda r: r.dnsperf_cpu),
+        latencies_s=tuple(x for r in results for x in r.latencies_s),
+    )
+
+
 def _latencies(stdout: str, timeout_s: float, sent: int) -> tuple[float, ...]:
     """Per-query latencies from ``-v`` lines; queries without an answer count as the timeout."""
     out: list[float] = []
