@@ -55,6 +55,8 @@ SERVER_CPU: Final = 0
 LOAD_CPU: Final = 1
 NAME: Final = "www.floor.test"
 BLOCKED: Final = "blocked.floor.test"
+MANY: Final = "many.floor.test"
+"""Every name under it has an address in the Unbound above (``bench/wakeup``'s distinct names)."""
 MODES: Final = ("py-blocking", "py-asyncio", "py-asyncio-mmsg", "py-hotloop-mmsg")
 
 
@@ -91,18 +93,14 @@ def serve(mode: str, port: int) -> None:
                 sock.sendto(_answer(data), peer)
 
     else:
-        from filterd.listeners.mmsg import SOCKADDR_SIZE, Batch  # noqa: PLC0415 - this mode only
+        from filterd.listeners.mmsg import Batch  # noqa: PLC0415 - this mode only
 
         batch = Batch(sock, 64, 4096, 4096)
 
         def on_readable() -> None:
-            offset = 0
-            sender = 0
-            for length in batch.receive():
-                answer = _answer(batch.payloads[offset : offset + length].tobytes())
-                batch.queue(answer, batch.names[sender : sender + SOCKADDR_SIZE])
-                offset += 4096
-                sender += SOCKADDR_SIZE
+            received = batch.receive()
+            for index in range(len(received) // 2):
+                batch.queue(_answer(received[2 * index]), index)
             batch.flush()
 
     if mode == "py-hotloop-mmsg":
@@ -134,6 +132,8 @@ def _unbound(work: Path, port: int) -> list[str]:
   access-control: 127.0.0.0/8 allow
   local-zone: "floor.test." static
   local-data: "{NAME}. 300 IN A 192.0.2.1"
+  local-zone: "{MANY}." redirect
+  local-data: "{MANY}. 300 IN A 192.0.2.2"
 remote-control:
   control-enable: no
 """

@@ -1,10 +1,16 @@
-/* recvmmsg(2) and sendmmsg(2) for filterd.listeners.mmsgcalls, without ctypes.
+/* recvmmsg(2) and sendmmsg(2) for filterd.listeners.mmsgcalls, without ctypes,
+ * and the per-datagram copies of filterd.listeners.mmsg.Batch.
  *
  * Why: a ctypes foreign call costs 5,000-9,000 CPU instructions (argument
  * conversion, a libffi call frame prepared per call), measured with
  * callgrind; a UDP query that wakes the worker alone makes two of them, a
  * third of the worker's user-space work per query at 10k qps. These two
  * functions are the same system calls at the cost of one C function call.
+ * ``receive`` and ``stage`` do per datagram what Batch otherwise does with
+ * memoryview slices (a slice object, a memoryview and a ``tobytes`` method
+ * call per received payload and per address, three slice assignments per
+ * answer): at saturation those were about a fifth of the worker's
+ * user-space CPU (perf, bench/README.md).
  *
  * Contract (the same as the ctypes fallback in mmsgcalls.py, which runs where no
  * C compiler was available at install time):
@@ -15,12 +21,27 @@
  * arrays). Callers pass MSG_DONTWAIT: the calls never block, so the GIL is
  * kept (releasing and taking it back would cost more than the call). The
  * timeout argument of recvmmsg is always NULL (see BUGS in recvmmsg(2)).
+ *
+ * Batch's copies (used where this extension is built; Batch does the same
+ * with memoryviews where it is not):
+ *   receive(fd, msgvec, vlen, flags, first, last) -> [payload, address, ...]
+ *     recvmmsg, then for each datagram received its payload (iov_base,
+ *     msg_len) and bytes first..last of its sender's sockaddr (the packed
+ *     client address), as bytes; [] when nothing is waiting (EAGAIN,
+ *     EINTR); OSError on any other failure.
+ *   stage(msgvec, slot, answer, capacity, sender) -> None
+ *     copies ``answer`` (at most ``capacity`` octets, the slot's buffer) into
+ *     message ``slot``'s buffer and sets its iovec's length, and copies the
+ *     destination's sockaddr (SOCKADDR_SIZE octets: the address of a received
+ *     message's sockaddr as an int, or a bytes object of that size) into its
+ *     name. ``msgvec``'s messages each have one iovec (MessageArrays).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
 #include <limits.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -98,18 +119,152 @@ mmsg_sendmmsg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return call(args, nargs, 0);
 }
 
+/* sizeof(struct sockaddr_in6): mmsgcalls.SOCKADDR_SIZE, room for either family. */
+#define SOCKADDR_SIZE 28
+
+static int
+parse_pointer(PyObject *value, const char *name, const char *what, void **out)
+{
+    void *address = PyLong_AsVoidPtr(value);
+    if (address == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (address == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s is NULL", name, what);
+        return -1;
+    }
+    *out = address;
+    return 0;
+}
+
+static PyObject *
+mmsg_receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError,
+                     "receive() takes 6 arguments (fd, msgvec, vlen, flags, first, last), %zd given",
+                     nargs);
+        return NULL;
+    }
+    int fd, flags;
+    struct mmsghdr *msgvec;
+    unsigned int vlen;
+    if (parse(args, 4, "receive", &fd, &msgvec, &vlen, &flags) < 0) {
+        return NULL;
+    }
+    Py_ssize_t first = PyLong_AsSsize_t(args[4]);
+    if (first == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t last = PyLong_AsSsize_t(args[5]);
+    if (last == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (first < 0 || last < first || last > SOCKADDR_SIZE) {
+        PyErr_Format(PyExc_ValueError, "receive(): address bytes %zd..%zd outside 0..%d",
+                     first, last, SOCKADDR_SIZE);
+        return NULL;
+    }
+    int count = recvmmsg(fd, msgvec, vlen, flags, NULL);
+    if (count < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return PyList_New(0);
+        }
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(2 * (Py_ssize_t)count);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        const struct msghdr *header = &msgvec[i].msg_hdr;
+        PyObject *payload = PyBytes_FromStringAndSize(header->msg_iov->iov_base,
+                                                      (Py_ssize_t)msgvec[i].msg_len);
+        if (payload == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, 2 * i, payload);
+        PyObject *address = PyBytes_FromStringAndSize((const char *)header->msg_name + first,
+                                                      last - first);
+        if (address == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, 2 * i + 1, address);
+    }
+    return out;
+}
+
+static PyObject *
+mmsg_stage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "stage() takes 5 arguments (msgvec, slot, answer, capacity, sender), %zd given",
+                     nargs);
+        return NULL;
+    }
+    void *msgvec_address;
+    if (parse_pointer(args[0], "stage", "msgvec", &msgvec_address) < 0) {
+        return NULL;
+    }
+    Py_ssize_t slot = PyLong_AsSsize_t(args[1]);
+    if (slot == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (slot < 0 || slot >= UIO_MAXIOV) {
+        PyErr_Format(PyExc_ValueError, "stage(): slot %zd outside 0..%d", slot, UIO_MAXIOV - 1);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "stage(): answer must be bytes");
+        return NULL;
+    }
+    Py_ssize_t capacity = PyLong_AsSsize_t(args[3]);
+    if (capacity == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[2]);
+    if (size > capacity) {
+        PyErr_Format(PyExc_ValueError, "stage(): answer of %zd octets, slot of %zd", size,
+                     capacity);
+        return NULL;
+    }
+    const char *sender;
+    if (PyBytes_Check(args[4])) {
+        if (PyBytes_GET_SIZE(args[4]) != SOCKADDR_SIZE) {
+            PyErr_Format(PyExc_ValueError, "stage(): sockaddr of %zd octets, not %d",
+                         PyBytes_GET_SIZE(args[4]), SOCKADDR_SIZE);
+            return NULL;
+        }
+        sender = PyBytes_AS_STRING(args[4]);
+    } else if (parse_pointer(args[4], "stage", "sender", (void **)&sender) < 0) {
+        return NULL;
+    }
+    struct msghdr *header = &((struct mmsghdr *)msgvec_address)[slot].msg_hdr;
+    memcpy(header->msg_iov->iov_base, PyBytes_AS_STRING(args[2]), (size_t)size);
+    header->msg_iov->iov_len = (size_t)size;
+    memcpy(header->msg_name, sender, SOCKADDR_SIZE);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mmsg_methods[] = {
     {"recvmmsg", (PyCFunction)(void (*)(void))mmsg_recvmmsg, METH_FASTCALL,
      "recvmmsg(fd, msgvec, vlen, flags) -> count, or -errno"},
     {"sendmmsg", (PyCFunction)(void (*)(void))mmsg_sendmmsg, METH_FASTCALL,
      "sendmmsg(fd, msgvec, vlen, flags) -> count, or -errno"},
+    {"receive", (PyCFunction)(void (*)(void))mmsg_receive, METH_FASTCALL,
+     "receive(fd, msgvec, vlen, flags, first, last) -> [payload, address, ...]"},
+    {"stage", (PyCFunction)(void (*)(void))mmsg_stage, METH_FASTCALL,
+     "stage(msgvec, slot, answer, capacity, sender) -> None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef mmsg_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "filterd.listeners._mmsgcall",
-    .m_doc = "recvmmsg(2) and sendmmsg(2) without ctypes; see filterd.listeners.mmsgcalls.",
+    .m_doc = "recvmmsg(2) and sendmmsg(2) without ctypes, and Batch's copies; see filterd.listeners.mmsgcalls.",
     .m_size = 0,
     .m_methods = mmsg_methods,
 };

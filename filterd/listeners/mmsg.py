@@ -10,9 +10,12 @@ microseconds of Python work per packet: 89-118k queries/s with
 ``Batch`` owns preallocated buffers (payloads, peer addresses, iovecs and
 ``mmsghdr`` arrays, from ``filterd.listeners.mmsgcalls``, which also makes
 the two system calls) so that a batch allocates nothing in C and little in
-Python: a received payload is one ``memoryview.tobytes()``, an answer is
-one slice assignment into the send buffer. Linux only. Compiled with the
-query path (``filterd/compiled.py``).
+Python: a received datagram is two bytes objects (its payload, its sender's
+address), an answer is copied into the send buffer. Where the C extension
+is built, both copies are one C call each (``mmsgcalls.receive`` per batch,
+``mmsgcalls.stage`` per answer); elsewhere they go through memoryviews,
+which cost a slice object, a memoryview and a method call per copy. Linux
+only. Compiled with the query path (``filterd/compiled.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from filterd.listeners.mmsgcalls import (
     MMSG_SIZE,
     SOCKADDR_SIZE,
     MessageArrays,
+    receive,
     recvmmsg,
     sendmmsg,
+    stage,
 )
 
 __all__ = ["SOCKADDR_SIZE", "Batch"]
@@ -69,14 +74,22 @@ class Batch:
         self._iov_lengths = arrays.send_iov_words
         self._recv_address = arrays.recv_address
         self._send_address = arrays.send_address
+        self._names_address = arrays.names_address
+        self._receive = receive
+        self._stage = stage
         self.pending = 0
 
-    def receive(self) -> list[int]:
-        """Read up to ``size`` datagrams; return their lengths ([] if none waiting).
+    def receive(self) -> list[bytes]:
+        """Read up to ``size`` datagrams; return, for each, its payload and its
+        sender's packed IP address (``[payload, address, ...]``; [] if none
+        waiting).
 
-        Datagram ``i`` is ``payloads[i * recv_size:][:length]``, its sender's
-        sockaddr ``names[i * SOCKADDR_SIZE:]``; both stay valid until the next
-        ``receive``."""
+        Datagram ``i``'s sender, as a raw sockaddr, is ``senders[i]`` until
+        the next ``receive`` (``sender`` copies it)."""
+        first, last = self.address_slice
+        native = self._receive
+        if native is not None:
+            return native(self.fd, self._recv_address, self.size, MSG_DONTWAIT, first, last)
         count = self._recvmmsg(self.fd, self._recv_address, self.size, MSG_DONTWAIT)
         if count <= 0:
             if count < 0 and -count not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
@@ -85,27 +98,49 @@ class Batch:
         lengths = self._msg_lengths
         at = self._length_at
         stride = self._length_stride
-        return [lengths[at + i * stride] for i in range(count)]
+        payloads = self.payloads
+        names = self.names
+        out: list[bytes] = []
+        for i in range(count):
+            offset = i * self.recv_size
+            out.append(payloads[offset : offset + lengths[at + i * stride]].tobytes())
+            name = i * SOCKADDR_SIZE
+            out.append(names[name + first : name + last].tobytes())
+        return out
 
     def sender(self, index: int) -> bytes:
         """The raw sockaddr of received datagram ``index`` (kept for a later answer)."""
         return self.senders[index].tobytes()
 
-    def queue(self, answer: bytes, sockaddr: bytes | memoryview) -> bool:
-        """Queue ``answer`` for the raw ``sockaddr`` (a received datagram's
-        sender is ``senders[i]``); False if it does not fit a slot (the caller
-        sends it alone).
+    def queue(self, answer: bytes, sender: int | bytes) -> bool:
+        """Queue ``answer`` for ``sender``: the index of a datagram of the last
+        ``receive`` (answered to whoever sent it), or a raw sockaddr (``sender``
+        kept it); False if it does not fit a slot (the caller sends it alone).
 
         The caller flushes when ``pending`` reaches ``size``."""
         size = len(answer)
         if size > self.send_size:
             return False
+        if isinstance(sender, int) and not 0 <= sender < self.size:
+            raise IndexError(f"no received datagram {sender}")
         slot = self.pending
-        offset = slot * self.send_size
-        self._out[offset : offset + size] = answer
-        name = slot * SOCKADDR_SIZE
-        self._out_names[name : name + SOCKADDR_SIZE] = sockaddr
-        self._iov_lengths[slot * self._iov_length_at + 1] = size
+        native = self._stage
+        if native is not None:
+            if isinstance(sender, int):
+                native(
+                    self._send_address, slot, answer, self.send_size,
+                    self._names_address + sender * SOCKADDR_SIZE,
+                )  # fmt: skip
+            else:
+                native(self._send_address, slot, answer, self.send_size, sender)
+        else:
+            offset = slot * self.send_size
+            self._out[offset : offset + size] = answer
+            name = slot * SOCKADDR_SIZE
+            self._out_names[name : name + SOCKADDR_SIZE] = (
+                self.senders[sender] if isinstance(sender, int) else sender
+            )
+            self._iov_lengths[slot * self._iov_length_at + 1] = size
         self.pending = slot + 1
         return True
 

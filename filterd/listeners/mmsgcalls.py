@@ -12,7 +12,9 @@ compile a module that defines ctypes structures):
   ctypes foreign call costs 5,000-9,000 CPU instructions, and a query that
   wakes the worker alone makes two), or through ctypes with the same
   contract where the install found no C compiler: ``call(fd, msgvec, vlen,
-  flags)`` returns the count, or ``-errno`` on failure.
+  flags)`` returns the count, or ``-errno`` on failure;
+- ``receive`` and ``stage``, from the same extension only, do ``Batch``'s
+  per-datagram copies (see ``_mmsgcall.c``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class MessageArrays:
         self.recv_headers = memoryview(self._recv_msgs).cast("B")
         self.send_iov_words = memoryview(self._send_iov).cast("B").cast("L")
         self.recv_address = ctypes.addressof(self._recv_msgs)
+        self.names_address = ctypes.addressof(self._recv_names)
+        """Where ``names`` starts in memory (the sender of datagram ``i`` is at
+        ``names_address + i * SOCKADDR_SIZE``)."""
         self.send_address = ctypes.addressof(self._send_msgs)
 
 
@@ -123,13 +128,25 @@ def _ctypes_calls() -> tuple[SystemCall, SystemCall]:
     return recvmmsg, sendmmsg
 
 
-def _system_calls() -> tuple[SystemCall, SystemCall, bool]:
+Receive = Callable[[int, int, int, int, int, int], list[bytes]]
+"""``receive(fd, msgvec, vlen, flags, first, last)``: ``recvmmsg`` and, per
+datagram, its payload and bytes ``first:last`` of its sender's sockaddr."""
+Stage = Callable[[int, int, bytes, int, int | bytes], None]
+"""``stage(msgvec, slot, answer, capacity, sender)``: an answer and its
+destination (a sockaddr's address, or its bytes) into a send slot."""
+
+
+def _system_calls() -> tuple[SystemCall, SystemCall, Receive | None, Stage | None]:
     try:
         from filterd.listeners import _mmsgcall  # noqa: PLC0415 - optional, built with a compiler
     except ImportError:
-        return (*_ctypes_calls(), False)
-    return _mmsgcall.recvmmsg, _mmsgcall.sendmmsg, True
+        return (*_ctypes_calls(), None, None)
+    return _mmsgcall.recvmmsg, _mmsgcall.sendmmsg, _mmsgcall.receive, _mmsgcall.stage
 
 
-recvmmsg, sendmmsg, NATIVE_CALLS = _system_calls()
-"""``NATIVE_CALLS``: True when the C extension makes the calls (a compiled install)."""
+recvmmsg, sendmmsg, receive, stage = _system_calls()
+"""``receive`` and ``stage``: ``mmsg.Batch``'s per-datagram copies in C, where
+the extension is built (``None`` elsewhere: ``Batch`` copies through
+memoryviews)."""
+NATIVE_CALLS: Final = receive is not None
+"""True when the C extension makes the calls (a compiled install)."""

@@ -23,7 +23,7 @@ import socket
 from time import monotonic
 from typing import Final
 
-from filterd.listeners.mmsg import SOCKADDR_SIZE, Batch
+from filterd.listeners.mmsg import Batch
 from filterd.listeners.serving import reactor_for
 from filterd.pipeline.forward import Reply
 from filterd.pipeline.pipeline import Pipeline
@@ -118,7 +118,7 @@ class UdpListener:
     def _on_readable(self) -> None:
         batch = self._batch
         try:
-            lengths = batch.receive()
+            received = batch.receive()
         except OSError:
             # e.g. ICMP errors queued on the socket: nothing to answer.
             self.recv_errors += 1
@@ -127,25 +127,17 @@ class UdpListener:
         # that is a direct C call; a bound method is a generic call.
         pipeline = self.pipeline
         now = monotonic()  # one clock reading per batch: TTL ageing is per second
-        payloads = batch.payloads
-        names = batch.names
-        senders = batch.senders
-        first, last = batch.address_slice
-        offset = 0
-        base = 0
         answered = 0
-        for index in range(len(lengths)):
-            data = payloads[offset : offset + lengths[index]].tobytes()
-            address = names[base + first : base + last].tobytes()
-            answer = pipeline.handle(data, address, True, self, index, now)
+        for index in range(len(received) // 2):
+            answer = pipeline.handle(
+                received[2 * index], received[2 * index + 1], True, self, index, now
+            )
             if answer is not None:
                 answered += 1
                 if batch.pending >= batch.size:
                     self._flush()  # late answers filled the buffer before this batch
-                if not batch.queue(answer, senders[index]):
+                if not batch.queue(answer, index):
                     self._send_alone(answer, batch.sender(index))
-            offset += RECV_SIZE
-            base += SOCKADDR_SIZE
         self._flush()
         if answered:
             # The batch's answers are in the kernel: each took at most this long.

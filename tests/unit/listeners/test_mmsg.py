@@ -56,25 +56,56 @@ def test_a_batch_receives_every_waiting_datagram_and_answers_each_sender(
     sent = [b"first", b"second datagram", b"x" * 300]
     for payload in sent:
         client.send(payload)
-    lengths: list[int] = []
+    received: list[bytes] = []
     for _ in range(200):  # loopback delivers at once; bounded all the same
-        lengths = batch.receive()
-        if lengths:
+        received = batch.receive()
+        if received:
             break
-    assert lengths == [len(payload) for payload in sent]
-    first, last = batch.address_slice
     client_host = socket.inet_pton(server.family, client.getsockname()[0])
+    assert received == [part for payload in sent for part in (payload, client_host)]
+    first, last = batch.address_slice
     for index, payload in enumerate(sent):
-        assert batch.payloads[index * 512 : index * 512 + lengths[index]].tobytes() == payload
         sockaddr = batch.sender(index)
         assert len(sockaddr) == SOCKADDR_SIZE
         assert sockaddr[first:last] == client_host
         assert int.from_bytes(sockaddr[2:4], "big") == client.getsockname()[1]
-        assert batch.queue(payload.upper(), sockaddr)
+        # The first answer to its sender by index, the others by a kept sockaddr.
+        assert batch.queue(payload.upper(), index if index == 0 else sockaddr)
     assert batch.pending == 3
     assert batch.flush() == 0
     assert batch.pending == 0
     assert [client.recv(512) for _ in sent] == [payload.upper() for payload in sent]
+
+
+def test_a_full_batch_and_a_second_client_are_answered_in_order(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Every slot of a batch, two senders interleaved: each answer reaches the
+    client that asked, and a slot reused by the next batch carries the next
+    answer's length (not the longer one before it)."""
+    server, client = pair
+    other = socket.socket(server.family, socket.SOCK_DGRAM)
+    other.settimeout(5)
+    other.connect(server.getsockname()[:2])
+    try:
+        batch = Batch(server, 4, 512, 512)
+        for round_, size in ((0, 200), (1, 3)):
+            for number in range(4):
+                (client if number % 2 == 0 else other).send(bytes([round_, number]) * size)
+            received: list[bytes] = []
+            for _ in range(200):  # bounded
+                received += batch.receive()
+                if len(received) == 8:
+                    break
+            assert [len(part) for part in received[::2]] == [2 * size] * 4
+            for index in range(4):
+                assert batch.queue(received[2 * index][::-1], index)
+            assert batch.flush() == 0
+            for sock, numbers in ((client, (0, 2)), (other, (1, 3))):
+                got = sorted(sock.recv(1024) for _ in numbers)
+                assert got == sorted((bytes([round_, n]) * size)[::-1] for n in numbers)
+    finally:
+        other.close()
 
 
 def test_an_answer_larger_than_a_slot_is_refused_for_the_caller_to_send_alone(
@@ -83,6 +114,17 @@ def test_an_answer_larger_than_a_slot_is_refused_for_the_caller_to_send_alone(
     server, _client = pair
     batch = Batch(server, 2, 512, 64)
     assert not batch.queue(b"y" * 65, b"\0" * SOCKADDR_SIZE)
+    assert batch.pending == 0
+
+
+def test_a_sender_index_outside_the_batch_is_refused(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, _client = pair
+    batch = Batch(server, 2, 512, 64)
+    for index in (2, -1):
+        with pytest.raises(IndexError):
+            batch.queue(b"answer", index)
     assert batch.pending == 0
 
 
@@ -129,3 +171,33 @@ def test_the_extension_rejects_bad_arguments_with_an_exception() -> None:
         _mmsgcall.sendmmsg(0, arrays.send_address, 4096, 0)
     with pytest.raises(TypeError):
         _mmsgcall.sendmmsg(0, "address", 1, 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not mmsgcalls.NATIVE_CALLS, reason="the C extension is not built here")
+def test_the_batch_copies_reject_bad_arguments_with_an_exception(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = pair
+    arrays = MessageArrays(2, 64, 64, 16)
+    fd = server.fileno()
+    with pytest.raises(TypeError, match="takes 6 arguments"):
+        _mmsgcall.receive(fd, arrays.recv_address, 2, MSG_DONTWAIT)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="address bytes"):
+        _mmsgcall.receive(fd, arrays.recv_address, 2, MSG_DONTWAIT, 8, 40)
+    closed = socket.socket(server.family, socket.SOCK_DGRAM)
+    closed_fd = closed.fileno()
+    closed.close()
+    with pytest.raises(OSError) as failed:
+        _mmsgcall.receive(closed_fd, arrays.recv_address, 2, MSG_DONTWAIT, 4, 8)
+    assert failed.value.errno == errno.EBADF
+    with pytest.raises(ValueError, match="answer of 65 octets, slot of 64"):
+        _mmsgcall.stage(arrays.send_address, 0, b"y" * 65, 64, b"\0" * SOCKADDR_SIZE)
+    with pytest.raises(ValueError, match="sockaddr of 16 octets"):
+        _mmsgcall.stage(arrays.send_address, 0, b"y", 64, b"\0" * 16)
+    with pytest.raises(TypeError, match="answer must be bytes"):
+        _mmsgcall.stage(arrays.send_address, 0, "y", 64, b"\0" * 28)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sender is NULL"):
+        _mmsgcall.stage(arrays.send_address, 0, b"y", 64, 0)
+    with pytest.raises(ValueError, match="msgvec is NULL"):
+        _mmsgcall.stage(0, 0, b"y", 64, b"\0" * SOCKADDR_SIZE)
+    client.close()
