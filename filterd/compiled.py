@@ -55,12 +55,15 @@ structures, which mypyc cannot compile)."""
 EXTENSIONS: Final = {
     "filterd.listeners._mmsgcall": "filterd/listeners/_mmsgcall.c",
     "filterd.pipeline._untracked": "filterd/pipeline/_untracked.c",
+    "filterd.pipeline._render": "filterd/pipeline/_render.c",
 }
 """C extensions built with the compiled modules (module name: source), each
 with a fallback in Python for an install without a compiler: ``_mmsgcall``
-makes the two system calls of ``listeners/mmsgcalls.py`` without ctypes;
+makes the two system calls of ``listeners/mmsgcalls.py`` without ctypes and
+the UDP batch's per-datagram copies without memoryviews;
 ``_untracked`` takes the query path's table tuples out of the cyclic
-collector's sight (``pipeline/untracked.py``)."""
+collector's sight (``pipeline/untracked.py``); ``_render`` ages a cached
+answer's TTLs in one copy (``pipeline/cache.py``)."""
 
 
 def module_name(path: str) -> str:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from filterd.config import CacheConfig
@@ -100,6 +101,20 @@ def _render(answer: Answer, now: float) -> Answer | None:
     return (bytes(out), due, answer[CNAMES], meta)
 
 
+def _render_call() -> Callable[[Answer, float], Answer | None]:
+    try:
+        from filterd.pipeline._render import render as native  # noqa: PLC0415 - optional
+    except ImportError:
+        return _render
+    return native
+
+
+render: Final = _render_call()
+"""``_render``, from the C extension ``filterd.pipeline._render`` where it is
+built (one copy instead of a bytearray, an iterator, a tuple and a
+``pack_into`` call per TTL field: see its source), else the function above."""
+
+
 def stored_at(answer: Answer) -> float:
     """When ``answer`` came from upstream (monotonic seconds)."""
     return float(_TIMES.unpack_from(answer[META])[0])
@@ -113,7 +128,7 @@ def serve(answer: Answer, query: Query) -> bytes:
     (case preserved for 0x20-randomising clients)."""
     data = query.data
     wire = answer[WIRE]
-    if data[2] & 0x01 and data.startswith(query.key[:-1], 12):
+    if data[2] & 0x01 and query.asked_lower:
         return data[:2] + wire
     qend = query.qend
     head = wire[:10] if data[2] & 0x01 else bytes((wire[0] & 0xFE,)) + wire[1:10]
@@ -232,7 +247,7 @@ class ResponseCache:
             self.misses += 1
             return None
         if now >= answer[DUE]:
-            rendered = _render(answer, now)
+            rendered = render(answer, now)
             if rendered is None:
                 _, expires_at = _TIMES.unpack_from(answer[META])
                 if now >= expires_at + self._stale_for:

@@ -314,7 +314,7 @@ class Pipeline:
             if len(out) > CLASSIC_UDP_SIZE:
                 return self._fit(query, out, udp, outcomes)
             served = group.served
-            if served is not None and data[2] & 0x01 and data.startswith(key[:-1], 12):
+            if served is not None and data[2] & 0x01 and query.asked_lower:
                 # Served as stored (serve's common case): repeats may skip stages 2-4.
                 if len(served) >= SERVED_LIMIT:
                     make_room(served)

@@ -58,7 +58,16 @@ class Query:
     stored; the rest is derived on the paths that use it.
     """
 
-    __slots__ = ("data", "key", "name_end", "qend", "udp_size", "validated", "variant")
+    __slots__ = (
+        "asked_lower",
+        "data",
+        "key",
+        "name_end",
+        "qend",
+        "udp_size",
+        "validated",
+        "variant",
+    )
 
     data: bytes
     name_end: int
@@ -66,6 +75,9 @@ class Query:
     udp_size: int
     variant: int
     key: bytes
+    asked_lower: bool
+    """The question is in ``key`` as the client wrote it (no upper-case
+    letter): an answer stored for the key serves it as it is."""
     validated: bool
 
     @property
@@ -186,7 +198,10 @@ def _locate(query: Query, name_end: int, edns: bool) -> None:
             raise QueryError(FORMERR, "trailing data")
         query.udp_size = CLASSIC_UDP_SIZE
     query.variant = variant
-    query.key = data[12:qend].lower() + _VARIANT_BYTES[variant]
+    question = data[12:qend]
+    lowered = question.lower()
+    query.key = lowered + _VARIANT_BYTES[variant]
+    query.asked_lower = lowered == question
 
 
 def _parse_opt(query: Query, data: bytes, pos: int, size: int) -> int:

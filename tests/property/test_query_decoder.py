@@ -94,6 +94,8 @@ def test_valid_queries_decode_like_dnslib(
     assert query.do == (edns and do)
     assert query.udp_size == (max(udp, 512) if edns else 512)
     assert query.key[:-1] == data[12 : query.qend].lower()
+    # Served as stored exactly when the client wrote no upper-case letter.
+    assert query.asked_lower == (data[12 : query.qend] == data[12 : query.qend].lower())
 
 
 def _decodes(data: bytes) -> Query | None:
