@@ -1,5 +1,6 @@
 /* recvmmsg(2) and sendmmsg(2) for filterd.listeners.mmsgcalls, without ctypes,
- * and the per-datagram copies of filterd.listeners.mmsg.Batch.
+ * the per-datagram copies of filterd.listeners.mmsg.Batch, and the hot loop's
+ * epoll_wait(2).
  *
  * Why: a ctypes foreign call costs 5,000-9,000 CPU instructions (argument
  * conversion, a libffi call frame prepared per call), measured with
@@ -10,7 +11,10 @@
  * memoryview slices (a slice object, a memoryview and a ``tobytes`` method
  * call per received payload and per address, three slice assignments per
  * answer): at saturation those were about a fifth of the worker's
- * user-space CPU (perf, bench/README.md).
+ * user-space CPU (perf, bench/README.md). ``wait`` is epoll_wait without
+ * select.epoll.poll's tuple per event, its bound-method call and its timeout
+ * object conversion: about 1,000 of a lone query's 9,800 instructions
+ * (bench/wakeup).
  *
  * Contract (the same as the ctypes fallback in mmsgcalls.py, which runs where no
  * C compiler was available at install time):
@@ -35,13 +39,24 @@
  *     destination's sockaddr (SOCKADDR_SIZE octets: the address of a received
  *     message's sockaddr as an int, or a bytes object of that size) into its
  *     name. ``msgvec``'s messages each have one iovec (MessageArrays).
+ *
+ * The hot loop's wait (filterd.listeners.hotloop), used where this extension
+ * is built (select.epoll.poll elsewhere, through mmsgcalls.epoll_waiter):
+ *   wait(epfd, timeout, maxevents) -> [fd, flags, ...]
+ *     epoll_wait(2) with the GIL released, ``timeout`` in seconds rounded up
+ *     to milliseconds (negative: no limit); the ready descriptors and their
+ *     event flags as one flat list (no tuple per event, which is what
+ *     select.epoll.poll builds); [] after a signal, whose Python handler has
+ *     run (its exception, if any, propagates); OSError on any other failure.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -249,6 +264,81 @@ mmsg_stage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* At most this many events per wait (HotLoop asks for 256). */
+#define MAX_WAIT_EVENTS 1024
+
+static PyObject *
+mmsg_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "wait() takes 3 arguments (epfd, timeout, maxevents), %zd given",
+                     nargs);
+        return NULL;
+    }
+    long epfd = PyLong_AsLong(args[0]);
+    if (epfd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (epfd < 0 || epfd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "wait(): invalid file descriptor %ld", epfd);
+        return NULL;
+    }
+    double timeout = PyFloat_AsDouble(args[1]);
+    if (timeout == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long maxevents = PyLong_AsLong(args[2]);
+    if (maxevents == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (maxevents < 1 || maxevents > MAX_WAIT_EVENTS) {
+        PyErr_Format(PyExc_ValueError, "wait(): maxevents %ld outside 1..%d", maxevents,
+                     MAX_WAIT_EVENTS);
+        return NULL;
+    }
+    int milliseconds = -1; /* a negative timeout: until an event */
+    if (timeout >= 0) {
+        /* Rounded up, as select.epoll.poll does: never wake before the deadline. */
+        double rounded = ceil(timeout * 1000.0);
+        milliseconds = rounded > INT_MAX ? INT_MAX : (int)rounded;
+    }
+    struct epoll_event events[MAX_WAIT_EVENTS];
+    int count, failure;
+    Py_BEGIN_ALLOW_THREADS
+    count = epoll_wait((int)epfd, events, (int)maxevents, milliseconds);
+    failure = errno;
+    Py_END_ALLOW_THREADS
+    if (count < 0) {
+        if (failure == EINTR) {
+            /* A signal: its Python handler runs now (asyncio's wakes the loop
+             * through its own descriptor); the caller waits again. */
+            return PyErr_CheckSignals() < 0 ? NULL : PyList_New(0);
+        }
+        errno = failure;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(2 * (Py_ssize_t)count);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        /* select.epoll registers every descriptor with data.fd = fd. */
+        PyObject *fd = PyLong_FromLong(events[i].data.fd);
+        if (fd == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, 2 * i, fd);
+        PyObject *flags = PyLong_FromUnsignedLong(events[i].events);
+        if (flags == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, 2 * i + 1, flags);
+    }
+    return out;
+}
+
 static PyMethodDef mmsg_methods[] = {
     {"recvmmsg", (PyCFunction)(void (*)(void))mmsg_recvmmsg, METH_FASTCALL,
      "recvmmsg(fd, msgvec, vlen, flags) -> count, or -errno"},
@@ -258,6 +348,8 @@ static PyMethodDef mmsg_methods[] = {
      "receive(fd, msgvec, vlen, flags, first, last) -> [payload, address, ...]"},
     {"stage", (PyCFunction)(void (*)(void))mmsg_stage, METH_FASTCALL,
      "stage(msgvec, slot, answer, capacity, sender) -> None"},
+    {"wait", (PyCFunction)(void (*)(void))mmsg_wait, METH_FASTCALL,
+     "wait(epfd, timeout, maxevents) -> [fd, flags, ...]"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,6 +24,11 @@ connection's idle timer). asyncio keeps what it earns its keep with: the
 control channel, TCP (RFC 7766 framing, idle and message timeouts, flow
 control), signals, probes and the drain.
 
+The wait itself is ``filterd.listeners.mmsgcalls.epoll_waiter``'s: the C
+extension's ``epoll_wait``, which hands back ready descriptors and flags as
+one flat list (``select.epoll.poll``, the fallback, builds a tuple per
+event).
+
 Hot callbacks and asyncio callbacks run on one thread, one at a time: no
 locks enter the query path. The check for asyncio's pending work reads the
 loop's ready queue and timer heap (``_ready``, ``_scheduled``: attributes of
@@ -42,6 +47,8 @@ import select
 from collections.abc import Callable
 from time import monotonic
 from typing import Any, Final, Protocol
+
+from filterd.listeners.mmsgcalls import epoll_waiter
 
 log = logging.getLogger("filterd.hotloop")
 
@@ -87,6 +94,7 @@ class HotLoop:
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
+        self._wait = epoll_waiter(self._epoll)
         self._hot: dict[int, Callback] = {}
         self._timers: list[tuple[float, int, HotTimer]] = []
         self._sequence = itertools.count()
@@ -171,7 +179,7 @@ class HotLoop:
         first = asyncio_timers[0] if watching and asyncio_timers else None
         now_only = watching and bool(asyncio_ready)
         once = not watching  # cannot see asyncio's work: one poll, then back
-        poll = self._epoll.poll
+        wait_for = self._wait
         hot = self._hot
         timers = self._timers
         if self._soon or (timers and timers[0][0] <= now):
@@ -187,10 +195,12 @@ class HotLoop:
             else:
                 wait = deadline - now if deadline > now else 0.0
             ready: list[tuple[int, int]] = []
-            for fd, flags in poll(wait, MAX_EVENTS):
+            events = wait_for(wait, MAX_EVENTS)
+            for index in range(0, len(events), 2):
+                fd = events[index]
                 callback = hot.get(fd)
                 if callback is None:
-                    ready.append((fd, flags))  # asyncio's (its selector has the key)
+                    ready.append((fd, events[index + 1]))  # asyncio's (its selector has the key)
                     continue
                 try:
                     callback()

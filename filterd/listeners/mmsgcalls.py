@@ -14,13 +14,17 @@ compile a module that defines ctypes structures):
   contract where the install found no C compiler: ``call(fd, msgvec, vlen,
   flags)`` returns the count, or ``-errno`` on failure;
 - ``receive`` and ``stage``, from the same extension only, do ``Batch``'s
-  per-datagram copies (see ``_mmsgcall.c``).
+  per-datagram copies (see ``_mmsgcall.c``);
+- ``epoll_waiter`` gives the hot loop its wait: the extension's
+  ``epoll_wait`` or ``select.epoll.poll``, one contract.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import select
 from collections.abc import Callable
 from typing import Final
 
@@ -136,17 +140,52 @@ Stage = Callable[[int, int, bytes, int, int | bytes], None]
 destination (a sockaddr's address, or its bytes) into a send slot."""
 
 
-def _system_calls() -> tuple[SystemCall, SystemCall, Receive | None, Stage | None]:
+EpollWait = Callable[[float, int], list[int]]
+"""``wait(timeout, maxevents)``: the ready descriptors of one epoll set and
+their event flags, flat (``[fd, flags, ...]``); ``timeout`` in seconds,
+negative for no limit."""
+
+
+def _system_calls() -> tuple[
+    SystemCall,
+    SystemCall,
+    Receive | None,
+    Stage | None,
+    Callable[[int, float, int], list[int]] | None,
+]:
     try:
         from filterd.listeners import _mmsgcall  # noqa: PLC0415 - optional, built with a compiler
     except ImportError:
-        return (*_ctypes_calls(), None, None)
-    return _mmsgcall.recvmmsg, _mmsgcall.sendmmsg, _mmsgcall.receive, _mmsgcall.stage
+        return (*_ctypes_calls(), None, None, None)
+    return (
+        _mmsgcall.recvmmsg,
+        _mmsgcall.sendmmsg,
+        _mmsgcall.receive,
+        _mmsgcall.stage,
+        _mmsgcall.wait,
+    )
 
 
-recvmmsg, sendmmsg, receive, stage = _system_calls()
+recvmmsg, sendmmsg, receive, stage, _wait = _system_calls()
 """``receive`` and ``stage``: ``mmsg.Batch``'s per-datagram copies in C, where
 the extension is built (``None`` elsewhere: ``Batch`` copies through
 memoryviews)."""
 NATIVE_CALLS: Final = receive is not None
 """True when the C extension makes the calls (a compiled install)."""
+
+
+def epoll_waiter(epoll: select.epoll) -> EpollWait:
+    """The wait of ``epoll`` for the hot loop: the extension's ``wait`` on its
+    descriptor where it is built (no tuple per event, no method lookup), else
+    ``epoll.poll`` flattened."""
+    if _wait is not None:
+        return functools.partial(_wait, epoll.fileno())
+    poll = epoll.poll
+
+    def wait(timeout: float, maxevents: int) -> list[int]:
+        events: list[int] = []
+        for fd, flags in poll(timeout, maxevents):
+            events += (fd, flags)
+        return events
+
+    return wait

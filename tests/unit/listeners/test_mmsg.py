@@ -1,15 +1,20 @@
-"""Batched UDP I/O on real loopback sockets, and the two ways of making its calls.
+"""Batched UDP I/O on real loopback sockets, the hot loop's wait, and the two
+ways of making their calls.
 
-The C extension (``_mmsgcall``, in a compiled install) and the ctypes
-fallback (an install without a compiler) must keep one contract: the count,
-or ``-errno``. Both are exercised here whenever both exist; the source-build
-pass of ``tests/run`` runs this file without the extension.
+The C extension (``_mmsgcall``, in a compiled install) and the fallback (an
+install without a compiler: ctypes for the batched calls, memoryviews for
+the copies, ``select.epoll.poll`` for the wait) must keep one contract. Both
+are exercised here whenever both exist; the source-build pass of
+``tests/run`` runs this file without the extension.
 """
 
 from __future__ import annotations
 
 import errno
+import select
+import signal
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -201,3 +206,72 @@ def test_the_batch_copies_reject_bad_arguments_with_an_exception(
     with pytest.raises(ValueError, match="msgvec is NULL"):
         _mmsgcall.stage(0, 0, b"y", 64, b"\0" * SOCKADDR_SIZE)
     client.close()
+
+
+def _waiters(epoll: select.epoll) -> dict[str, mmsgcalls.EpollWait]:
+    """Both waits of one epoll set where both exist: the extension's, and
+    ``select.epoll.poll`` flattened (the fallback)."""
+    waiters = {"native" if mmsgcalls.NATIVE_CALLS else "poll": mmsgcalls.epoll_waiter(epoll)}
+    if mmsgcalls.NATIVE_CALLS:
+        poll = epoll.poll
+
+        def flattened(timeout: float, maxevents: int) -> list[int]:
+            return [value for event in poll(timeout, maxevents) for value in event]
+
+        waiters["poll"] = flattened
+    return waiters
+
+
+def test_the_wait_reports_ready_descriptors_and_their_flags_flat(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = pair
+    with select.epoll() as epoll:
+        epoll.register(server.fileno(), select.EPOLLIN)
+        epoll.register(client.fileno(), select.EPOLLOUT)
+        for name, wait in _waiters(epoll).items():
+            assert wait(0.0, 8) == [client.fileno(), select.EPOLLOUT], name
+        epoll.unregister(client.fileno())
+        for name, wait in _waiters(epoll).items():
+            started = time.monotonic()
+            assert wait(0.05, 8) == [], name  # nothing ready: the timeout passes
+            assert time.monotonic() - started >= 0.045, name
+        client.send(b"ping")
+        for name, wait in _waiters(epoll).items():
+            assert wait(5.0, 8) == [server.fileno(), select.EPOLLIN], name
+            assert wait(-1.0, 1) == [server.fileno(), select.EPOLLIN], name  # level-triggered
+
+
+@pytest.mark.skipif(not mmsgcalls.NATIVE_CALLS, reason="the C extension is not built here")
+def test_the_native_wait_runs_signal_handlers_and_rejects_bad_arguments() -> None:
+    with select.epoll() as epoll:
+        wait = mmsgcalls.epoll_waiter(epoll)
+        caught: list[int] = []
+        previous = signal.signal(signal.SIGALRM, lambda number, frame: caught.append(number))
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            assert wait(5.0, 4) == []  # interrupted: the handler ran, the caller waits again
+            assert caught == [signal.SIGALRM]
+
+            def fail(number: int, frame: object) -> None:
+                raise RuntimeError("from the handler")
+
+            signal.signal(signal.SIGALRM, fail)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(RuntimeError, match="from the handler"):
+                wait(5.0, 4)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        with pytest.raises(ValueError, match="maxevents 0"):
+            _mmsgcall.wait(epoll.fileno(), 0.0, 0)
+        with pytest.raises(ValueError, match="invalid file descriptor"):
+            _mmsgcall.wait(-1, 0.0, 1)
+        with pytest.raises(TypeError, match="takes 3 arguments"):
+            _mmsgcall.wait(epoll.fileno(), 0.0)  # type: ignore[call-arg]
+    closed = select.epoll()
+    fd = closed.fileno()
+    closed.close()
+    with pytest.raises(OSError) as failed:
+        _mmsgcall.wait(fd, 0.0, 1)
+    assert failed.value.errno == errno.EBADF
