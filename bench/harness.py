@@ -324,6 +324,44 @@ def latency_rounds(running: Sequence[Running], st: Settings, run_dir: Path) -> N
         say(f"[{run.label}] latency, {len(rounds)} rounds: {run.out['latency']['percentiles_ms']}")
 
 
+CAPACITY_SHARE: Final = 0.7
+"""The fixed rate of the capacity run: this share of the slowest target's
+closed-loop rate, so that no target (and not the load generator) is the limit."""
+
+
+def capacity_at_rate(running: Sequence[Running], st: Settings) -> None:
+    """Each target at one fixed rate below every target's maximum: the CPU a
+    query costs it, as the rate over the share of its core busy (softirq
+    included), which is what one core would serve if neither the load
+    generator nor anything else were the limit.
+
+    Why: on a fast machine one dnsperf core is itself near its limit when it
+    drives the faster server closed-loop (dnsperf at 98-99 % of its core, the
+    server at 93-99 % of its own on 2026-12-04), so the closed-loop ratio is
+    bounded by the client, not by the servers. At a rate both servers and
+    dnsperf sustain, the ratio of capacities is the ratio of CPU per query."""
+    closed = [run.closed.qps for run in running if run.closed is not None]
+    if not closed:
+        return
+    rate = max(1000, int(min(closed) * CAPACITY_SHARE) // 1000 * 1000)
+    load = Load(st.closed.clients, st.closed.outstanding, rate=rate, timeout_s=1.0)
+    for run in running:
+        r = run.perf(st, "capacity", run.size.hit_path, load, duration=st.duration,
+                     max_runs=run.passes)  # fmt: skip
+        busy = r.server_core_busy
+        run.out["capacity"] = {
+            **_perf_dict(r),
+            "rate": rate,
+            "capacity_qps": r.qps / busy if busy > 0 else None,
+            "cpu_us_per_query": 1e6 * busy / r.qps if r.qps else None,
+        }
+        say(
+            f"[{run.label}] capacity at {rate:,} qps: core {busy:.0%} busy, "
+            f"{run.out['capacity']['cpu_us_per_query']:.2f} us per query, "
+            f"{run.out['capacity']['capacity_qps']:,.0f} qps on one core"
+        )
+
+
 def finish(run: Running, ds: bdata.Dataset, st: Settings) -> dict[str, Any]:
     """The cache-miss pass, the last memory reading, the checks; then stop."""
     try:
@@ -472,6 +510,9 @@ _ROWS: Final[list[tuple[str, tuple[str, ...]]]] = [
     ("latency p99 ms @ rate", ("latency", "percentiles_ms", "p99")),
     ("latency p99.9 ms @ rate", ("latency", "percentiles_ms", "p99.9")),
     ("  lost % @ rate", ("latency", "lost_pct")),
+    ("capacity qps on one core (rate / core busy)", ("capacity", "capacity_qps")),
+    ("  CPU µs per query at that rate", ("capacity", "cpu_us_per_query")),
+    ("  rate of the capacity run", ("capacity", "rate")),
     ("cache-miss qps", ("miss", "qps")),
     ("  lost % (miss)", ("miss", "lost_pct")),
     ("RSS MiB (warm, whole tree)", ("memory_warm", "rss_mib")),
@@ -634,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         say(f"[{key}] FAILED: {exc}")
                 try:
                     latency_rounds(running, st, run_dir)
+                    capacity_at_rate(running, st)
                     finishing = running
                 except TargetError as exc:
                     for run in running:
