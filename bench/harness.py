@@ -174,6 +174,11 @@ class Running:
     def label(self) -> str:
         return f"{self.target.name} {bdata.size_tag(self.size.size)}"
 
+    @property
+    def key(self) -> str:
+        """Its key in the report's ``results`` and ``failures``."""
+        return f"{self.target.name}-{bdata.size_tag(self.size.size)}"
+
     def perf(self, st: Settings, name: str, path: Path, load: Load, **kw: Any) -> PerfResult:
         r = run_dnsperf(
             self.port, path, load, cpu=st.client_cpu, server_cpu=st.server_cpu,
@@ -349,16 +354,17 @@ def capacity_at_rate(running: Sequence[Running], st: Settings) -> None:
         r = run.perf(st, "capacity", run.size.hit_path, load, duration=st.duration,
                      max_runs=run.passes)  # fmt: skip
         busy = r.server_core_busy
+        if busy <= 0 or r.qps <= 0:
+            raise TargetError(f"{run.label}: capacity run at {r.qps:.0f} qps, core {busy:.0%} busy")
         run.out["capacity"] = {
             **_perf_dict(r),
             "rate": rate,
-            "capacity_qps": r.qps / busy if busy > 0 else None,
-            "cpu_us_per_query": 1e6 * busy / r.qps if r.qps else None,
+            "capacity_qps": r.qps / busy,
+            "cpu_us_per_query": 1e6 * busy / r.qps,
         }
         say(
             f"[{run.label}] capacity at {rate:,} qps: core {busy:.0%} busy, "
-            f"{run.out['capacity']['cpu_us_per_query']:.2f} us per query, "
-            f"{run.out['capacity']['capacity_qps']:,.0f} qps on one core"
+            f"{1e6 * busy / r.qps:.2f} us per query, {r.qps / busy:,.0f} qps on one core"
         )
 
 
@@ -679,16 +685,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     finishing = running
                 except TargetError as exc:
                     for run in running:
-                        failures[f"{run.target.name}-{bdata.size_tag(size)}"] = str(exc)
-                    say(f"latency rounds FAILED: {exc}")
+                        failures[run.key] = str(exc)
+                    say(f"latency rounds or capacity FAILED: {exc}")
                     finishing = []
                 for run in finishing:
-                    key = f"{run.target.name}-{bdata.size_tag(size)}"
                     try:
-                        results[key] = finish(run, ds, st)
+                        results[run.key] = finish(run, ds, st)
                     except TargetError as exc:
-                        failures[key] = str(exc)
-                        say(f"[{key}] FAILED: {exc}")
+                        failures[run.key] = str(exc)
+                        say(f"[{run.key}] FAILED: {exc}")
             finally:
                 for run in running:
                     stop(run)

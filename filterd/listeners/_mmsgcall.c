@@ -60,6 +60,39 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+/* sizeof(struct sockaddr_in6): mmsgcalls.SOCKADDR_SIZE, room for either family. */
+#define SOCKADDR_SIZE 28
+
+static int
+parse_pointer(PyObject *value, const char *name, const char *what, void **out)
+{
+    void *address = PyLong_AsVoidPtr(value);
+    if (address == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (address == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s is NULL", name, what);
+        return -1;
+    }
+    *out = address;
+    return 0;
+}
+
+static int
+parse_fd(PyObject *value, const char *name, int *out)
+{
+    long fd = PyLong_AsLong(value);
+    if (fd == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s(): invalid file descriptor %ld", name, fd);
+        return -1;
+    }
+    *out = (int)fd;
+    return 0;
+}
+
 static int
 parse(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
       struct mmsghdr **msgvec, unsigned int *vlen, int *flags)
@@ -69,12 +102,8 @@ parse(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
                      name, nargs);
         return -1;
     }
-    long fd_value = PyLong_AsLong(args[0]);
-    if (fd_value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    void *address = PyLong_AsVoidPtr(args[1]);
-    if (address == NULL && PyErr_Occurred()) {
+    void *address;
+    if (parse_fd(args[0], name, fd) < 0 || parse_pointer(args[1], name, "msgvec", &address) < 0) {
         return -1;
     }
     long vlen_value = PyLong_AsLong(args[2]);
@@ -85,14 +114,6 @@ parse(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
     if (flags_value == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (fd_value < 0 || fd_value > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s(): invalid file descriptor %ld", name, fd_value);
-        return -1;
-    }
-    if (address == NULL) {
-        PyErr_Format(PyExc_ValueError, "%s(): msgvec is NULL", name);
-        return -1;
-    }
     if (vlen_value < 0 || vlen_value > UIO_MAXIOV) {
         PyErr_Format(PyExc_ValueError, "%s(): vlen %ld outside 0..%d", name, vlen_value, UIO_MAXIOV);
         return -1;
@@ -101,7 +122,6 @@ parse(PyObject *const *args, Py_ssize_t nargs, const char *name, int *fd,
         PyErr_Format(PyExc_ValueError, "%s(): invalid flags %ld", name, flags_value);
         return -1;
     }
-    *fd = (int)fd_value;
     *msgvec = (struct mmsghdr *)address;
     *vlen = (unsigned int)vlen_value;
     *flags = (int)flags_value;
@@ -132,24 +152,6 @@ static PyObject *
 mmsg_sendmmsg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     return call(args, nargs, 0);
-}
-
-/* sizeof(struct sockaddr_in6): mmsgcalls.SOCKADDR_SIZE, room for either family. */
-#define SOCKADDR_SIZE 28
-
-static int
-parse_pointer(PyObject *value, const char *name, const char *what, void **out)
-{
-    void *address = PyLong_AsVoidPtr(value);
-    if (address == NULL && PyErr_Occurred()) {
-        return -1;
-    }
-    if (address == NULL) {
-        PyErr_Format(PyExc_ValueError, "%s(): %s is NULL", name, what);
-        return -1;
-    }
-    *out = address;
-    return 0;
 }
 
 static PyObject *
@@ -275,12 +277,8 @@ mmsg_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      nargs);
         return NULL;
     }
-    long epfd = PyLong_AsLong(args[0]);
-    if (epfd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (epfd < 0 || epfd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "wait(): invalid file descriptor %ld", epfd);
+    int epfd;
+    if (parse_fd(args[0], "wait", &epfd) < 0) {
         return NULL;
     }
     double timeout = PyFloat_AsDouble(args[1]);
@@ -305,7 +303,7 @@ mmsg_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     struct epoll_event events[MAX_WAIT_EVENTS];
     int count, failure;
     Py_BEGIN_ALLOW_THREADS
-    count = epoll_wait((int)epfd, events, (int)maxevents, milliseconds);
+    count = epoll_wait(epfd, events, (int)maxevents, milliseconds);
     failure = errno;
     Py_END_ALLOW_THREADS
     if (count < 0) {
@@ -356,7 +354,8 @@ static PyMethodDef mmsg_methods[] = {
 static struct PyModuleDef mmsg_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "filterd.listeners._mmsgcall",
-    .m_doc = "recvmmsg(2) and sendmmsg(2) without ctypes, and Batch's copies; see filterd.listeners.mmsgcalls.",
+    .m_doc = "recvmmsg(2) and sendmmsg(2) without ctypes, Batch's copies and the hot loop's "
+              "epoll_wait(2); see filterd.listeners.mmsgcalls.",
     .m_size = 0,
     .m_methods = mmsg_methods,
 };
