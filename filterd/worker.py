@@ -78,10 +78,13 @@ class Worker:
     def __init__(
         self,
         control_sock: socket.socket,
-        udp_socks: list[socket.socket],
+        udp_socks: list[tuple[socket.socket, socket.socket]],
         tcp_socks: list[socket.socket],
         pauses: CollectorPauses,
     ) -> None:
+        """``udp_socks``: per listen address, the socket that receives and the
+        one that sends the answers (the same socket where there is no send
+        socket: ``filterd.supervisor.sockets``)."""
         self._control_sock = control_sock
         self._pauses = pauses
         self._udp_socks = udp_socks
@@ -246,7 +249,9 @@ class Worker:
             config, policy, loop, self._counters, self._blocked_names, reactor_for(loop)
         )
         if self._pipeline is None:
-            self._udp = [UdpListener(loop, sock, pipeline) for sock in self._udp_socks]
+            self._udp = [
+                UdpListener(loop, receive, send, pipeline) for receive, send in self._udp_socks
+            ]
             limits = tcp_limits(config)
             self._tcp = [TcpListener(loop, sock, pipeline, limits) for sock in self._tcp_socks]
             for udp in self._udp:
@@ -266,6 +271,8 @@ class Worker:
             old = self._pipeline
             carry_counts(old, pipeline)
             loop.call_later(old.forwarder.deadline + 1.0, old.forwarder.close)
+        for udp in self._udp:
+            udp.dont_fragment(config.server.max_udp_size)
         if self._probes is not None:
             self._probes.stop()
         forwarder = pipeline.forwarder
@@ -461,10 +468,21 @@ def _fds(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
 
+def _udp_pairs(receive: str, send: str) -> list[tuple[socket.socket, socket.socket]]:
+    """The receiving sockets, each with its send socket ("-": none, it sends itself)."""
+    receiving = [socket.socket(fileno=fd) for fd in _fds(receive)]
+    sending = [part for part in send.split(",") if part]
+    return [
+        (sock, sock if fd == "-" else socket.socket(fileno=int(fd)))
+        for sock, fd in zip(receiving, sending, strict=True)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="filterd-worker")
     parser.add_argument("--control", type=int, required=True)
     parser.add_argument("--udp", default="")
+    parser.add_argument("--udp-send", default="")
     parser.add_argument("--tcp", default="")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--log-level", default="info")
@@ -473,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     control_sock = socket.socket(fileno=args.control)
-    udp = [socket.socket(fileno=fd) for fd in _fds(args.udp)]
+    udp = _udp_pairs(args.udp, args.udp_send)
     tcp = [socket.socket(fileno=fd) for fd in _fds(args.tcp)]
     pauses = tune_garbage_collector()
     try:

@@ -44,8 +44,18 @@ MSG_DONTWAIT: Final = 0x40
 class Batch:
     """Buffers for receiving and answering up to ``size`` datagrams per call."""
 
-    def __init__(self, sock: socket.socket, size: int, recv_size: int, send_size: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        size: int,
+        recv_size: int,
+        send_size: int,
+        send: socket.socket | None = None,
+    ) -> None:
+        """Receive on ``sock``; send on ``send`` (default: ``sock``), a socket
+        bound to the same address and port (``filterd.supervisor.sockets``)."""
         self.fd = sock.fileno()
+        self.send_fd = sock.fileno() if send is None else send.fileno()
         self.size = size
         self.recv_size = recv_size
         self.send_size = send_size
@@ -150,7 +160,7 @@ class Batch:
         if not pending:
             return 0
         self.pending = 0
-        sent = self._sendmmsg(self.fd, self._send_address, pending, MSG_DONTWAIT)
+        sent = self._sendmmsg(self.send_fd, self._send_address, pending, MSG_DONTWAIT)
         if sent < 0:
             return pending
         if sent < pending:

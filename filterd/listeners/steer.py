@@ -36,6 +36,11 @@ which is where malformed queries are answered FORMERR. TCP is not steered:
 a connection is placed when its SYN arrives, before any question; TCP
 queries use the accepting worker's cache. ``question_worker`` computes the
 same function in Python, for tests and tools.
+
+The group also holds each worker's send socket (bound after every
+receiving socket, so at indexes ``workers`` and up, which the program never
+returns: ``filterd.supervisor.sockets``). With one worker there is nothing
+to steer, and ``steer_to_first`` keeps the send socket out of the draw.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ _RSH_K: Final = 0x74  # A >>= k
 _MOD_K: Final = 0x94  # A %= k
 _TAX: Final = 0x07  # X = A
 _RET_A: Final = 0x16  # return A
+_RET_K: Final = 0x06  # return k
 _INSN: Final = struct.Struct("=HBBI")
 _MIX: Final = (
     (_TAX, 0, 0, 0),
@@ -147,7 +153,18 @@ def steer_by_question(sock: socket.socket, workers: int) -> None:
     """Attach the program to ``sock``'s SO_REUSEPORT group: socket ``i`` of the
     group (in the order they were bound) gets the questions of worker ``i``.
     Raises ``OSError`` where the kernel does not support it."""
-    code = b"".join(_INSN.pack(*insn) for insn in question_program(workers))
+    _attach(sock, question_program(workers))
+
+
+def steer_to_first(sock: socket.socket) -> None:
+    """Attach to ``sock``'s SO_REUSEPORT group a program that gives every
+    datagram to the group's first socket (one worker: its receiving socket;
+    the group's other sockets only send, ``filterd.supervisor.sockets``)."""
+    _attach(sock, [(_RET_K, 0, 0, 0)])
+
+
+def _attach(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    code = b"".join(_INSN.pack(*insn) for insn in program)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = _SockFprog(len(code) // _INSN.size, ctypes.addressof(buffer))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, bytes(fprog))

@@ -76,6 +76,7 @@ class WorkerHandle:
             sys.executable, "-P", "-m", "filterd.worker",
             "--control", str(child.fileno()),
             "--udp", ",".join(str(s.fileno()) for s in fds.udp),
+            "--udp-send", ",".join("-" if s is None else str(s.fileno()) for s in fds.udp_send),
             "--tcp", ",".join(str(s.fileno()) for s in fds.tcp),
             "--index", str(self.index),
             "--log-level", log_level,
