@@ -51,6 +51,8 @@ from bench.targets import (
 DEFAULT_SHARED: Final = REPO.parent / "shared" / "data"
 DEFAULT_OUT: Final = REPO / "bench" / "results"
 LATENCY_POINTS: Final = (50.0, 99.0, 99.9)
+CLIENT_BOUND: Final = 0.97
+"""dnsperf's share of its core from which a closed loop measured the client too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,27 +346,41 @@ def capacity_at_rate(running: Sequence[Running], st: Settings) -> None:
     drives the faster server closed-loop (dnsperf at 98-99 % of its core, the
     server at 93-99 % of its own on 2026-12-04), so the closed-loop ratio is
     bounded by the client, not by the servers. At a rate both servers and
-    dnsperf sustain, the ratio of capacities is the ratio of CPU per query."""
+    dnsperf sustain, the ratio of capacities is the ratio of CPU per query.
+    In ``st.latency_rounds`` rounds that alternate the targets, as latency
+    is measured and for the same reason: the same server's CPU per query
+    moved by 10 % between minutes of one session."""
     closed = [run.closed.qps for run in running if run.closed is not None]
     if not closed:
         return
     rate = max(1000, int(min(closed) * CAPACITY_SHARE) // 1000 * 1000)
     load = Load(st.closed.clients, st.closed.outstanding, rate=rate, timeout_s=1.0)
+    seconds = st.duration / st.latency_rounds
+    results: dict[str, list[PerfResult]] = {run.label: [] for run in running}
+    for number in range(st.latency_rounds):
+        for run in running if number % 2 == 0 else list(reversed(running)):
+            r = run.perf(st, f"capacity-{number}", run.size.hit_path, load, duration=seconds,
+                         max_runs=run.passes)  # fmt: skip
+            if r.server_core_busy <= 0 or r.qps <= 0:
+                raise TargetError(
+                    f"{run.label}: capacity run at {r.qps:.0f} qps, "
+                    f"core {r.server_core_busy:.0%} busy"
+                )
+            results[run.label].append(r)
     for run in running:
-        r = run.perf(st, "capacity", run.size.hit_path, load, duration=st.duration,
-                     max_runs=run.passes)  # fmt: skip
+        rounds = results[run.label]
+        r = merge(rounds)
         busy = r.server_core_busy
-        if busy <= 0 or r.qps <= 0:
-            raise TargetError(f"{run.label}: capacity run at {r.qps:.0f} qps, core {busy:.0%} busy")
         run.out["capacity"] = {
             **_perf_dict(r),
             "rate": rate,
             "capacity_qps": r.qps / busy,
             "cpu_us_per_query": 1e6 * busy / r.qps,
+            "rounds": [1e6 * x.server_core_busy / x.qps for x in rounds],
         }
         say(
-            f"[{run.label}] capacity at {rate:,} qps: core {busy:.0%} busy, "
-            f"{1e6 * busy / r.qps:.2f} us per query, {r.qps / busy:,.0f} qps on one core"
+            f"[{run.label}] capacity at {rate:,} qps, {len(rounds)} rounds: core {busy:.0%} "
+            f"busy, {1e6 * busy / r.qps:.2f} us per query, {r.qps / busy:,.0f} qps on one core"
         )
 
 
@@ -395,35 +411,75 @@ def stop(run: Running) -> None:
 
 
 def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, Any]:
-    """The same open-loop latency run against a second NSD pinned to the server CPU.
+    """The same open-loop latency run against a second NSD pinned to the server
+    CPU, then the targets' closed loop against it.
 
     NSD answers from a precompiled zone with no cache, filter or upstream, so
     its tail is what this machine, its scheduler and dnsperf add by themselves;
     on a small VM that floor is far from zero at p99.9 and must be read next to
-    the targets' tails.
+    the targets' tails. Its closed-loop rate is the *client ceiling*: on two
+    cores dnsperf has one, and when it is busy all the time the closed loop
+    measures dnsperf as much as the server. A target's max qps near the
+    ceiling says the server was not the limit; the capacity figure (the
+    rate over the share of the server core busy) is the comparison dnsperf
+    does not bound.
     """
     nsd = Nsd(run_dir / "floor", ds.zone_path.resolve(), cpu=st.server_cpu)
     proc = nsd.start()
-    try:
-        time.sleep(2.0)  # let NSD's zone-load aftermath settle before timing anything
-        load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
-        r = run_dnsperf(
+
+    def load_nsd(label: str, load: Load, path: Path, verbose: bool) -> PerfResult:
+        return run_dnsperf(
             nsd.port,
-            ds.sizes[min(ds.sizes)].hit_path,
+            path,
             load,
             duration=st.duration,
             cpu=st.client_cpu,
             server_cpu=st.server_cpu,
             server_pid=proc.pid,
             upstream_pid=None,
-            output=run_dir / "floor" / "dnsperf-latency.out",
-            verbose=True,
+            output=run_dir / "floor" / f"dnsperf-{label}.out",
+            verbose=verbose,
         )
+
+    try:
+        time.sleep(2.0)  # let NSD's zone-load aftermath settle before timing anything
+        load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
+        r = load_nsd("latency", load, ds.sizes[min(ds.sizes)].hit_path, verbose=True)
+        ceiling = load_nsd("closed", st.closed, ds.sizes[max(st.sizes)].hit_path, verbose=False)
     finally:
         proc.stop()
     pct = {k: _ms(v) for k, v in percentiles(r.latencies_s, LATENCY_POINTS).items()}
     say(f"latency floor (NSD on CPU {st.server_cpu}) at {st.rate} qps: {pct}")
-    return {**_perf_dict(r), "percentiles_ms": pct}
+    say(
+        f"client ceiling (NSD on CPU {st.server_cpu}, closed loop): {ceiling.qps:,.0f} qps, "
+        f"dnsperf CPU {ceiling.dnsperf_cpu:.0%}, NSD CPU {ceiling.server_cpu:.0%}"
+    )
+    return {**_perf_dict(r), "percentiles_ms": pct, "closed": _perf_dict(ceiling)}
+
+
+def ceiling_note(results: dict[str, dict[str, Any]], floor: dict[str, Any]) -> str:
+    """Each target's closed-loop rate next to the client ceiling, and whether
+    dnsperf was the busy side (at least ``CLIENT_BOUND`` of its core)."""
+    closed = floor["closed"]
+    lines = [
+        f"\nClient ceiling: dnsperf against NSD on the server CPU, same closed loop: "
+        f"{closed['qps']:,.0f} qps (dnsperf CPU {closed['dnsperf_cpu']:.0%}, "
+        f"NSD {closed['server_cpu']:.0%})."
+    ]
+    for key, result in results.items():
+        run = result.get("closed")
+        if not run:
+            continue
+        bound = (
+            "dnsperf saturated: a lower bound of the server's rate"
+            if run["dnsperf_cpu"] >= CLIENT_BOUND
+            else "dnsperf had headroom"
+        )
+        lines.append(
+            f"- {key}: {run['qps']:,.0f} qps = {run['qps'] / closed['qps']:.2f}x the ceiling, "
+            f"dnsperf CPU {run['dnsperf_cpu']:.0%}, server {run['server_cpu']:.0%}: {bound}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def checks(
@@ -602,6 +658,17 @@ def round_ratios(results: dict[str, dict[str, Any]], st: Settings) -> str:
             )
         medians = " / ".join(f"{statistics.median(v):.2f}x" if v else "-" for v in ratios.values())
         lines.append(f"| median of the round ratios | | | {medians} | |")
+        fc = (results.get(f"filterd-{tag}") or {}).get("capacity", {}).get("rounds")
+        uc = (results.get(f"unbound-{tag}") or {}).get("capacity", {}).get("rounds")
+        if fc and uc and len(fc) == len(uc):
+            per_round = [u / f for f, u in zip(fc, uc, strict=True)]
+            lines.append(
+                f"\nCapacity, {len(fc)} alternating rounds, {tag}: CPU µs per query filterd "
+                f"{' / '.join(f'{x:.2f}' for x in fc)}, Unbound "
+                f"{' / '.join(f'{x:.2f}' for x in uc)}; capacity ratio per round "
+                f"{' / '.join(f'{x:.2f}x' for x in per_round)}, median "
+                f"**{statistics.median(per_round):.2f}x**"
+            )
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -745,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nLatency floor of this machine (same open-loop run against NSD on the server "
             f"CPU): p50 {p['p50']} ms, p99 {p['p99']} ms, p99.9 {p['p99.9']} ms\n"
         )
+        table += ceiling_note(results, floor)
     table += round_ratios(results, st)
     print()
     print(table)
