@@ -14,14 +14,15 @@ and the kernel runs a write-space wake-up through that queue (two locks
 taken with interrupts off, an epoll callback that finds nothing to do) for
 every datagram the socket sends, when the datagram's buffer is released.
 A socket nobody waits on skips it. Measured at 110k queries/s on one core
-(bench/README.md, "Fifth round"): 4-7 % less CPU per query. The send
+(bench/README.md, "Fifth round"): 4.7 % less CPU per query. The send
 socket is in the SO_REUSEPORT group too, so a program on the group
 (``filterd.listeners.steer``: the question's worker, or worker 0's socket
 with one worker) picks a receiving socket for every datagram: the
-receiving sockets are bound first and hold indexes 0 to workers - 1, and
-no datagram is ever steered to a send socket. Where the kernel refuses the
-program the send sockets are closed (they would take a share of the
-queries) and each worker answers from its receiving socket.
+receiving sockets are bound first and hold indexes 0 to workers - 1, the
+program is attached before any send socket joins, and no datagram is ever
+steered to a send socket. Where the kernel refuses the program there are
+no send sockets (they would take a share of the queries) and each worker
+answers from its receiving socket.
 """
 
 from __future__ import annotations
@@ -124,33 +125,34 @@ def _bind_endpoint(config: Config, endpoint: Endpoint, workers: list[WorkerSocke
 def _add_send_sockets(
     endpoint: Endpoint, family: socket.AddressFamily, port: int, workers: list[WorkerSockets]
 ) -> None:
-    """Bind each worker's send socket for ``endpoint``, then attach the group's
-    program (see the module docstring); without the program, no send sockets."""
-    sends: list[socket.socket] = []
-    try:
-        for _ in workers:
-            send = _socket(family, socket.SOCK_DGRAM)
-            sends.append(send)
-            send.bind((endpoint.host, port))
-    except OSError as exc:
-        for send in sends:
-            send.close()
-        log.warning("%s: answers sent from the receiving sockets (%s)", endpoint, exc.strerror)
-        sends = []
+    """Attach the group's program, then bind each worker's send socket for
+    ``endpoint`` (see the module docstring). In that order, a send socket
+    joins a group whose program already keeps queries from it; where the
+    kernel refuses the program, there are no send sockets."""
     group = workers[0].udp[-1]
+    sends: list[socket.socket] = []
     try:
         if len(workers) > 1:  # one worker per question: one cache per host
             steer_by_question(group, len(workers))
-        elif sends:
+        else:
             steer_to_first(group)
     except OSError as exc:
-        if len(workers) > 1:
-            log.warning("%s: questions not steered to workers (%s)", endpoint, exc.strerror)
-        if sends:
+        log.warning(
+            "%s: questions not steered to workers, answers sent from the receiving sockets (%s)",
+            endpoint,
+            exc.strerror,
+        )
+    else:
+        try:
+            for _ in workers:
+                send = _socket(family, socket.SOCK_DGRAM)
+                sends.append(send)
+                send.bind((endpoint.host, port))
+        except OSError as exc:
+            for send in sends:
+                send.close()
+            sends = []
             log.warning("%s: answers sent from the receiving sockets (%s)", endpoint, exc.strerror)
-        for send in sends:
-            send.close()  # out of the group before any worker reads
-        sends = []
     for index, worker in enumerate(workers):
         worker.udp_send.append(sends[index] if sends else None)
 
