@@ -260,6 +260,19 @@ class ResponseCache:
         self.hits += 1
         return answer
 
+    def renewed(self, key: bytes, now: float) -> Answer | None:
+        """The live answer for ``key`` rendered for ``now``, counting nothing:
+        for a served repeat whose stored rendering is due (``pipeline``),
+        which counts its own hit. ``None`` if the entry is gone or expired;
+        the full path then looks again, and counts."""
+        answer = self._entries.get(key)
+        if answer is None or now < answer[DUE]:
+            return answer
+        rendered = render(answer, now)
+        if rendered is not None:
+            store(self._entries, key, rendered)
+        return rendered
+
     def stale_answer(self, key: bytes, now: float) -> Answer | None:
         """An expired answer still within ``stale_for`` (RFC 8767), for when
         every upstream failed; ``None`` if there is none."""

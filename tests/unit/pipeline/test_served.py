@@ -269,6 +269,55 @@ def test_an_expired_answer_is_never_served_again(pipeline: Pipeline) -> None:
     assert pipeline.forwarder.forwarded  # type: ignore[attr-defined]  # asked upstream again
 
 
+def test_a_renewed_repeat_never_skips_the_check_of_a_new_answer_s_cnames(
+    pipeline: Pipeline,
+) -> None:
+    """Found by mutating ``_renew``: a served entry outlives its answer's
+    expiry, and meanwhile another message for the same question (here in
+    mixed case) brought a new upstream answer whose CNAME points into the
+    list. The renewed repeat must get what the full pipeline gives: the
+    block, not the new answer's records."""
+    fill(pipeline, "www.example.com")
+    kept = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.2)
+    assert kept is not None and dns.message.from_wire(kept).rcode() == dns.rcode.NOERROR
+    assert pipeline.handle(wire("WWW.Example.com"), CLIENT, True, Source(), 0, 401.0) is None
+    chained = [
+        ("WWW.Example.com.", "CNAME", "casino.example."),
+        ("casino.example.", "A", "192.0.2.66"),
+    ]
+    (other,) = resume(pipeline, chained, now=401.0)
+    assert other.rcode() == dns.rcode.NXDOMAIN  # the CNAME target is listed
+    again = pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 401.5)
+    assert again is not None
+    message = dns.message.from_wire(again)
+    assert message.rcode() == dns.rcode.NXDOMAIN and not message.answer
+
+
+def test_a_renewed_repeat_never_sends_a_classic_client_more_than_512_octets(
+    pipeline: Pipeline,
+) -> None:
+    """The same mutation's other half: the new answer no longer fits a
+    client without EDNS (RFC 1035 §4.2.1), which gets it truncated (TC=1)."""
+
+    def classic(name: str) -> bytes:
+        query = dns.message.make_query(name, "TXT", use_edns=False)
+        query.id = 5
+        return query.to_wire()
+
+    small = [("www.example.com.", "TXT", '"v=spf1 -all"')]
+    assert pipeline.handle(classic("www.example.com"), CLIENT, True, Source(), 0, 100.0) is None
+    resume(pipeline, small, now=100.0)
+    kept = pipeline.handle(classic("www.example.com"), CLIENT, True, Source(), 0, 100.2)
+    assert kept is not None and len(kept) <= 512  # served from the cache: now in the table
+    big = [("WWW.Example.com.", "TXT", " ".join(f'"{i:03d}{"x" * 96}"' for i in range(8)))]
+    assert pipeline.handle(classic("WWW.Example.com"), CLIENT, True, Source(), 0, 401.0) is None
+    (other,) = resume(pipeline, big, now=401.0)
+    assert other.flags & dns.flags.TC
+    again = pipeline.handle(classic("www.example.com"), CLIENT, True, Source(), 0, 401.5)
+    assert again is not None and len(again) <= 512
+    assert dns.message.from_wire(again).flags & dns.flags.TC
+
+
 Question = tuple[str, str, bool, bool, int, bytes, bool]
 QUESTION = st.tuples(
     st.sampled_from(NAMES[:2]),
