@@ -52,6 +52,8 @@ DEFAULT_SHARED: Final = REPO.parent / "shared" / "data"
 DEFAULT_OUT: Final = REPO / "bench" / "results"
 LATENCY_POINTS: Final = (50.0, 99.0, 99.9)
 CLIENT_BOUND: Final = 0.97
+NOT_COMPILED: Final = "query path: not compiled"
+"""What filterd logs at start without its compiled query path (``filterd.compiled``)."""
 """dnsperf's share of its core from which a closed loop measured the client too."""
 
 
@@ -249,6 +251,11 @@ def start_and_load(
             f"(first answer {enf.first_answer_s:.2f} s, ready {enf.ready_s}, "
             f"unfiltered probe answers {enf.unfiltered_answers})"
         )
+        if NOT_COMPILED in (work / "server.log").read_text(errors="replace"):
+            # A filterd that serves the same answers with more CPU per query:
+            # e.g. a worktree installed without -e, whose source this
+            # harness's PYTHONPATH puts first. Its figures would be wrong.
+            raise TargetError(f"{target.name}: {NOT_COMPILED} (see its server.log)")
         run.out["memory_loaded"] = asdict(tree_memory(proc.pid))
         run.warm = run.perf(
             st, "warm", size.warm_path, st.miss, duration=st.warm_seconds,
