@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import runs
-from bench.measure import CLK_TCK, Load, percentiles, run_dnsperf
+from bench.measure import CLK_TCK, Load, alternating, percentiles, run_dnsperf
 from bench.targets import (
     FILTERD_BIN,
     LOOPBACK,
@@ -219,8 +219,7 @@ def main() -> None:
                     )
                 time.sleep(0.1)
         for number in range(args.rounds):
-            order = list(entries) if number % 2 == 0 else list(reversed(entries))
-            for name in order:
+            for name in alternating(list(entries), number):
                 server, path = entries[name]
                 pid = _serving_pid(procs[server])
                 user0, sys0 = _cpu_seconds(pid)

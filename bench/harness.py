@@ -33,7 +33,15 @@ from types import FrameType
 from typing import Any, Final
 
 from bench import data as bdata
-from bench.measure import Load, PerfResult, merge, percentiles, run_dnsperf, wait_enforced
+from bench.measure import (
+    Load,
+    PerfResult,
+    alternating,
+    merge,
+    percentiles,
+    run_dnsperf,
+    wait_enforced,
+)
 from bench.targets import (
     REPO,
     TARGETS,
@@ -322,8 +330,7 @@ def latency_rounds(running: Sequence[Running], st: Settings, run_dir: Path) -> N
     load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
     results: dict[str, list[PerfResult]] = {run.label: [] for run in running}
     for number, path in enumerate(paths):
-        order = running if number % 2 == 0 else list(reversed(running))
-        for run in order:
+        for run in alternating(running, number):
             r = run.perf(st, f"latency-{number}", path, load, duration=seconds, max_runs=1,
                          verbose=True)  # fmt: skip
             results[run.label].append(r)
@@ -390,7 +397,7 @@ def capacity_at_rate(running: Sequence[Running], st: Settings) -> None:
     seconds = st.duration / st.latency_rounds
     results: dict[str, list[PerfResult]] = {run.label: [] for run in running}
     for number in range(st.latency_rounds):
-        for run in running if number % 2 == 0 else list(reversed(running)):
+        for run in alternating(running, number):
             r = run.perf(st, f"capacity-{number}", run.size.hit_path, load, duration=seconds,
                          max_runs=run.passes)  # fmt: skip
             if r.server_core_busy <= 0 or r.qps <= 0:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from bench.targets import (
     LOOPBACK,
@@ -215,6 +215,17 @@ def run_dnsperf(
         dnsperf_cpu=(perf1 - perf0) / wall,
         latencies_s=latencies,
     )
+
+
+T = TypeVar("T")
+
+
+def alternating(targets: Sequence[T], number: int) -> list[T]:
+    """The order of round ``number`` in rounds that alternate the targets: as
+    given in even rounds, reversed in odd ones, so that no target is always
+    measured first after a pause (``bench/run``'s latency and capacity
+    rounds, ``bench/floor``)."""
+    return list(targets) if number % 2 == 0 else list(reversed(targets))
 
 
 def merge(results: Sequence[PerfResult]) -> PerfResult:
