@@ -241,30 +241,26 @@ class ResponseCache:
         return self._max_bytes
 
     def get(self, key: bytes, now: float) -> Answer | None:
-        """The live answer for ``key``, its TTLs aged to ``now``; ``None`` on a miss."""
-        answer = self._entries.get(key)
-        if answer is None:
-            self.misses += 1
-            return None
-        if now >= answer[DUE]:
-            rendered = render(answer, now)
-            if rendered is None:
-                _, expires_at = _TIMES.unpack_from(answer[META])
-                if now >= expires_at + self._stale_for:
-                    self._remove(key, answer)  # else kept: a stale answer if upstreams fail
-                self.expired += 1
-                self.misses += 1
-                return None
-            store(self._entries, key, rendered)
-            answer = rendered
-        self.hits += 1
-        return answer
+        """The live answer for ``key``, its TTLs aged to ``now``; ``None`` on a
+        miss. Counted: a hit, or a miss (and an expiry when the entry is there
+        but past its TTL)."""
+        answer = self.renewed(key, now)
+        if answer is not None:
+            self.hits += 1
+            return answer
+        self.misses += 1
+        expired = self._entries.get(key)
+        if expired is not None:
+            _, expires_at = _TIMES.unpack_from(expired[META])
+            if now >= expires_at + self._stale_for:
+                self._remove(key, expired)  # else kept: a stale answer if upstreams fail
+            self.expired += 1
+        return None
 
     def renewed(self, key: bytes, now: float) -> Answer | None:
-        """The live answer for ``key`` rendered for ``now``, counting nothing:
-        for a served repeat whose stored rendering is due (``pipeline``),
-        which counts its own hit. ``None`` if the entry is gone or expired;
-        the full path then looks again, and counts."""
+        """The live answer for ``key`` rendered for ``now``, counting nothing
+        (``get`` counts; a served repeat whose stored rendering is due counts
+        its own hit, ``pipeline``). ``None`` if the entry is gone or expired."""
         answer = self._entries.get(key)
         if answer is None or now < answer[DUE]:
             return answer

@@ -137,10 +137,9 @@ def _add_send_sockets(
         else:
             steer_to_first(group)
     except OSError as exc:
+        unsteered = "questions not steered to workers, " if len(workers) > 1 else ""
         log.warning(
-            "%s: questions not steered to workers, answers sent from the receiving sockets (%s)",
-            endpoint,
-            exc.strerror,
+            "%s: %sanswers sent from the receiving sockets (%s)", endpoint, unsteered, exc.strerror
         )
     else:
         try:
