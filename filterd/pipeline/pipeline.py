@@ -36,15 +36,19 @@ stages 2-4. For a group whose profile has no schedule (every group of the
 default configuration, which has one), the answer to a given message, ID
 aside, is fixed by the policy snapshot and the cached answer's rendering,
 so ``handle`` keeps the messages it answered from the cache in the common
-form (RD set, lower-case question, at most 512 octets) in the group's
-*served* table (``ClientGroup.served``), keyed by the message after its ID,
-and answers a repeat with the client's ID and the same bytes: one dict
-lookup instead of decoding, the verdict memo and the cache. The client's
+form (RD set, lower-case question, at most 512 octets), and those it
+answered with a block (any form, at most 512 octets: a block's rendering is
+a function of the message and the block alone), in the group's *served*
+tables (``ClientGroup.served``, ``served_blocks``), keyed by the message after its ID, and
+answers a repeat with the client's ID and the same bytes: one dict lookup
+instead of decoding, the verdict memo and the cache or the rendering. A
+block never ages, so its entry lasts as long as the snapshot. The client's
 group is found as stage 3 finds it (the one group, or the address memo; a
 trusted forwarder's clients, whose group the query names, take the full
-path). Every repeat is counted like any cache hit. An entry's bytes are
-good until its answer's next re-rendering (``due``: the next whole second
-of age, or its expiry). A repeat after that takes the cache's live
+path). Every repeat is counted as the full path counts it (a cache hit, or
+a block: its list's counter, its group's, the top blocked names). A cached
+answer's bytes are good until its next re-rendering (``due``: the next
+whole second of age, or its expiry). A repeat after that takes the cache's live
 rendering of the same key (one lookup and the TTL copy, ``_renew``), the
 verdict being the snapshot's: only when the cache no longer holds the key,
 the answer expired, its CNAME targets are not the ones checked when the
@@ -60,7 +64,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from filterd.config import Config
 from filterd.errors import QueryError
@@ -76,7 +80,14 @@ from filterd.pipeline.cache import (
 from filterd.pipeline.forward import Forwarder, Forwarding, Reply
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.memo import make_room
-from filterd.pipeline.policy import ClientGroup, CountedBlock, Policy, Rewrite, Served
+from filterd.pipeline.policy import (
+    ClientGroup,
+    CountedBlock,
+    Policy,
+    Rewrite,
+    Served,
+    ServedBlock,
+)
 from filterd.pipeline.ratelimit import ResponseRateLimit
 from filterd.pipeline.rewrite import (
     RewriteReply,
@@ -140,11 +151,11 @@ _STALE_EDE: Final = ede_option(EDE_STALE_ANSWER, "upstream resolvers unreachable
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
 _NOT_REWRITTEN: Final = _UNSERVED_TYPES | {TYPE_ANY}
 SERVED_LIMIT: Final = 65_536
-"""Messages kept in a group's served table (room is made when full:
+"""Messages kept in each of a group's served tables (room is made when full:
 ``make_room``). An entry is a key of about 50 bytes and a tuple, and keeps
-its cache answer alive until it is renewed or dropped: about 20 MB at
-most. At 100k queries/s fewer than 65,536 distinct messages are asked
-twice in one second."""
+its cache answer (or its block's bytes, about 100) alive until it is
+renewed or dropped: about 20 MB a table at most. At 100k queries/s fewer
+than 65,536 distinct messages are asked twice in one second."""
 
 
 class Pipeline:
@@ -234,25 +245,46 @@ class Pipeline:
         if group is not None and group.served is not None:
             asked = data[2:]
             served = group.served.get(asked)
-            if served is not None and (self._allowed.get(address) or self._guard.allows(address)):
-                # A repeat (see the module docstring): stages 2-4 gave this
-                # answer to these very bytes for this group, counted as they count.
-                answer, slot, key = served
-                if now < answer[DUE]:
-                    wire = answer[WIRE]
-                else:
-                    wire = self._renew(group.served, asked, served, now)
-                if wire:
-                    self._key = key
-                    (self._udp_outcomes if udp else self._tcp_outcomes)[slot].cached += 1
-                    group.counter.queries += 1
-                    self._cache.hits += 1
-                    response = data[:2] + wire
+            if served is not None:
+                if self._allowed.get(address) or self._guard.allows(address):
+                    # A repeat (see the module docstring): stages 2-4 gave this
+                    # answer to these very bytes for this group, counted as they count.
+                    answer, slot, key = served
+                    if now < answer[DUE]:
+                        wire = answer[WIRE]
+                    else:
+                        wire = self._renew(group.served, asked, served, now)
+                    if wire:
+                        self._key = key
+                        (self._udp_outcomes if udp else self._tcp_outcomes)[slot].cached += 1
+                        group.counter.queries += 1
+                        self._cache.hits += 1
+                        response = data[:2] + wire
+            else:
+                blocked = group.served_blocks.get(asked)
+                if blocked is not None and (
+                    self._allowed.get(address) or self._guard.allows(address)
+                ):
+                    response = data[:2] + self._block_again(group, blocked, udp)
         if response is None:
             response = self._respond(data, address, udp, source, client, now)
         if udp and response is not None and self.rrl is not None:
             return self.rrl.limit(address, self._key, response, now)
         return response
+
+    def _block_again(self, group: ClientGroup, served: ServedBlock, udp: bool) -> bytes:
+        """A served repeat of a blocked message: counted as ``_blocked`` counts,
+        answered with the bytes it rendered (after the ID)."""
+        wire, slot, key, number, name = served
+        block = group.view.block(number)
+        block.counter.count += 1
+        group.counter.queries += 1
+        group.counter.blocked += 1
+        if self.blocked_names is not None:
+            self.blocked_names.count_wire(name, block.counter.category)
+        (self._udp_outcomes if udp else self._tcp_outcomes)[slot].blocked += 1
+        self._key = key
+        return wire
 
     def _renew(
         self, table: Served, asked: bytes, served: tuple[Answer, int, bytes], now: float
@@ -325,7 +357,7 @@ class Pipeline:
                 if query.qclass == CLASS_IN and query.qtype not in _NOT_REWRITTEN:
                     return self._rewrite(query, block, udp, source, client, now, outcomes, group)
             else:
-                return self._blocked(query, block, offset, udp, outcomes, group)
+                return self._blocked(query, block, offset, udp, outcomes, slot, group)
         # 4. cache: a cached key was validated (name, class, type) when stored
         answer = self._cache.get(key, now)
         if answer is not None:
@@ -340,9 +372,7 @@ class Pipeline:
             served = group.served
             if served is not None and data[2] & 0x01 and query.asked_lower:
                 # Served as stored (serve's common case): repeats may skip stages 2-4.
-                if len(served) >= SERVED_LIMIT:
-                    make_room(served)
-                store(served, data[2:], (answer, slot, key))
+                _remember(served, data[2:], (answer, slot, key))
             return out
         if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:
             return self._unserved(query, outcomes)
@@ -369,19 +399,27 @@ class Pipeline:
         offset: int,
         udp: bool,
         outcomes: Outcomes,
+        slot: int,
         group: ClientGroup,
     ) -> bytes | None:
         block.counter.count += 1
         group.counter.blocked += 1
+        name = query.key[offset : query.name_end - 12]
         if self.blocked_names is not None:
-            self.blocked_names.count_wire(
-                query.key[offset : query.name_end - 12], block.counter.category
-            )
+            self.blocked_names.count_wire(name, block.counter.category)
         if block.drops:
             outcomes.dropped += 1
             return None
         outcomes.blocked += 1
-        return self._fit(query, block.render(query, offset), udp, outcomes)
+        out = block.render(query, offset)
+        if len(out) > CLASSIC_UDP_SIZE:
+            return self._fit(query, out, udp, outcomes)
+        if group.served is not None:
+            # The rendering is a function of the message and the block alone:
+            # repeats of these bytes may skip stages 2-4.
+            entry = (out[2:], slot, query.key, block.number, name)
+            _remember(group.served_blocks, query.data[2:], entry)
+        return out
 
     def _rewrite(
         self,
@@ -504,6 +542,13 @@ class Pipeline:
                 return
             out = limited
         reply.send(out)
+
+
+def _remember(table: dict[bytes, Any], asked: bytes, entry: tuple[Any, ...]) -> None:
+    """Keep how ``asked`` (a message after its ID) was answered, for its repeats."""
+    if len(table) >= SERVED_LIMIT:
+        make_room(table)
+    store(table, asked, entry)
 
 
 def build_pipeline(

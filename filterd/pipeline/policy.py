@@ -78,11 +78,14 @@ class GroupCounter:
 
 
 class CountedBlock(BlockAnswer):
-    """A ``BlockAnswer`` that also counts its uses (an integer increment on the hot path)."""
+    """A ``BlockAnswer`` that also counts its uses (an integer increment on the
+    hot path), and knows its number in the view that compiled it (a served
+    repeat names its block by that number: ``Served``)."""
 
-    __slots__ = ("counter",)
+    __slots__ = ("counter", "number")
 
     counter: BlockCounter
+    number: int
 
 
 class Rewrite:
@@ -229,8 +232,15 @@ class View:
             return 0
         number = self._answers.get(decision.rule)
         if number is None:
-            number = self._answers[decision.rule] = self._number(self._compile(decision.rule))
+            block = self._compile(decision.rule)
+            number = self._answers[decision.rule] = block.number = self._number(block)
         return number << OFFSET_BITS | decision.offset
+
+    def block(self, number: int) -> CountedBlock:
+        """The block answer this view numbered ``number`` (``CountedBlock.number``)."""
+        answer = self._numbered[number]
+        assert isinstance(answer, CountedBlock)
+        return answer
 
     def _verdict(self, code: int) -> Verdict:
         """The verdict a memo ``code`` stands for (``OFFSET_BITS``)."""
@@ -274,24 +284,35 @@ def _remember(memo: dict[bytes, int], key: bytes, code: int) -> None:
 
 Served = dict[bytes, tuple[Answer, int, bytes]]
 """Message after its ID -> (cache answer, counters slot of its qtype, cache
-key): the repeats a group is answered without decoding (see
-``filterd.pipeline.pipeline``). Values hold no object the garbage collector
-tracks, so the collector soon stops visiting them."""
+key): the repeats a group is answered from the cache without decoding (see
+``filterd.pipeline.pipeline``)."""
+ServedBlock = tuple[bytes, int, bytes, int, bytes]
+ServedBlocks = dict[bytes, ServedBlock]
+"""Message after its ID -> (the block answer after its ID, counters slot of
+its qtype, cache key, the block's number in the group's view, the matched
+list entry as a lower-cased wire name): the repeats a group is answered
+with a block without decoding. Apart from ``Served`` because a repeat from
+the cache, the most common query, must not pay to tell the two apart.
+Neither table's values hold an object the garbage collector tracks (a
+block by its number, not the object), so the collector never visits them
+(``filterd.pipeline.untracked``)."""
 
 
 class ClientGroup:
     """A group within one snapshot: its counter (which outlives the
     snapshot), its profile's view (``memoised``: the view's, bound once,
-    one attribute fewer per query) and its served table (``None`` when the
-    profile has a schedule: its verdicts change with the clock)."""
+    one attribute fewer per query) and its served tables (``served``:
+    ``None`` when the profile has a schedule, its verdicts change with the
+    clock; ``served_blocks`` is then never filled)."""
 
-    __slots__ = ("counter", "memoised", "served", "view")
+    __slots__ = ("counter", "memoised", "served", "served_blocks", "view")
 
     def __init__(self, counter: GroupCounter, view: View) -> None:
         self.counter = counter
         self.view = view
         self.memoised = view.memoised
         self.served: Served | None = None if view.profile.scheduled else {}
+        self.served_blocks: ServedBlocks = {}
 
 
 class Policy:
@@ -395,6 +416,7 @@ class Policy:
         for view in self._views.values():
             tables += view.memos()
         tables += [group.served for group in self._groups if group.served is not None]
+        tables += [group.served_blocks for group in self._groups]
         return tables
 
     @property

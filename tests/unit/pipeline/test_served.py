@@ -43,7 +43,7 @@ from filterd.pipeline.forward import Forwarder
 from filterd.pipeline.guard import Guard
 from filterd.pipeline.pipeline import Pipeline
 from filterd.pipeline.policy import BlockCounter, GroupCounter, Policy
-from filterd.pipeline.tally import QTYPE_SLOT, Counters
+from filterd.pipeline.tally import QTYPE_SLOT, BlockedNames, Counters
 from filterd.pipeline.untracked import NATIVE_STORE
 from filterd.profiles.profileset import ProfileSet
 from filterd.wire.query import Query, parse_query
@@ -147,7 +147,8 @@ def make_pipeline(policy: Policy) -> Pipeline:
 
     allow = (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("10.0.0.0/8"))
     cache = ResponseCache(1 << 20, 0)
-    return Pipeline(Guard(allow), policy, cache, make_forwarder, 1232, False, Counters(), None)
+    top = BlockedNames(10)
+    return Pipeline(Guard(allow), policy, cache, make_forwarder, 1232, False, Counters(), top)
 
 
 def wire(name: str, rdtype: str = "A", *, ident: int = 1, rd: bool = True) -> bytes:
@@ -173,6 +174,7 @@ def counts(pipeline: Pipeline, books: Books) -> dict[str, object]:
         "cache": (cache.hits, cache.misses, cache.expired, len(cache), cache.bytes),
         "groups": {name: (g.queries, g.blocked) for name, g in books.groups.items()},
         "blocks": {key: b.count for key, b in books.blocks.items()},
+        "top": pipeline.blocked_names.candidates() if pipeline.blocked_names else None,
     }
 
 
@@ -248,6 +250,67 @@ def test_with_several_profiles_an_allowed_name_is_memoised_once_for_all_of_them(
     assert tracked_tables(pipeline) == []
 
 
+def served_block(pipeline: Pipeline, data: bytes) -> object:
+    """What the default group's table of blocks holds for ``data`` (``None``: nothing)."""
+    return pipeline.policy.groups[0].served_blocks.get(data[2:])
+
+
+def test_a_blocked_repeat_gets_the_same_answer_under_its_own_id_and_counts_as_a_block(
+    pipeline: Pipeline, books: Books
+) -> None:
+    first = pipeline.handle(wire("www.casino.example", ident=7), CLIENT, True, Source(), 0, 100.0)
+    assert served_block(pipeline, wire("www.casino.example")) is not None
+    before = counts(pipeline, books)
+    again = pipeline.handle(wire("www.casino.example", ident=9), CLIENT, True, Source(), 0, 900.0)
+    assert first is not None and again is not None
+    assert dns.message.from_wire(again).rcode() == dns.rcode.NXDOMAIN
+    assert first[:2] == b"\x00\x07" and again[:2] == b"\x00\x09" and first[2:] == again[2:]
+    after = counts(pipeline, books)
+    assert after["blocks"] == {k: n + 1 for k, n in before["blocks"].items()}  # type: ignore[attr-defined]
+    assert after["groups"] == {"default": (2, 2)}
+    assert after["top"] == [(b"\x06casino\x07example\x00", "uncategorized", 2)]
+    slot = pipeline.counters.udp[QTYPE_SLOT[1]]
+    assert (slot.blocked, slot.cached) == (2, 0)
+
+
+def test_a_blocked_message_in_any_form_is_served_again_as_asked(pipeline: Pipeline) -> None:
+    """A block's rendering depends on the message alone: a 0x20 client's
+    case and a cleared RD come back as the full path renders them."""
+    data = wire("wWw.CaSiNo.example", "AAAA", ident=3, rd=False)
+    first = pipeline.handle(data, CLIENT, True, Source(), 0, 100.0)
+    assert served_block(pipeline, data) is not None
+    again = pipeline.handle(data, CLIENT, False, Source(False), 0, 100.5)
+    assert first is not None and first == again
+    message = dns.message.from_wire(again)
+    assert str(message.question[0].name) == "wWw.CaSiNo.example."
+    assert not message.flags & dns.flags.RD
+
+
+def test_a_blocked_repeat_after_the_name_left_the_list_is_asked_upstream(
+    pipeline: Pipeline, tmp_path: Path, books: Books
+) -> None:
+    pipeline.handle(wire("casino.example"), CLIENT, True, Source(), 0, 100.0)
+    pipeline.swap_policy(make_policy(compile_index(tmp_path, ("example.org",)).index, books))
+    assert pipeline.handle(wire("casino.example"), CLIENT, True, Source(), 0, 100.1) is None
+    assert pipeline.forwarder.forwarded  # type: ignore[attr-defined]  # asked upstream
+
+
+def test_a_dropped_block_is_never_kept(tmp_path: Path, books: Books) -> None:
+    """No answer, nothing to repeat: every repeat runs the full path and is counted dropped."""
+    (tmp_path / "national.txt").write_text("casino.example\n")
+    text = "lists: [{name: national, path: national.txt}]\nblocking: {default_action: drop}\n"
+    config = parse_config(text + "state_dir: state\n", "c.yaml", tmp_path)
+    snapshot = Snapshot(compile_lists(config).index_path, config)
+    pipeline = make_pipeline(make_policy(snapshot, books))
+    for ident in (1, 2):
+        assert (
+            pipeline.handle(wire("casino.example", ident=ident), CLIENT, True, Source(), 0, 100.0)
+            is None
+        )
+    assert served_block(pipeline, wire("casino.example")) is None
+    assert pipeline.counters.udp[QTYPE_SLOT[1]].dropped == 2
+
+
 def test_a_repeat_in_a_later_second_of_age_gets_aged_ttls(pipeline: Pipeline) -> None:
     fill(pipeline, "www.example.com")
     pipeline.handle(wire("www.example.com"), CLIENT, True, Source(), 0, 100.5)
@@ -320,7 +383,7 @@ def test_a_renewed_repeat_never_sends_a_classic_client_more_than_512_octets(
 
 Question = tuple[str, str, bool, bool, int, bytes, bool]
 QUESTION = st.tuples(
-    st.sampled_from(NAMES[:2]),
+    st.sampled_from(NAMES[:3]),
     st.sampled_from(("A", "TXT")),
     st.sampled_from((False, False, False, True)),  # a 0x20 client, now and then
     st.sampled_from((True, True, True, False)),  # RD, mostly set
@@ -334,10 +397,12 @@ def forget_served(pipeline: Pipeline) -> None:
     for group in pipeline.policy.groups:
         if group.served is not None:
             group.served.clear()
+        group.served_blocks.clear()
 
 
 def served_size(pipeline: Pipeline) -> int:
-    return sum(len(g.served) for g in pipeline.policy.groups if g.served is not None)
+    hits = sum(len(g.served) for g in pipeline.policy.groups if g.served is not None)
+    return hits + sum(len(g.served_blocks) for g in pipeline.policy.groups)
 
 
 def tracked_tables(pipeline: Pipeline) -> list[str]:
@@ -354,6 +419,8 @@ def tracked_tables(pipeline: Pipeline) -> list[str]:
             tables[f"group {number} memo {memo}"] = table
         if NATIVE_STORE and group.served is not None:
             tables[f"group {number} served"] = group.served  # type: ignore[assignment]
+        if NATIVE_STORE:
+            tables[f"group {number} served blocks"] = group.served_blocks  # type: ignore[assignment]
     if NATIVE_STORE:
         tables["cache"] = pipeline.cache._entries  # type: ignore[assignment]
     return [name for name, table in tables.items() if gc.is_tracked(table)]
