@@ -37,10 +37,12 @@ default configuration, which has one), the answer to a given message, ID
 aside, is fixed by the policy snapshot and the cached answer's rendering,
 so ``handle`` keeps the messages it answered from the cache in the common
 form (RD set, lower-case question, at most 512 octets), and those it
-answered with a block (any form, at most 512 octets: a block's rendering is
-a function of the message and the block alone), in the group's *served*
-tables (``ClientGroup.served``, ``served_blocks``), keyed by the message after its ID, and
-answers a repeat with the client's ID and the same bytes: one dict lookup
+answered with a block when the question was asked before (any form, at
+most 512 octets: a block's rendering is a function of the message and the
+block alone; a listed name asked once stays out), in the group's *served*
+tables (``ClientGroup.served``, ``served_blocks``), keyed by the message
+after its ID, and answers a repeat with the client's ID and the same
+bytes: one dict lookup
 instead of decoding, the verdict memo and the cache or the rendering. A
 block never ages, so its entry lasts as long as the snapshot. The client's
 group is found as stage 3 finds it (the one group, or the address memo; a
@@ -151,11 +153,17 @@ _STALE_EDE: Final = ede_option(EDE_STALE_ANSWER, "upstream resolvers unreachable
 _UNSERVED_TYPES: Final = frozenset({TYPE_AXFR, TYPE_IXFR, TYPE_OPT})
 _NOT_REWRITTEN: Final = _UNSERVED_TYPES | {TYPE_ANY}
 SERVED_LIMIT: Final = 65_536
-"""Messages kept in each of a group's served tables (room is made when full:
+"""Messages kept in a group's served table (room is made when full:
 ``make_room``). An entry is a key of about 50 bytes and a tuple, and keeps
-its cache answer (or its block's bytes, about 100) alive until it is
-renewed or dropped: about 20 MB a table at most. At 100k queries/s fewer
-than 65,536 distinct messages are asked twice in one second."""
+its cache answer alive until it is renewed or dropped: about 20 MB at
+most. At 100k queries/s fewer than 65,536 distinct messages are asked
+twice in one second."""
+SERVED_BLOCKS_LIMIT: Final = 16_384
+"""Messages kept in a group's table of served blocks (room is made when
+full). An entry holds its own bytes (the message, the answer, the key and
+the listed name: about 430 bytes with its slot), so the table costs about
+7 MB at most. Room is made by dropping the newest entries, so it keeps
+the blocked questions asked twice first: the popular ones."""
 
 
 class Pipeline:
@@ -342,6 +350,7 @@ class Pipeline:
             group = policy.by_address.get(address) or policy.group_of(address, query, now)
         group.counter.queries += 1
         verdict = group.memoised(key)
+        decided_before = verdict is not None
         if verdict is None:
             # First decision on this key: the name must be well-formed first
             # (a memoised or cached key was validated when it was stored).
@@ -357,7 +366,9 @@ class Pipeline:
                 if query.qclass == CLASS_IN and query.qtype not in _NOT_REWRITTEN:
                     return self._rewrite(query, block, udp, source, client, now, outcomes, group)
             else:
-                return self._blocked(query, block, offset, udp, outcomes, slot, group)
+                return self._blocked(
+                    query, block, offset, udp, outcomes, slot, group, decided_before
+                )
         # 4. cache: a cached key was validated (name, class, type) when stored
         answer = self._cache.get(key, now)
         if answer is not None:
@@ -372,7 +383,7 @@ class Pipeline:
             served = group.served
             if served is not None and data[2] & 0x01 and query.asked_lower:
                 # Served as stored (serve's common case): repeats may skip stages 2-4.
-                _remember(served, data[2:], (answer, slot, key))
+                _remember(served, data[2:], (answer, slot, key), SERVED_LIMIT)
             return out
         if query.qclass != CLASS_IN or query.qtype in _UNSERVED_TYPES:
             return self._unserved(query, outcomes)
@@ -401,7 +412,12 @@ class Pipeline:
         outcomes: Outcomes,
         slot: int,
         group: ClientGroup,
+        asked_before: bool,
     ) -> bytes | None:
+        """A block's answer, counted; kept for repeats of the message when its
+        question was ``asked_before`` (its verdict memoised): a blocked name
+        asked once, common in a long tail of listed names, would only fill
+        the table with its own bytes."""
         block.counter.count += 1
         group.counter.blocked += 1
         name = query.key[offset : query.name_end - 12]
@@ -414,11 +430,11 @@ class Pipeline:
         out = block.render(query, offset)
         if len(out) > CLASSIC_UDP_SIZE:
             return self._fit(query, out, udp, outcomes)
-        if group.served is not None:
+        if asked_before and group.served is not None:
             # The rendering is a function of the message and the block alone:
             # repeats of these bytes may skip stages 2-4.
             entry = (out[2:], slot, query.key, block.number, name)
-            _remember(group.served_blocks, query.data[2:], entry)
+            _remember(group.served_blocks, query.data[2:], entry, SERVED_BLOCKS_LIMIT)
         return out
 
     def _rewrite(
@@ -544,9 +560,9 @@ class Pipeline:
         reply.send(out)
 
 
-def _remember(table: dict[bytes, Any], asked: bytes, entry: tuple[Any, ...]) -> None:
+def _remember(table: dict[bytes, Any], asked: bytes, entry: tuple[Any, ...], limit: int) -> None:
     """Keep how ``asked`` (a message after its ID) was answered, for its repeats."""
-    if len(table) >= SERVED_LIMIT:
+    if len(table) >= limit:
         make_room(table)
     store(table, asked, entry)
 

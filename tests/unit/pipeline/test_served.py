@@ -258,6 +258,7 @@ def served_block(pipeline: Pipeline, data: bytes) -> object:
 def test_a_blocked_repeat_gets_the_same_answer_under_its_own_id_and_counts_as_a_block(
     pipeline: Pipeline, books: Books
 ) -> None:
+    pipeline.handle(wire("www.casino.example", ident=5), CLIENT, True, Source(), 0, 100.0)
     first = pipeline.handle(wire("www.casino.example", ident=7), CLIENT, True, Source(), 0, 100.0)
     assert served_block(pipeline, wire("www.casino.example")) is not None
     before = counts(pipeline, books)
@@ -267,16 +268,27 @@ def test_a_blocked_repeat_gets_the_same_answer_under_its_own_id_and_counts_as_a_
     assert first[:2] == b"\x00\x07" and again[:2] == b"\x00\x09" and first[2:] == again[2:]
     after = counts(pipeline, books)
     assert after["blocks"] == {k: n + 1 for k, n in before["blocks"].items()}  # type: ignore[attr-defined]
-    assert after["groups"] == {"default": (2, 2)}
-    assert after["top"] == [(b"\x06casino\x07example\x00", "uncategorized", 2)]
+    assert after["groups"] == {"default": (3, 3)}
+    assert after["top"] == [(b"\x06casino\x07example\x00", "uncategorized", 3)]
     slot = pipeline.counters.udp[QTYPE_SLOT[1]]
-    assert (slot.blocked, slot.cached) == (2, 0)
+    assert (slot.blocked, slot.cached) == (3, 0)
+
+
+def test_a_listed_name_asked_once_is_not_kept(pipeline: Pipeline) -> None:
+    """The long tail of a list: a blocked question asked once would only fill
+    the table with its own bytes; its second asking is kept, for the third."""
+    data = wire("once.casino.example")
+    assert pipeline.handle(data, CLIENT, True, Source(), 0, 100.0) is not None
+    assert served_block(pipeline, data) is None
+    assert pipeline.handle(data, CLIENT, True, Source(), 0, 100.0) is not None
+    assert served_block(pipeline, data) is not None
 
 
 def test_a_blocked_message_in_any_form_is_served_again_as_asked(pipeline: Pipeline) -> None:
     """A block's rendering depends on the message alone: a 0x20 client's
     case and a cleared RD come back as the full path renders them."""
     data = wire("wWw.CaSiNo.example", "AAAA", ident=3, rd=False)
+    pipeline.handle(data, CLIENT, True, Source(), 0, 100.0)
     first = pipeline.handle(data, CLIENT, True, Source(), 0, 100.0)
     assert served_block(pipeline, data) is not None
     again = pipeline.handle(data, CLIENT, False, Source(False), 0, 100.5)
@@ -289,7 +301,9 @@ def test_a_blocked_message_in_any_form_is_served_again_as_asked(pipeline: Pipeli
 def test_a_blocked_repeat_after_the_name_left_the_list_is_asked_upstream(
     pipeline: Pipeline, tmp_path: Path, books: Books
 ) -> None:
-    pipeline.handle(wire("casino.example"), CLIENT, True, Source(), 0, 100.0)
+    for _ in (1, 2):
+        pipeline.handle(wire("casino.example"), CLIENT, True, Source(), 0, 100.0)
+    assert served_block(pipeline, wire("casino.example")) is not None
     pipeline.swap_policy(make_policy(compile_index(tmp_path, ("example.org",)).index, books))
     assert pipeline.handle(wire("casino.example"), CLIENT, True, Source(), 0, 100.1) is None
     assert pipeline.forwarder.forwarded  # type: ignore[attr-defined]  # asked upstream
@@ -302,13 +316,13 @@ def test_a_dropped_block_is_never_kept(tmp_path: Path, books: Books) -> None:
     config = parse_config(text + "state_dir: state\n", "c.yaml", tmp_path)
     snapshot = Snapshot(compile_lists(config).index_path, config)
     pipeline = make_pipeline(make_policy(snapshot, books))
-    for ident in (1, 2):
+    for ident in (1, 2, 3):
         assert (
             pipeline.handle(wire("casino.example", ident=ident), CLIENT, True, Source(), 0, 100.0)
             is None
         )
     assert served_block(pipeline, wire("casino.example")) is None
-    assert pipeline.counters.udp[QTYPE_SLOT[1]].dropped == 2
+    assert pipeline.counters.udp[QTYPE_SLOT[1]].dropped == 3
 
 
 def test_a_repeat_in_a_later_second_of_age_gets_aged_ttls(pipeline: Pipeline) -> None:
