@@ -343,6 +343,8 @@ def latency_rounds(running: Sequence[Running], st: Settings, run_dir: Path) -> N
             {
                 "steal": r.server_core_steal,
                 "stalls": stall_clusters(r.latencies_s),
+                "kthreads_ms": round(sum(r.server_core_kthreads.values()), 2),
+                "kthreads": r.server_core_kthreads,
                 **_percentiles_ms(r.latencies_s),
             }
             for r in rounds
@@ -358,8 +360,9 @@ def stall_clusters(latencies: Sequence[float]) -> int:
     """Runs of answers slower than ``STALL_S``, in dnsperf's order, answers
     less than ``STALL_GAP`` apart counting as one: each is a stall of the
     server or of the machine under it. On this VM some 2-second rounds have
-    one every 100 ms for either server (bench/README.md, "Fifth round"),
-    which moves that round's p99 by milliseconds."""
+    stalls of a few milliseconds for either server (bench/README.md,
+    "Sixth round": a kernel thread on the server's CPU, counted in the
+    round's ``kthreads``), which moves that round's p99."""
     clusters = 0
     last = -STALL_GAP - 1
     for index, latency in enumerate(latencies):
@@ -668,6 +671,15 @@ def markdown(results: dict[str, dict[str, Any]], st: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _kthreads_cell(round_: dict[str, Any]) -> str:
+    """A round's kernel-thread time on the server CPU, and its biggest user."""
+    threads: dict[str, float] = round_.get("kthreads") or {}
+    if not threads:
+        return "-" if "kthreads" not in round_ else "0"
+    top = max(threads, key=threads.__getitem__)
+    return f"{round_['kthreads_ms']:.1f} ({top} {threads[top]:.1f})"
+
+
 def round_ratios(results: dict[str, dict[str, Any]], st: Settings) -> str:
     """filterd/Unbound at the fixed rate, round by round, and the median of
     each percentile's round ratios: the comparison least moved by the minute."""
@@ -681,9 +693,9 @@ def round_ratios(results: dict[str, dict[str, Any]], st: Settings) -> str:
         lines.append(f"\nLatency at {st.rate:,} qps, {len(f)} alternating rounds, {tag}:\n")
         lines.append(
             "| round | filterd p50 / p99 / p99.9 ms | Unbound | ratio | steal f / u "
-            "| stalls f / u |"
+            "| stalls f / u | kernel threads ms f / u |"
         )
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|")
         ratios: dict[str, list[float]] = {p: [] for p in ("p50", "p99", "p99.9")}
         for number, (fr, ur) in enumerate(zip(f, u, strict=True)):
             cells = []
@@ -697,10 +709,11 @@ def round_ratios(results: dict[str, dict[str, Any]], st: Settings) -> str:
                 f"| {number} | {fr.get('p50')} / {fr.get('p99')} / {fr.get('p99.9')} "
                 f"| {ur.get('p50')} / {ur.get('p99')} / {ur.get('p99.9')} "
                 f"| {' / '.join(cells)} | {fr['steal']:.0%} / {ur['steal']:.0%} "
-                f"| {fr.get('stalls', '-')} / {ur.get('stalls', '-')} |"
+                f"| {fr.get('stalls', '-')} / {ur.get('stalls', '-')} "
+                f"| {_kthreads_cell(fr)} / {_kthreads_cell(ur)} |"
             )
         medians = " / ".join(f"{statistics.median(v):.2f}x" if v else "-" for v in ratios.values())
-        lines.append(f"| median of the round ratios | | | {medians} | | |")
+        lines.append(f"| median of the round ratios | | | {medians} | | | |")
         fc = (results.get(f"filterd-{tag}") or {}).get("capacity", {}).get("rounds")
         uc = (results.get(f"unbound-{tag}") or {}).get("capacity", {}).get("rounds")
         if fc and uc and len(fc) == len(uc):

@@ -19,7 +19,7 @@ import re
 import resource
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -67,6 +67,9 @@ class PerfResult:
     upstream_cpu: float
     dnsperf_cpu: float
     latencies_s: tuple[float, ...] = field(default=(), repr=False)
+    server_core_kthreads: dict[str, float] = field(default_factory=dict)
+    """Milliseconds each kernel thread ran on the server's CPU meanwhile (over
+    0.05 ms): a kernel thread preempts the server (``kernel_thread_ms``)."""
 
     @property
     def lost_pct(self) -> float:
@@ -146,6 +149,49 @@ def _busy(before: dict[int, tuple[int, int, int]], cpu: int) -> tuple[float, flo
     return (total - idle - steal) / total, steal / total
 
 
+PF_KTHREAD: Final = 0x00200000
+"""``/proc/PID/stat`` flags bit of a kernel thread."""
+
+
+def kernel_threads() -> dict[int, tuple[str, int, int]]:
+    """Every kernel thread: pid -> (name, the CPU it last ran on, nanoseconds it
+    has run), from ``/proc/PID/stat`` and ``/proc/PID/schedstat``.
+
+    Why: on this VM a kernel thread (DAMON's ``kdamond``, sampling memory
+    accesses for proactive reclaim every 500 ms) runs on a CPU for up to 4 ms
+    at a time at the server's priority; a server pinned to that CPU answers
+    nothing meanwhile, whichever server it is (bench/README.md, "Sixth
+    round"). The run time says how much of a round's tail is that."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            schedstat = (entry / "schedstat").read_text()
+        except OSError:  # gone meanwhile, or no schedstat in this kernel
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is the 3rd field of stat(5): flags is the 9th, processor the 39th.
+        if int(fields[6]) & PF_KTHREAD:
+            out[int(entry.name)] = (name, int(fields[36]), int(schedstat.split()[0]))
+    return out
+
+
+def kernel_thread_ms(before: dict[int, tuple[str, int, int]], cpu: int) -> dict[str, float]:
+    """Milliseconds each kernel thread last seen on ``cpu`` has run since
+    ``before`` (threads under 0.05 ms left out), by name."""
+    out: dict[str, float] = {}
+    for pid, (name, last_cpu, ran_ns) in kernel_threads().items():
+        if last_cpu != cpu or pid not in before:
+            continue
+        ms = (ran_ns - before[pid][2]) / 1e6
+        if ms >= 0.05:
+            out[name] = out.get(name, 0.0) + ms
+    return out
+
+
 def run_dnsperf(
     port: int,
     datafile: Path,
@@ -178,6 +224,7 @@ def run_dnsperf(
         cmd += ["-n", str(max_runs)]
     if verbose:
         cmd.append("-v")
+    kthreads0 = kernel_threads()
     stat0 = cpu_times()
     srv0, up0, perf0 = tree_cpu_seconds(server_pid), tree_cpu_seconds(upstream_pid), _children_cpu()
     t0 = time.monotonic()
@@ -190,6 +237,7 @@ def run_dnsperf(
     wall = max(time.monotonic() - t0, 1e-9)
     srv1, up1, perf1 = tree_cpu_seconds(server_pid), tree_cpu_seconds(upstream_pid), _children_cpu()
     core_busy, core_steal = _busy(stat0, server_cpu)
+    kthreads = kernel_thread_ms(kthreads0, server_cpu)
     stderr = done.stderr.decode(errors="replace")
     if done.returncode != 0:
         raise TargetError(f"dnsperf exited {done.returncode}: {stderr[-1000:]}")
@@ -214,6 +262,7 @@ def run_dnsperf(
         upstream_cpu=(up1 - up0) / wall,
         dnsperf_cpu=(perf1 - perf0) / wall,
         latencies_s=latencies,
+        server_core_kthreads=kthreads,
     )
 
 
@@ -259,7 +308,16 @@ def merge(results: Sequence[PerfResult]) -> PerfResult:
         upstream_cpu=weighted(lambda r: r.upstream_cpu),
         dnsperf_cpu=weighted(lambda r: r.dnsperf_cpu),
         latencies_s=tuple(x for r in results for x in r.latencies_s),
+        server_core_kthreads=_summed(r.server_core_kthreads for r in results),
     )
+
+
+def _summed(tables: Iterable[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for table in tables:
+        for name, value in table.items():
+            out[name] = out.get(name, 0.0) + value
+    return out
 
 
 def _latencies(stdout: str, timeout_s: float, sent: int) -> tuple[float, ...]:
