@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Final
+from typing import Any, Final
 
 from filterd.listeners.mmsgcalls import (
     IOV_FIELDS,
@@ -82,9 +82,24 @@ class Batch:
         self._recvmmsg = recvmmsg
         self._sendmmsg = sendmmsg
         self._iov_lengths = arrays.send_iov_words
-        self._recv_address = arrays.recv_address
-        self._send_address = arrays.send_address
-        self._names_address = arrays.names_address
+        # The constant arguments of the per-query calls into the C extension
+        # (or ctypes), kept as the int objects they are: typed ``Any`` so that
+        # the compiled class stores them boxed. An ``int`` attribute is stored
+        # unboxed and boxed anew at every such call: for a lone query that
+        # was five int objects allocated and freed and sixteen boxings, about
+        # 1,000 of its 8,800 user-space instructions (bench/README.md, "Sixth
+        # round").
+        self._receive_args: tuple[Any, ...] = (
+            self.fd, arrays.recv_address, size, MSG_DONTWAIT, *self.address_slice,
+        )  # fmt: skip
+        self._send_fd: Any = self.send_fd
+        self._send_address: Any = arrays.send_address
+        self._send_capacity: Any = send_size
+        self._dont_wait: Any = MSG_DONTWAIT
+        self._sender_addresses: list[Any] = [
+            arrays.names_address + i * SOCKADDR_SIZE for i in range(size)
+        ]
+        """The address of received datagram ``i``'s sockaddr, for ``stage``."""
         self._receive = receive
         self._stage = stage
         self.pending = 0
@@ -96,11 +111,11 @@ class Batch:
 
         Datagram ``i``'s sender, as a raw sockaddr, is ``senders[i]`` until
         the next ``receive`` (``sender`` copies it)."""
-        first, last = self.address_slice
         native = self._receive
         if native is not None:
-            return native(self.fd, self._recv_address, self.size, MSG_DONTWAIT, first, last)
-        count = self._recvmmsg(self.fd, self._recv_address, self.size, MSG_DONTWAIT)
+            return native(*self._receive_args)
+        first, last = self.address_slice
+        count = self._recvmmsg(*self._receive_args[:4])
         if count <= 0:
             if count < 0 and -count not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                 raise OSError(-count, "recvmmsg failed")
@@ -137,12 +152,10 @@ class Batch:
         native = self._stage
         if native is not None:
             if isinstance(sender, int):
-                native(
-                    self._send_address, slot, answer, self.send_size,
-                    self._names_address + sender * SOCKADDR_SIZE,
-                )  # fmt: skip
+                address = self._sender_addresses[sender]
+                native(self._send_address, slot, answer, self._send_capacity, address)
             else:
-                native(self._send_address, slot, answer, self.send_size, sender)
+                native(self._send_address, slot, answer, self._send_capacity, sender)
         else:
             offset = slot * self.send_size
             self._out[offset : offset + size] = answer
@@ -160,7 +173,7 @@ class Batch:
         if not pending:
             return 0
         self.pending = 0
-        sent = self._sendmmsg(self.send_fd, self._send_address, pending, MSG_DONTWAIT)
+        sent = self._sendmmsg(self._send_fd, self._send_address, pending, self._dont_wait)
         if sent < 0:
             return pending
         if sent < pending:
