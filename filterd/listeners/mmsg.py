@@ -39,6 +39,9 @@ from filterd.listeners.mmsgcalls import (
 __all__ = ["SOCKADDR_SIZE", "Batch"]
 
 MSG_DONTWAIT: Final = 0x40
+_BUFFER_FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
+"""Errors of ``sendmmsg`` that end a batch (``Batch.flush``); EINTR with them:
+the answers are dropped as on a full buffer, never sent twice."""
 
 
 class Batch:
@@ -174,12 +177,36 @@ class Batch:
             return 0
         self.pending = 0
         sent = self._sendmmsg(self._send_fd, self._send_address, pending, self._dont_wait)
-        if sent < 0:
-            return pending
-        if sent < pending:
-            # A full socket buffer stops the batch; the rest are dropped (clients retry).
-            return pending - sent
-        return 0
+        if sent == pending:
+            return 0
+        return self._send_rest(sent, pending)
+
+    def _send_rest(self, sent: int, pending: int) -> int:
+        """After a ``sendmmsg`` that stopped at message ``first`` (``sent``: the
+        count, or ``-errno`` for the first message): what could not be sent.
+
+        sendmmsg(2) stops at the first message the kernel refuses, and when
+        some were sent before it, its error is lost. A refusal of one
+        destination (a firewall's output rule, a route, a port the kernel
+        will not send to, a path MTU) must not cost the other clients of the
+        batch their answers, so that message is skipped and the rest is sent
+        again. A full socket buffer (EAGAIN, ENOBUFS) ends the batch: every
+        later message would meet it too (clients retry)."""
+        first = 0
+        failed = 0
+        while True:
+            if sent < 0:
+                if -sent in _BUFFER_FULL:
+                    return failed + pending - first
+                sent = 0
+            first += sent + 1  # past the message refused
+            failed += 1
+            if first >= pending:
+                return failed
+            address = self._send_address + first * MMSG_SIZE
+            sent = self._sendmmsg(self._send_fd, address, pending - first, self._dont_wait)
+            if sent == pending - first:
+                return failed
 
     def address_of(self, sockaddr: bytes) -> tuple[str, int] | tuple[str, int, int, int]:
         """A raw sockaddr as a Python socket address (for a lone ``sendto``)."""

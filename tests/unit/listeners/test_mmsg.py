@@ -113,6 +113,33 @@ def test_a_full_batch_and_a_second_client_are_answered_in_order(
         other.close()
 
 
+@pytest.mark.parametrize("refused_at", [(1, 3), (0,), (0, 1, 2)])
+def test_an_answer_the_kernel_refuses_costs_no_other_client_its_answer(
+    pair: tuple[socket.socket, socket.socket], refused_at: tuple[int, ...]
+) -> None:
+    """Found by reading ``flush``: sendmmsg(2) stops at the first message the
+    kernel refuses, and every answer queued after it was dropped. Here the
+    kernel refuses a destination port 0 (EINVAL, nothing leaves the host);
+    a firewall's output rule or a route does the same in the field."""
+    server, client = pair
+    batch = Batch(server, 4, 512, 512)
+    client.send(b"q")
+    for _ in range(200):  # bounded
+        if batch.receive():
+            break
+    sockaddr = batch.sender(0)
+    refused = sockaddr[:2] + b"\0\0" + sockaddr[4:]
+    answers = [f"answer {number}".encode() for number in range(4)]
+    for number, answer in enumerate(answers):
+        assert batch.queue(answer, refused if number in refused_at else sockaddr)
+    assert batch.flush() == len(refused_at)
+    client.settimeout(0.5)
+    expected = [a for number, a in enumerate(answers) if number not in refused_at]
+    assert [client.recv(512) for _ in expected] == expected
+    with pytest.raises(TimeoutError):
+        client.recv(512)
+
+
 def test_an_answer_larger_than_a_slot_is_refused_for_the_caller_to_send_alone(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
