@@ -31,8 +31,8 @@ asynchronous. ``Pipeline.handle`` returns the bytes to send now, or
 ``None`` when there is nothing to send now (dropped, or answered later
 through a ``Reply``).
 
-A message asked again within the same second of its answer's age skips
-stages 2-4. For a group whose profile has no schedule (every group of the
+A message asked again skips stages 2-4 while its answer would be the
+same. For a group whose profile has no schedule (every group of the
 default configuration, which has one), the answer to a given message, ID
 aside, is fixed by the policy snapshot and the cached answer's rendering,
 so ``handle`` keeps the messages it answered from the cache in the common
@@ -42,23 +42,23 @@ most 512 octets: a block's rendering is a function of the message and the
 block alone; a listed name asked once stays out), in the group's *served*
 tables (``ClientGroup.served``, ``served_blocks``), keyed by the message
 after its ID, and answers a repeat with the client's ID and the same
-bytes: one dict lookup
-instead of decoding, the verdict memo and the cache or the rendering. A
-block never ages, so its entry lasts as long as the snapshot. The client's
-group is found as stage 3 finds it (the one group, or the address memo; a
-trusted forwarder's clients, whose group the query names, take the full
-path). Every repeat is counted as the full path counts it (a cache hit, or
-a block: its list's counter, its group's, the top blocked names). A cached
-answer's bytes are good until its next re-rendering (``due``: the next
-whole second of age, or its expiry). A repeat after that takes the cache's live
-rendering of the same key (one lookup and the TTL copy, ``_renew``), the
-verdict being the snapshot's: only when the cache no longer holds the key,
-the answer expired, its CNAME targets are not the ones checked when the
-entry was made (a new upstream answer), or it no longer fits 512 octets
-does the full path run. A new policy snapshot starts with empty tables.
-With a popularity mix most queries are repeats within the second (about
-two in three in ``bench/run``'s mix at 100k qps), and most of the rest are
-repeats of an earlier second.
+bytes: one dict lookup instead of decoding, the verdict memo and the cache
+or the rendering. A block never ages, so its entry lasts as long as the
+snapshot. The client's group is found as stage 3 finds it (the one group,
+or the address memo; a trusted forwarder's clients, whose group the query
+names, take the full path). Every repeat is counted as the full path
+counts it (a cache hit, or a block: its list's counter, its group's, the
+top blocked names). A cached answer's bytes are good until its next
+re-rendering (``due``: the next whole second of age, or its expiry). A
+repeat after that takes the cache's live rendering of the same key (one
+lookup and the TTL copy, ``_renew``), the verdict being the snapshot's:
+only when the cache no longer holds the key, the answer expired, its CNAME
+targets are not the ones checked when the entry was made (a new upstream
+answer), or it no longer fits 512 octets does the full path run. A new
+policy snapshot starts with empty tables. With a popularity mix most
+queries are repeats within the second (about two in three in
+``bench/run``'s mix at 100k qps), and most of the rest are repeats of an
+earlier second.
 """
 
 from __future__ import annotations
