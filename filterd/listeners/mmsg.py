@@ -58,7 +58,6 @@ class Batch:
         """Receive on ``sock``; send on ``send`` (default: ``sock``), a socket
         bound to the same address and port (``filterd.supervisor.sockets``)."""
         self.fd = sock.fileno()
-        self.send_fd = sock.fileno() if send is None else send.fileno()
         self.size = size
         self.recv_size = recv_size
         self.send_size = send_size
@@ -95,7 +94,7 @@ class Batch:
         self._receive_args: tuple[Any, ...] = (
             self.fd, arrays.recv_address, size, MSG_DONTWAIT, *self.address_slice,
         )  # fmt: skip
-        self._send_fd: Any = self.send_fd
+        self._send_fd: Any = (sock if send is None else send).fileno()
         self._send_address: Any = arrays.send_address
         self._send_capacity: Any = send_size
         self._dont_wait: Any = MSG_DONTWAIT
@@ -182,8 +181,9 @@ class Batch:
         return self._send_rest(sent, pending)
 
     def _send_rest(self, sent: int, pending: int) -> int:
-        """After a ``sendmmsg`` that stopped at message ``first`` (``sent``: the
-        count, or ``-errno`` for the first message): what could not be sent.
+        """After a ``sendmmsg`` of ``pending`` queued answers that stopped short
+        (``sent``: the count sent, or ``-errno`` for the first): how many
+        could not be sent.
 
         sendmmsg(2) stops at the first message the kernel refuses, and when
         some were sent before it, its error is lost. A refusal of one

@@ -412,12 +412,12 @@ class Pipeline:
         outcomes: Outcomes,
         slot: int,
         group: ClientGroup,
-        asked_before: bool,
+        decided_before: bool,
     ) -> bytes | None:
         """A block's answer, counted; kept for repeats of the message when its
-        question was ``asked_before`` (its verdict memoised): a blocked name
-        asked once, common in a long tail of listed names, would only fill
-        the table with its own bytes."""
+        verdict was ``decided_before`` (memoised: the question was asked
+        before): a blocked name asked once, common in a long tail of listed
+        names, would only fill the table with its own bytes."""
         block.counter.count += 1
         group.counter.blocked += 1
         name = query.key[offset : query.name_end - 12]
@@ -430,7 +430,7 @@ class Pipeline:
         out = block.render(query, offset)
         if len(out) > CLASSIC_UDP_SIZE:
             return self._fit(query, out, udp, outcomes)
-        if asked_before and group.served is not None:
+        if decided_before and group.served is not None:
             # The rendering is a function of the message and the block alone:
             # repeats of these bytes may skip stages 2-4.
             entry = (out[2:], slot, query.key, block.number, name)

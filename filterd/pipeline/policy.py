@@ -80,7 +80,7 @@ class GroupCounter:
 class CountedBlock(BlockAnswer):
     """A ``BlockAnswer`` that also counts its uses (an integer increment on the
     hot path), and knows its number in the view that compiled it (a served
-    repeat names its block by that number: ``Served``)."""
+    repeat names its block by that number: ``ServedBlocks``)."""
 
     __slots__ = ("counter", "number")
 

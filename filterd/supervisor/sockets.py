@@ -14,7 +14,7 @@ and the kernel runs a write-space wake-up through that queue (two locks
 taken with interrupts off, an epoll callback that finds nothing to do) for
 every datagram the socket sends, when the datagram's buffer is released.
 A socket nobody waits on skips it. Measured at 110k queries/s on one core
-(bench/README.md, "Fifth round"): 4.7 % less CPU per query. The send
+(``bench/ab``, bench/README.md, "Sixth round"): 6.2 % less CPU per query. The send
 socket is in the SO_REUSEPORT group too, so a program on the group
 (``filterd.listeners.steer``: the question's worker, or worker 0's socket
 with one worker) picks a receiving socket for every datagram: the
