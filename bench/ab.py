@@ -27,7 +27,6 @@ build with itself.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -253,7 +252,6 @@ def _compare(args: argparse.Namespace, stamp: str, work: Path, before: Build, af
     table = "\n".join(lines)
     print(table)
     runs.save("ab", stamp, table, summary)
-    (work / "rounds.json").write_text(json.dumps({"core": core, "process": process}, indent=1))
 
 
 if __name__ == "__main__":

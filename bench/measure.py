@@ -30,6 +30,7 @@ from bench.targets import (
     Proc,
     TargetError,
     die_with_parent,
+    proc_stats,
     process_tree,
     query_rcode,
 )
@@ -162,21 +163,12 @@ def kernel_threads() -> dict[int, tuple[str, int, int]]:
     at a time at the server's priority; a server pinned to that CPU answers
     nothing meanwhile, whichever server it is (bench/README.md, "Sixth
     round"). The run time says how much of a round's tail is that."""
-    out: dict[int, tuple[str, int, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            schedstat = (entry / "schedstat").read_text()
-        except OSError:  # gone meanwhile, or no schedstat in this kernel
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        # fields[0] is the 3rd field of stat(5): flags is the 9th, processor the 39th.
-        if int(fields[6]) & PF_KTHREAD:
-            out[int(entry.name)] = (name, int(fields[36]), int(schedstat.split()[0]))
-    return out
+    return {
+        pid: (name, int(fields[36]), int(schedstat.split()[0]))
+        for pid, name, fields, schedstat in proc_stats("schedstat")
+        # stat(5): flags is the 9th field, processor the 39th.
+        if int(fields[6]) & PF_KTHREAD
+    }
 
 
 def kernel_thread_ms(before: dict[int, tuple[str, int, int]], cpu: int) -> dict[str, float]:

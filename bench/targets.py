@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -127,18 +127,28 @@ def spawn(name: str, cmd: list[str], cpu: int | str, log_path: Path, cwd: Path) 
 # --- memory of a process tree -------------------------------------------------
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
+def proc_stats(extra: str | None = None) -> Iterator[tuple[int, str, list[str], str]]:
+    """Every process in /proc: (pid, name, the stat(5) fields after the name,
+    starting with the state, so field n of stat(5) is ``fields[n - 3]``, and
+    the text of its file ``extra``, e.g. ``schedstat``: "" when not asked).
+    A process gone meanwhile is left out."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
+            more = Path(f"/proc/{entry}/{extra}").read_text() if extra else ""
         except OSError:
             continue
-        # The comm field may hold spaces and parentheses: split after the last ')'.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        # The name may hold spaces and parentheses: split after the last ')'.
+        head, _, rest = stat.rpartition(")")
+        yield int(entry), head[head.index("(") + 1 :], rest.split(), more
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid, _, fields, _ in proc_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
     return children
 
 
