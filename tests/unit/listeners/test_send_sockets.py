@@ -24,12 +24,9 @@ from filterd.listeners.udp import (
     PMTUDISC_PROBE,
     UdpListener,
 )
-from filterd.lists.compile import compile_lists
-from filterd.lists.sources import open_matcher
-from filterd.pipeline.pipeline import Pipeline, build_pipeline
-from filterd.pipeline.policy import Policy
-from filterd.pipeline.tally import Counters
+from filterd.pipeline.pipeline import Pipeline
 from filterd.supervisor.sockets import WorkerSockets, bind_sockets
+from tests.unit.pipeline.test_refused import one_name_pipeline
 
 
 def bound(workers: int, host: str = "127.0.0.1") -> list[WorkerSockets]:
@@ -89,20 +86,13 @@ def test_no_query_ever_reaches_a_send_socket(sockets: list[WorkerSockets]) -> No
 def pipeline_on(tmp_path: Path) -> Iterator[tuple[Pipeline, asyncio.AbstractEventLoop]]:
     """A real pipeline (one blocked name, answered without going upstream) on
     the worker's own loop."""
-    (tmp_path / "local.txt").write_text("blocked.example\n")
-    config = parse_config(
-        'access: {allow: ["127.0.0.0/8", "::1/128"]}\nupstream: {servers: ["127.0.0.1:9"]}\n'
-        "lists: [{name: local, path: local.txt, format: domains}]\nstate_dir: state\n",
-        base=tmp_path,
-    )
-    matcher, sources = open_matcher(compile_lists(config).index_path)
     loop = serving_loop()
+    allow = '"127.0.0.0/8", "::1/128"'
     try:
-        policy = Policy(matcher, sources, config.blocking, 1232, {})
-        yield build_pipeline(config, policy, loop, Counters(), reactor=reactor_for(loop)), loop
+        with one_name_pipeline(tmp_path, loop, allow, reactor_for(loop)) as pipeline:
+            yield pipeline, loop
     finally:
         loop.close()
-        matcher.index.close()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -4,6 +4,7 @@ a well-formed question is ever echoed (inputs found by ``bench/fuzz``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from filterd.lists.sources import open_matcher
 from filterd.pipeline.pipeline import Pipeline, build_pipeline
 from filterd.pipeline.policy import Policy
 from filterd.pipeline.tally import Counters
+from filterd.upstream.exchange import Reactor
 
 ALLOWED = b"\x7f\x00\x00\x01"
 REFUSED = b"\xc6\x33\x64\x07"  # 198.51.100.7
@@ -27,22 +29,38 @@ class _NoUpstream:
         raise AssertionError("nothing here goes upstream")
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+@contextlib.contextmanager
+def one_name_pipeline(
+    tmp_path: Path,
+    loop: asyncio.AbstractEventLoop,
+    allow: str = '"127.0.0.0/8"',
+    reactor: Reactor | None = None,
+) -> Iterator[Pipeline]:
+    """A real pipeline on ``loop`` whose list blocks one name,
+    ``blocked.example``, for the clients in ``allow`` (YAML list items); its
+    upstream is never asked here."""
     (tmp_path / "local.txt").write_text("blocked.example\n")
     config = parse_config(
-        'access: {allow: ["127.0.0.0/8"]}\nupstream: {servers: ["127.0.0.1:9"]}\n'
+        f"access: {{allow: [{allow}]}}\nupstream: {{servers: ['127.0.0.1:9']}}\n"
         "lists: [{name: local, path: local.txt, format: domains}]\nstate_dir: state\n",
         base=tmp_path,
     )
     matcher, sources = open_matcher(compile_lists(config).index_path)
-    loop = asyncio.new_event_loop()
     try:
         policy = Policy(matcher, sources, config.blocking, 1232, {})
-        yield build_pipeline(config, policy, loop, Counters())
+        yield build_pipeline(config, policy, loop, Counters(), reactor=reactor)
+    finally:
+        matcher.index.close()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    loop = asyncio.new_event_loop()
+    try:
+        with one_name_pipeline(tmp_path, loop) as built:
+            yield built
     finally:
         loop.close()
-        matcher.index.close()
 
 
 def handle(pipeline: Pipeline, data: bytes, address: bytes) -> bytes | None:
