@@ -117,7 +117,7 @@ def start(build: Build, work: Path, nsd: Nsd, size: SizeData, others: list[Path]
     build.port = free_port()
     home = work / build.checkout.name
     home.mkdir(parents=True, exist_ok=True)
-    command = target.command(home, build.port, nsd.port, size.domains_path.resolve())
+    command = target.command(home, build.port, nsd.port, size.domains_path.resolve(), None)
     build.proc = spawn(build.name, command, SERVER_CPU, home / "server.log", home)
     enforced = wait_enforced(
         build.proc, build.port, size.probes, ready=target.ready_check(), timeout=120

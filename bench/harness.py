@@ -8,8 +8,9 @@ other), timed until the list is enforced, warmed and loaded closed-loop for
 its rate; then, with every target up, each is loaded closed-loop once more
 recording every answer's latency, and all are loaded at a fixed rate in
 rounds that alternate the targets (``latency_rounds``: latency at a low rate
-moves with the VM's minute more than with the server); last, each is loaded
-with cache misses and stopped by its PID.
+moves with the VM's minute more than with the server), and flooded up a
+ladder of rates by kxdpgun, a client that is not the limit (``bench.flood``);
+last, each is loaded with cache misses and stopped by its PID.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from types import FrameType
 from typing import Any, Final
 
 from bench import data as bdata
+from bench import flood as bflood
 from bench.measure import (
     Load,
     PerfResult,
@@ -45,6 +47,7 @@ from bench.measure import (
 from bench.targets import (
     REPO,
     TARGETS,
+    Network,
     Nsd,
     Proc,
     Target,
@@ -60,9 +63,14 @@ DEFAULT_SHARED: Final = REPO.parent / "shared" / "data"
 DEFAULT_OUT: Final = REPO / "bench" / "results"
 LATENCY_POINTS: Final = (50.0, 99.0, 99.9)
 CLIENT_BOUND: Final = 0.97
+"""dnsperf's share of its core from which a closed loop measured the client too."""
+FLOOD_NETWORK: Final = Network(bflood.SERVER_ADDRESS, bflood.CLIENTS)
+FLOOD_STEPS: Final = (0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
+"""The flood ladder's offered rates, times the dnsperf client ceiling."""
+FLOOD_CLEAN: Final = 0.99
+"""The answered share at which an offered rate counts as served."""
 NOT_COMPILED: Final = "query path: not compiled"
 """What filterd logs at start without its compiled query path (``filterd.compiled``)."""
-"""dnsperf's share of its core from which a closed loop measured the client too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,14 @@ class Settings:
     server_cpu: int
     client_cpu: int
     params: bdata.DataParams
+    flood: bool
+    """Whether the flood ladder (``bench.flood``) runs; the targets then also
+    listen on its veth."""
+
+    @property
+    def flood_seconds(self) -> int:
+        """kxdpgun's ``-t`` per step: a latency round's length, at least 2 s."""
+        return max(2, round(self.duration / self.latency_rounds))
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
@@ -109,6 +125,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
     p.add_argument("--miss-outstanding", type=int, default=1000, help="dnsperf -q for misses")
     p.add_argument("--blocked-share", type=float, default=0.05, help="blocked share of queries")
     p.add_argument("--enforce-timeout", type=float, default=600.0, help="max s until enforced")
+    p.add_argument(
+        "--no-flood",
+        action="store_true",
+        help="skip the max-qps ladder with kxdpgun over a veth (bench/flood.py)",
+    )
     p.add_argument("--seed", type=int, default=bdata.DEFAULT_SEED)
     p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="shared/data directory")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
@@ -150,6 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, Path, bool]:
         server_cpu=0,
         client_cpu=1,
         params=params,
+        flood=not a.no_flood,
     )
     return settings, a.shared, a.out, quick
 
@@ -234,7 +256,7 @@ def start_and_load(
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     list_path = target.list_path(size.domains_path.resolve(), size.rpz_path.resolve())
-    cmd = target.command(work, port, nsd.port, list_path)
+    cmd = target.command(work, port, nsd.port, list_path, FLOOD_NETWORK if st.flood else None)
     say(f"[{target.name} {tag}] start: {' '.join(cmd)}")
     proc = spawn(target.name, cmd, target.cpus or st.server_cpu, work / "server.log", work)
     run = Running(
@@ -426,6 +448,122 @@ def capacity_at_rate(running: Sequence[Running], st: Settings) -> None:
         )
 
 
+def flood_ladder(
+    servers: Sequence[tuple[str, int]],
+    base: float,
+    st: Settings,
+    link: bflood.Link,
+    queries: Path,
+    out_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Each server flooded by kxdpgun at ``FLOOD_STEPS`` times ``base`` (the
+    dnsperf client ceiling), the servers alternating step by step as the
+    latency rounds alternate, and for the same reason.
+
+    Why a ladder and not one high rate: a server's answers under overload
+    can fall as the offered rate rises (it spends its core taking in what it
+    then cannot answer), so its maximum is the most it answered at any step;
+    the highest rate it answered almost wholly (``FLOOD_CLEAN``) is the
+    other figure an operator sizes by."""
+    rates = sorted({max(1000, int(base * f) // 1000 * 1000) for f in FLOOD_STEPS})
+    steps: dict[str, list[bflood.Flood]] = {label: [] for label, _ in servers}
+    for number, rate in enumerate(rates):
+        for label, port in alternating(servers, number):
+            f = bflood.flood(
+                link, port, queries, rate=rate, seconds=st.flood_seconds, cpu=st.client_cpu,
+                server_cpu=st.server_cpu,
+                output=out_dir / f"kxdpgun-{label.replace(' ', '-')}-{rate}.out",
+            )  # fmt: skip
+            say(
+                f"[{label}] flood at {rate:,} qps: {f.qps:,.0f} answered "
+                f"({f.answered_share:.1%}), server dropped {f.server_dropped:,}, "
+                f"kxdpgun missed {f.lost_after_server:,}, {f.cpu_us_per_answer:.2f} µs of the "
+                "server core per answer"
+            )
+            steps[label].append(f)
+    return {label: flood_summary(floods) for label, floods in steps.items()}
+
+
+def flood_summary(steps: Sequence[bflood.Flood]) -> dict[str, Any]:
+    """A server's ladder: its most answered, the highest rate it served
+    almost wholly, and how much of what it sent the client missed."""
+    top = max(steps, key=lambda f: f.qps)
+    clean = [f.offered for f in steps if f.answered_share >= FLOOD_CLEAN]
+    missed = [f.lost_after_server / f.server_sent for f in steps if f.server_sent]
+    return {
+        "max_qps": top.qps,
+        "offered_at_max": top.offered,
+        "answered_pct_at_max": 100.0 * top.answered_share,
+        "cpu_us_per_answer_at_max": top.cpu_us_per_answer,
+        "clean_qps": max(clean) if clean else None,
+        "client_missed_pct": 100.0 * max(missed, default=0.0),
+        "steps": [
+            {
+                **asdict(f),
+                "answered_pct": 100.0 * f.answered_share,
+                "client_missed": f.lost_after_server,
+            }
+            for f in steps
+        ],
+    }
+
+
+def measure_size(
+    sd: bdata.SizeData,
+    targets: Sequence[Target],
+    *,
+    nsd: Nsd,
+    nsd_proc: Proc,
+    ds: bdata.Dataset,
+    st: Settings,
+    run_dir: Path,
+    flood: tuple[bflood.Link, float] | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Every phase of one list size, every target up together from the first
+    load to the last: (results, failures) by target key. ``flood`` is the
+    link and the client ceiling the ladder's rates are multiples of."""
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    running: list[Running] = []
+    try:
+        for t in targets:
+            try:
+                running.append(
+                    start_and_load(
+                        target=t, size=sd, nsd=nsd, nsd_proc=nsd_proc, st=st, run_dir=run_dir
+                    )
+                )
+            except TargetError as exc:
+                key = f"{t.name}-{bdata.size_tag(sd.size)}"
+                failures[key] = str(exc)
+                say(f"[{key}] FAILED: {exc}")
+        try:
+            latency_rounds(running, st, run_dir)
+            capacity_at_rate(running, st)
+            if flood and running:
+                link, ceiling = flood
+                servers = [(run.label, run.port) for run in running]
+                ladder = flood_ladder(servers, ceiling, st, link, sd.hit_path, run_dir)
+                for run in running:
+                    run.out["flood"] = ladder[run.label]
+            finishing = running
+        except TargetError as exc:
+            for run in running:
+                failures[run.key] = str(exc)
+            say(f"latency rounds, capacity or flood FAILED: {exc}")
+            finishing = []
+        for run in finishing:
+            try:
+                results[run.key] = finish(run, ds, st)
+            except TargetError as exc:
+                failures[run.key] = str(exc)
+                say(f"[{run.key}] FAILED: {exc}")
+    finally:
+        for run in running:
+            stop(run)
+    return results, failures
+
+
 def finish(run: Running, ds: bdata.Dataset, st: Settings) -> dict[str, Any]:
     """The cache-miss pass, the last memory reading, the checks; then stop."""
     try:
@@ -452,7 +590,9 @@ def stop(run: Running) -> None:
     say(f"[{run.label}] stopped pid {run.proc.pid}, exit code {code}")
 
 
-def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, Any]:
+def latency_floor(
+    ds: bdata.Dataset, st: Settings, run_dir: Path, link: bflood.Link | None
+) -> dict[str, Any]:
     """The same open-loop latency run against a second NSD pinned to the server
     CPU, then the targets' closed loop against it.
 
@@ -465,8 +605,13 @@ def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, A
     ceiling says the server was not the limit; the capacity figure (the
     rate over the share of the server core busy) is the comparison dnsperf
     does not bound.
+
+    With ``link``, NSD is flooded too, up the same ladder as the targets: the
+    most kxdpgun drove it to, and how much of what NSD sent kxdpgun missed,
+    say how far the flood's figures are the client's rather than the server's.
     """
-    nsd = Nsd(run_dir / "floor", ds.zone_path.resolve(), cpu=st.server_cpu)
+    network = FLOOD_NETWORK if link else None
+    nsd = Nsd(run_dir / "floor", ds.zone_path.resolve(), cpu=st.server_cpu, network=network)
     proc = nsd.start()
 
     def load_nsd(label: str, load: Load, path: Path, verbose: bool) -> PerfResult:
@@ -488,6 +633,13 @@ def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, A
         load = Load(st.closed.clients, st.closed.outstanding, rate=st.rate, timeout_s=1.0)
         r = load_nsd("latency", load, ds.sizes[min(ds.sizes)].hit_path, verbose=True)
         ceiling = load_nsd("closed", st.closed, ds.sizes[max(st.sizes)].hit_path, verbose=False)
+        flood = None
+        if link:
+            hits = ds.sizes[max(st.sizes)].hit_path
+            ladder = flood_ladder(
+                [("nsd", nsd.port)], ceiling.qps, st, link, hits, run_dir / "floor"
+            )
+            flood = ladder["nsd"]
     finally:
         proc.stop()
     pct = {k: _ms(v) for k, v in percentiles(r.latencies_s, LATENCY_POINTS).items()}
@@ -496,7 +648,9 @@ def latency_floor(ds: bdata.Dataset, st: Settings, run_dir: Path) -> dict[str, A
         f"client ceiling (NSD on CPU {st.server_cpu}, closed loop): {ceiling.qps:,.0f} qps, "
         f"dnsperf CPU {ceiling.dnsperf_cpu:.0%}, NSD CPU {ceiling.server_cpu:.0%}"
     )
-    return {**_perf_dict(r), "percentiles_ms": pct, "closed": _perf_dict(ceiling)}
+    return {
+        **_perf_dict(r), "percentiles_ms": pct, "closed": _perf_dict(ceiling), "flood": flood
+    }  # fmt: skip
 
 
 def ceiling_note(results: dict[str, dict[str, Any]], floor: dict[str, Any]) -> str:
@@ -614,6 +768,11 @@ _ROWS: Final[list[tuple[str, tuple[str, ...]]]] = [
     ("latency p99 ms @ rate", ("latency", "percentiles_ms", "p99")),
     ("latency p99.9 ms @ rate", ("latency", "percentiles_ms", "p99.9")),
     ("  lost % @ rate", ("latency", "lost_pct")),
+    ("max qps, flood (kxdpgun, most answered)", ("flood", "max_qps")),
+    ("  offered qps at that max", ("flood", "offered_at_max")),
+    ("  answered % at that max", ("flood", "answered_pct_at_max")),
+    ("  highest offered qps answered >= 99 %", ("flood", "clean_qps")),
+    ("  CPU µs per answer at the max", ("flood", "cpu_us_per_answer_at_max")),
     ("capacity qps on one core (rate / core busy)", ("capacity", "capacity_qps")),
     ("  CPU µs per query at that rate", ("capacity", "cpu_us_per_query")),
     ("  rate of the capacity run", ("capacity", "rate")),
@@ -728,6 +887,68 @@ def round_ratios(results: dict[str, dict[str, Any]], st: Settings) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def flood_ratios(filterd: dict[str, Any], unbound: dict[str, Any]) -> str:
+    """filterd/Unbound of the most answered, and the median of the step
+    ratios where both lost more than 1 %: the second is less moved by one
+    step that caught a server in a slow second."""
+    both = [
+        f["qps"] / u["qps"]
+        for f, u in zip(filterd["steps"], unbound["steps"], strict=True)
+        if u["qps"] and max(f["answered_pct"], u["answered_pct"]) < 100.0 * FLOOD_CLEAN
+    ]
+    median = f"**{statistics.median(both):.2f}x** over {len(both)} steps" if both else "-"
+    return (
+        f"\nMost answered, filterd / Unbound: **{filterd['max_qps'] / unbound['max_qps']:.2f}x**; "
+        f"median of the ratios at the steps that overloaded both: {median}."
+    )
+
+
+def flood_note(results: dict[str, dict[str, Any]], floor: dict[str, Any] | None) -> str:
+    """The flood ladders side by side: what each server answered at each
+    offered rate, NSD's included (a server with no cache, filter or upstream:
+    what this machine answers at all), and whether kxdpgun kept up."""
+    nsd = (floor or {}).get("flood")
+    lines: list[str] = []
+    sizes = sorted({key.rsplit("-", 1)[1] for key in results if results[key].get("flood")})
+    for tag in sizes:
+        columns = [
+            (name, results[f"{name}-{tag}"]["flood"])
+            for name in ("filterd", "unbound")
+            if (results.get(f"{name}-{tag}") or {}).get("flood")
+        ]
+        if nsd:
+            columns.append(("NSD", nsd))
+        lines.append(
+            f"\nFlood ladder, {tag} (kxdpgun over a veth, answers per second and share):\n"
+        )
+        head = ["offered qps", *(name for name, _ in columns)]
+        ratio = len(columns) >= 2 and columns[0][0] == "filterd" and columns[1][0] == "unbound"
+        if ratio:
+            head.append("filterd / Unbound")
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        by_rate = [{s["offered"]: s for s in ladder["steps"]} for _, ladder in columns]
+        for rate in sorted(by_rate[0]):
+            steps = [table.get(rate) for table in by_rate]
+            cells = [f"{rate:,}"] + [
+                f"{s['qps']:,.0f} ({s['answered_pct']:.0f} %)" if s else "-" for s in steps
+            ]
+            if ratio and steps[0] and steps[1] and steps[1]["qps"]:
+                cells.append(f"{steps[0]['qps'] / steps[1]['qps']:.2f}x")
+            elif ratio:
+                cells.append("-")
+            lines.append("| " + " | ".join(cells) + " |")
+        if ratio:
+            lines.append(flood_ratios(columns[0][1], columns[1][1]))
+        missed = max(ladder["client_missed_pct"] for _, ladder in columns)
+        short = min(s["sent_qps"] / s["offered"] for _, ladder in columns for s in ladder["steps"])
+        lines.append(
+            f"\nkxdpgun sent at least {short:.1%} of every offered rate and missed at most "
+            f"{missed:.2f} % of the answers a server sent at any step: the rest of any "
+            "loss was the server's (its socket refused the query)."
+        )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 # --- main --------------------------------------------------------------------------
 
 
@@ -747,6 +968,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(os.sched_getaffinity(0)) < 2:
         print("bench: WARNING: fewer than 2 CPUs; server and dnsperf will share a core")
         st = dataclasses.replace(st, client_cpu=0)
+    if st.flood and (why_not := bflood.unavailable()) is not None:
+        say(f"flood ladder SKIPPED: {why_not}")
+        st = dataclasses.replace(st, flood=False)
 
     targets: list[Target] = []
     skipped: dict[str, str] = {}
@@ -777,52 +1001,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = scratch / f"run-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    nsd = Nsd(run_dir, ds.zone_path.resolve(), cpu=st.client_cpu)
-    say(f"nsd: loading {ds.zone_records:,} records on 127.0.0.1:{nsd.port} (CPU {nsd.cpu})")
-    nsd_proc = nsd.start()
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     floor: dict[str, Any] | None = None
-    try:
-        floor = latency_floor(ds, st, run_dir)
-        for size in st.sizes:
-            sd = ds.sizes[size]
-            for p in sd.probes:
-                if query_rcode(nsd.port, p) != 0:
-                    raise TargetError(f"upstream does not resolve probe {p}; data is broken")
-            running: list[Running] = []
-            try:
-                for t in targets:
-                    key = f"{t.name}-{bdata.size_tag(size)}"
-                    try:
-                        run = start_and_load(
-                            target=t, size=sd, nsd=nsd, nsd_proc=nsd_proc, st=st, run_dir=run_dir
-                        )
-                        running.append(run)
-                    except TargetError as exc:
-                        failures[key] = str(exc)
-                        say(f"[{key}] FAILED: {exc}")
-                try:
-                    latency_rounds(running, st, run_dir)
-                    capacity_at_rate(running, st)
-                    finishing = running
-                except TargetError as exc:
-                    for run in running:
-                        failures[run.key] = str(exc)
-                    say(f"latency rounds or capacity FAILED: {exc}")
-                    finishing = []
-                for run in finishing:
-                    try:
-                        results[run.key] = finish(run, ds, st)
-                    except TargetError as exc:
-                        failures[run.key] = str(exc)
-                        say(f"[{run.key}] FAILED: {exc}")
-            finally:
-                for run in running:
-                    stop(run)
-    finally:
-        code = nsd_proc.stop()
-        say(f"nsd: stopped pid {nsd_proc.pid}, exit code {code}")
+    with bflood.server_namespace(st.flood, say) as link:
+        nsd = Nsd(run_dir, ds.zone_path.resolve(), cpu=st.client_cpu)
+        say(f"nsd: loading {ds.zone_records:,} records on 127.0.0.1:{nsd.port} (CPU {nsd.cpu})")
+        nsd_proc = nsd.start()
+        try:
+            floor = latency_floor(ds, st, run_dir, link)
+            flood = (link, float(floor["closed"]["qps"])) if link else None
+            for size in st.sizes:
+                sd = ds.sizes[size]
+                for p in sd.probes:
+                    if query_rcode(nsd.port, p) != 0:
+                        raise TargetError(f"upstream does not resolve probe {p}; data is broken")
+                measured, failed = measure_size(
+                    sd, targets, nsd=nsd, nsd_proc=nsd_proc, ds=ds, st=st, run_dir=run_dir,
+                    flood=flood,
+                )  # fmt: skip
+                results.update(measured)
+                failures.update(failed)
+        finally:
+            code = nsd_proc.stop()
+            say(f"nsd: stopped pid {nsd_proc.pid}, exit code {code}")
 
     report = {
         "started_utc": stamp,
@@ -869,6 +1071,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"CPU): p50 {p['p50']} ms, p99 {p['p99']} ms, p99.9 {p['p99.9']} ms\n"
         )
         table += ceiling_note(results, floor)
+    table += flood_note(results, floor)
     table += round_ratios(results, st)
     print()
     print(table)

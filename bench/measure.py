@@ -139,7 +139,7 @@ def cpu_times() -> dict[int, tuple[int, int, int]]:
     return out
 
 
-def _busy(before: dict[int, tuple[int, int, int]], cpu: int) -> tuple[float, float]:
+def busy_since(before: dict[int, tuple[int, int, int]], cpu: int) -> tuple[float, float]:
     """(busy share, stolen share) of ``cpu`` since ``before``; busy excludes stolen time."""
     after = cpu_times()
     if cpu not in before or cpu not in after:
@@ -228,7 +228,7 @@ def run_dnsperf(
         )  # fmt: skip
     wall = max(time.monotonic() - t0, 1e-9)
     srv1, up1, perf1 = tree_cpu_seconds(server_pid), tree_cpu_seconds(upstream_pid), _children_cpu()
-    core_busy, core_steal = _busy(stat0, server_cpu)
+    core_busy, core_steal = busy_since(stat0, server_cpu)
     kthreads = kernel_thread_ms(kthreads0, server_cpu)
     stderr = done.stderr.decode(errors="replace")
     if done.returncode != 0:

@@ -42,8 +42,8 @@ import dns.query
 from bench import runs
 from bench.measure import (
     Load,
-    _busy,
     _latencies,
+    busy_since,
     cpu_times,
     parse_summary,
     percentiles,
@@ -167,7 +167,7 @@ def run(size: int, duration: float, swap_at: float, fraction: float, work: Path)
     nsd_proc = nsd.start()
     target = Filterd()
     port = free_port()
-    command = target.command(work / "filterd", port, nsd.port, list_copy)
+    command = target.command(work / "filterd", port, nsd.port, list_copy, None)
     server: Proc | None = None
     try:
         server = spawn("filterd", command, SERVER_CPU, work / "filterd.log", work)
@@ -278,7 +278,7 @@ def _swap_under_load(
             elif hup_at and not done_at and list_version(port, probe) != old_version:
                 done_at = now
             elif done_at and window_steal is None and now >= done_at + 1.0:
-                window_steal = _busy(at_hup, SERVER_CPU)[1]
+                window_steal = busy_since(at_hup, SERVER_CPU)[1]
             time.sleep(SAMPLE_EVERY)
     (work / "memory.json").write_text(json.dumps(samples))
     (work / "swap_window.json").write_text(json.dumps([hup_at, done_at]))
@@ -299,7 +299,7 @@ def _swap_under_load(
         to_ms,
         window_ms,
         len(window),
-        _busy(at_hup, SERVER_CPU)[1] if window_steal is None else window_steal,
+        busy_since(at_hup, SERVER_CPU)[1] if window_steal is None else window_steal,
     )
 
 

@@ -4,13 +4,15 @@ Why its own module: every process the harness starts goes through ``Proc``,
 which remembers the PID it started and stops exactly that PID (SIGTERM, then
 SIGKILL after a bounded wait). Nothing is ever stopped by name. Servers are
 pinned with ``taskset`` (the server under test on one CPU, NSD and dnsperf on
-the other), listen on 127.0.0.1 only, run in the foreground and keep their
+the other), listen on 127.0.0.1 (and, given a ``Network``, on the server
+side of ``bench.flood``'s veth), run in the foreground and keep their
 config, state and logs in the run's scratch directory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -35,6 +37,16 @@ PR_SET_PDEATHSIG: Final = 1
 
 class TargetError(RuntimeError):
     """A server failed to start, died, or could not be stopped cleanly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A second address a server listens on, for clients on a network other
+    than loopback (``bench.flood``'s veth): the same port as on loopback."""
+
+    address: str
+    clients: str
+    """The clients' prefix, which the server must allow."""
 
 
 def free_port() -> int:
@@ -201,14 +213,16 @@ class Nsd:
     zone: Path
     cpu: int
     port: int = field(default_factory=free_port)
+    network: Network | None = None
 
     def config(self) -> Path:
         d = self.work / "nsd"
         d.mkdir(parents=True, exist_ok=True)
         conf = d / "nsd.conf"
+        also = f"\n  ip-address: {self.network.address}@{self.port}" if self.network else ""
         conf.write_text(
             f"""server:
-  ip-address: {LOOPBACK}@{self.port}
+  ip-address: {LOOPBACK}@{self.port}{also}
   server-count: 1
   username: ""
   chroot: ""
@@ -306,8 +320,11 @@ class Target(Protocol):
     def available(self) -> str | None:
         """None when it can run here, else why not."""
 
-    def command(self, work: Path, port: int, upstream_port: int, list_path: Path) -> list[str]:
-        """Write the config into ``work`` and return the foreground command line."""
+    def command(
+        self, work: Path, port: int, upstream_port: int, list_path: Path, network: Network | None
+    ) -> list[str]:
+        """Write the config into ``work`` and return the foreground command line;
+        with ``network``, it also serves that network's clients on its address."""
 
     def list_path(self, domains: Path, rpz: Path) -> Path:
         """Which of the two list files this target loads."""
@@ -340,11 +357,18 @@ class Unbound:
     def list_path(self, domains: Path, rpz: Path) -> Path:
         return rpz
 
-    def command(self, work: Path, port: int, upstream_port: int, list_path: Path) -> list[str]:
+    def command(
+        self, work: Path, port: int, upstream_port: int, list_path: Path, network: Network | None
+    ) -> list[str]:
         conf = work / "unbound.conf"
+        also = (
+            f"\n  interface: {network.address}\n  access-control: {network.clients} allow"
+            if network
+            else ""
+        )
         conf.write_text(
             f"""server:
-  interface: {LOOPBACK}
+  interface: {LOOPBACK}{also}
   port: {port}
   do-ip6: no
   num-threads: 1
@@ -423,8 +447,23 @@ class Filterd:
     def list_path(self, domains: Path, rpz: Path) -> Path:
         return domains
 
-    def command(self, work: Path, port: int, upstream_port: int, list_path: Path) -> list[str]:
+    def command(
+        self, work: Path, port: int, upstream_port: int, list_path: Path, network: Network | None
+    ) -> list[str]:
         self.admin_port = free_port()
+        listen = [f"{LOOPBACK}:{port}"]
+        extra = ""
+        if network:
+            # The flood's sources share one /24, which rate limiting would
+            # treat as one flooding prefix; exempt, they are on the footing
+            # the default gives loopback, where dnsperf runs (Unbound has no
+            # rate limit configured). Both keys are otherwise the defaults.
+            listen.append(f"{network.address}:{port}")
+            local = '"127.0.0.0/8", "::1/128"'
+            extra = (
+                f'access:\n  allow: [{local}, "{network.clients}"]\n'
+                f'rate_limit:\n  exempt: [{local}, "{network.clients}"]\n'
+            )
         state = work / "state"
         if state.exists():
             shutil.rmtree(state)
@@ -432,9 +471,9 @@ class Filterd:
         conf = work / "filterd.yaml"
         conf.write_text(
             f"""server:
-  listen: ["{LOOPBACK}:{port}"]
+  listen: {json.dumps(listen)}
   workers: {self.workers}
-upstream:
+{extra}upstream:
   servers: ["{LOOPBACK}:{upstream_port}"]
 lists:
   - name: bench
