@@ -464,23 +464,30 @@ def flood_ladder(
     can fall as the offered rate rises (it spends its core taking in what it
     then cannot answer), so its maximum is the most it answered at any step;
     the highest rate it answered almost wholly (``FLOOD_CLEAN``) is the
-    other figure an operator sizes by."""
+    other figure an operator sizes by.
+
+    A kxdpgun run that fails leaves every server's ladder as ``{"error":
+    why}``: the run's other figures stand."""
     rates = sorted({max(1000, int(base * f) // 1000 * 1000) for f in FLOOD_STEPS})
     steps: dict[str, list[bflood.Flood]] = {label: [] for label, _ in servers}
-    for number, rate in enumerate(rates):
-        for label, port in alternating(servers, number):
-            f = bflood.flood(
-                link, port, queries, rate=rate, seconds=st.flood_seconds, cpu=st.client_cpu,
-                server_cpu=st.server_cpu,
-                output=out_dir / f"kxdpgun-{label.replace(' ', '-')}-{rate}.out",
-            )  # fmt: skip
-            say(
-                f"[{label}] flood at {rate:,} qps: {f.qps:,.0f} answered "
-                f"({f.answered_share:.1%}), server dropped {f.server_dropped:,}, "
-                f"kxdpgun missed {f.lost_after_server:,}, {f.cpu_us_per_answer:.2f} µs of the "
-                "server core per answer"
-            )
-            steps[label].append(f)
+    try:
+        for number, rate in enumerate(rates):
+            for label, port in alternating(servers, number):
+                f = bflood.flood(
+                    link, port, queries, rate=rate, seconds=st.flood_seconds,
+                    cpu=st.client_cpu, server_cpu=st.server_cpu,
+                    output=out_dir / f"kxdpgun-{label.replace(' ', '-')}-{rate}.out",
+                )  # fmt: skip
+                say(
+                    f"[{label}] flood at {rate:,} qps: {f.qps:,.0f} answered "
+                    f"({f.answered_share:.1%}), refused {f.refused:,}, lost before the "
+                    f"server {f.lost_before_server:,}, kxdpgun missed {f.lost_after_server:,}, "
+                    f"{f.cpu_us_per_answer:.2f} µs of the server core per answer"
+                )
+                steps[label].append(f)
+    except TargetError as exc:
+        say(f"flood ladder FAILED: {exc}")
+        return {label: {"error": str(exc)} for label, _ in servers}
     return {label: flood_summary(floods) for label, floods in steps.items()}
 
 
@@ -490,6 +497,7 @@ def flood_summary(steps: Sequence[bflood.Flood]) -> dict[str, Any]:
     top = max(steps, key=lambda f: f.qps)
     clean = [f.offered for f in steps if f.answered_share >= FLOOD_CLEAN]
     missed = [f.lost_after_server / f.server_sent for f in steps if f.server_sent]
+    short = [f.lost_before_server / f.sent for f in steps if f.sent]
     return {
         "max_qps": top.qps,
         "offered_at_max": top.offered,
@@ -497,11 +505,13 @@ def flood_summary(steps: Sequence[bflood.Flood]) -> dict[str, Any]:
         "cpu_us_per_answer_at_max": top.cpu_us_per_answer,
         "clean_qps": max(clean) if clean else None,
         "client_missed_pct": 100.0 * max(missed, default=0.0),
+        "lost_before_server_pct": 100.0 * max(short, default=0.0),
         "steps": [
             {
                 **asdict(f),
                 "answered_pct": 100.0 * f.answered_share,
                 "client_missed": f.lost_after_server,
+                "lost_before_server": f.lost_before_server,
             }
             for f in steps
         ],
@@ -906,20 +916,28 @@ def flood_ratios(filterd: dict[str, Any], unbound: dict[str, Any]) -> str:
 def flood_note(results: dict[str, dict[str, Any]], floor: dict[str, Any] | None) -> str:
     """The flood ladders side by side: what each server answered at each
     offered rate, NSD's included (a server with no cache, filter or upstream:
-    what this machine answers at all), and whether kxdpgun kept up."""
+    what this machine answers at all), and where the queries not answered
+    were lost."""
+    ladders = {key: r["flood"] for key, r in results.items() if r.get("flood")}
     nsd = (floor or {}).get("flood")
-    lines: list[str] = []
-    sizes = sorted({key.rsplit("-", 1)[1] for key in results if results[key].get("flood")})
-    for tag in sizes:
+    lines = [
+        f"\nFlood ladder of {key} FAILED: {ladder['error']}"
+        for key, ladder in [*ladders.items(), ("nsd", nsd or {})]
+        if "error" in ladder
+    ]
+    for tag in sorted({key.rsplit("-", 1)[1] for key in ladders}):
         columns = [
-            (name, results[f"{name}-{tag}"]["flood"])
+            (name, ladders[f"{name}-{tag}"])
             for name in ("filterd", "unbound")
-            if (results.get(f"{name}-{tag}") or {}).get("flood")
+            if "steps" in ladders.get(f"{name}-{tag}", {})
         ]
-        if nsd:
+        if nsd and "steps" in nsd:
             columns.append(("NSD", nsd))
+        if not columns:
+            continue
         lines.append(
-            f"\nFlood ladder, {tag} (kxdpgun over a veth, answers per second and share):\n"
+            f"\nFlood ladder, {tag} (kxdpgun over a veth; answers per second, and their "
+            "share of the offered rate):\n"
         )
         head = ["offered qps", *(name for name, _ in columns)]
         ratio = len(columns) >= 2 and columns[0][0] == "filterd" and columns[1][0] == "unbound"
@@ -939,12 +957,17 @@ def flood_note(results: dict[str, dict[str, Any]], floor: dict[str, Any] | None)
             lines.append("| " + " | ".join(cells) + " |")
         if ratio:
             lines.append(flood_ratios(columns[0][1], columns[1][1]))
+        every = [s for _, ladder in columns for s in ladder["steps"]]
+        short = min(s["sent_qps"] / s["offered"] for s in every)
+        lost = max(ladder["lost_before_server_pct"] for _, ladder in columns)
         missed = max(ladder["client_missed_pct"] for _, ladder in columns)
-        short = min(s["sent_qps"] / s["offered"] for _, ladder in columns for s in ladder["steps"])
+        refused = sum(s["refused"] for s in every)
+        unanswered = sum(s["sent"] - s["answered"] for s in every)
         lines.append(
-            f"\nkxdpgun sent at least {short:.1%} of every offered rate and missed at most "
-            f"{missed:.2f} % of the answers a server sent at any step: the rest of any "
-            "loss was the server's (its socket refused the query)."
+            f"\nAt every step kxdpgun sent at least {short:.1%} of the offered rate; at most "
+            f"{lost:.2f} % of a step's queries did not reach the server's namespace and "
+            f"kxdpgun missed at most {missed:.2f} % of the answers that left it. The servers' "
+            f"sockets refused {refused:,} of the {unanswered:,} queries not answered."
         )
     return "\n".join(lines) + ("\n" if lines else "")
 
@@ -1010,7 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nsd_proc = nsd.start()
         try:
             floor = latency_floor(ds, st, run_dir, link)
-            flood = (link, float(floor["closed"]["qps"])) if link else None
+            ceiling = float(floor["closed"]["qps"])
+            flood = (link, ceiling) if link and "error" not in floor["flood"] else None
             for size in st.sizes:
                 sd = ds.sizes[size]
                 for p in sd.probes:

@@ -454,16 +454,13 @@ class Filterd:
         listen = [f"{LOOPBACK}:{port}"]
         extra = ""
         if network:
-            # The flood's sources share one /24, which rate limiting would
-            # treat as one flooding prefix; exempt, they are on the footing
-            # the default gives loopback, where dnsperf runs (Unbound has no
-            # rate limit configured). Both keys are otherwise the defaults.
+            # The flood's clients (10.53.0.0/16) are inside the default
+            # access.allow (10.0.0.0/8). Its sources share one /24, which
+            # rate limiting would treat as one flooding prefix: exempt, they
+            # are on the footing the default exemption gives loopback, where
+            # dnsperf runs (Unbound has no rate limit configured).
             listen.append(f"{network.address}:{port}")
-            local = '"127.0.0.0/8", "::1/128"'
-            extra = (
-                f'access:\n  allow: [{local}, "{network.clients}"]\n'
-                f'rate_limit:\n  exempt: [{local}, "{network.clients}"]\n'
-            )
+            extra = f'rate_limit:\n  exempt: ["127.0.0.0/8", "::1/128", "{network.clients}"]\n'
         state = work / "state"
         if state.exists():
             shutil.rmtree(state)

@@ -6,6 +6,8 @@ list (filterd at 223,000 offered queries per second)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench.flood import Flood, parse_kxdpgun
@@ -26,7 +28,8 @@ duration: 2 s
 
 
 def step(offered: int, answered: int, *, server_sent: int | None = None) -> Flood:
-    """A two-second step in which kxdpgun sent the offered rate."""
+    """A two-second step in which kxdpgun sent the offered rate and every
+    query reached the server, which refused what it did not answer."""
     return Flood(
         offered=offered,
         sent=2 * offered,
@@ -35,8 +38,8 @@ def step(offered: int, answered: int, *, server_sent: int | None = None) -> Floo
         qps=float(answered),
         wall_s=4.0,
         rcodes={"NOERROR": 2 * answered},
-        server_received=2 * offered,
-        server_dropped=2 * (offered - answered),
+        arrived=2 * offered,
+        refused=2 * (offered - answered),
         server_sent=2 * answered if server_sent is None else server_sent,
         server_core_busy=0.5,
         server_core_steal=0.0,
@@ -74,6 +77,20 @@ def test_answers_the_server_sent_and_kxdpgun_did_not_count_are_the_clients_loss(
 
 def test_no_step_served_wholly_leaves_clean_unset() -> None:
     assert flood_summary([step(100_000, 90_000)])["clean_qps"] is None
+
+
+def test_a_step_the_client_fell_short_of_is_not_served() -> None:
+    # kxdpgun sent 90 % of the offered rate and every query was answered.
+    short = dataclasses.replace(step(200_000, 180_000), sent=360_000, sent_qps=180_000.0)
+    summary = flood_summary([step(100_000, 100_000), short])
+    assert summary["clean_qps"] == 100_000
+    assert summary["steps"][1]["answered_pct"] == pytest.approx(90.0)
+
+
+def test_queries_that_never_reached_the_server_are_counted_apart() -> None:
+    lossy = dataclasses.replace(step(100_000, 99_000), arrived=199_000, refused=1_000)
+    assert lossy.lost_before_server == 1_000
+    assert flood_summary([lossy])["lost_before_server_pct"] == pytest.approx(0.5)
 
 
 def test_the_median_ratio_counts_only_steps_that_overloaded_both() -> None:
