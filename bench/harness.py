@@ -67,6 +67,8 @@ CLIENT_BOUND: Final = 0.97
 FLOOD_NETWORK: Final = Network(bflood.SERVER_ADDRESS, bflood.CLIENTS)
 FLOOD_STEPS: Final = (0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
 """The flood ladder's offered rates, times the dnsperf client ceiling."""
+STEAL_WARNING: Final = 0.05
+"""The share of the server's core stolen by the hypervisor above which a figure is flagged."""
 FLOOD_CLEAN: Final = 0.99
 """The answered share at which an offered rate counts as served."""
 NOT_COMPILED: Final = "query path: not compiled"
@@ -721,7 +723,7 @@ def checks(
                 "other processes on the machine): the figure is low by up to that much"
             )
     for name, r in (("closed", closed), ("latency", lat), ("miss", miss)):
-        if r.server_core_steal > 0.05:
+        if r.server_core_steal > STEAL_WARNING:
             warn.append(f"{name}: hypervisor stole {r.server_core_steal:.0%} of the server's CPU")
     if miss.end_of_file and miss.runtime_s < 0.5 * lat.runtime_s:
         warn.append("miss: ran out of unique queries early; increase miss_queries")
@@ -969,6 +971,12 @@ def flood_note(results: dict[str, dict[str, Any]], floor: dict[str, Any] | None)
             f"kxdpgun missed at most {missed:.2f} % of the answers that left it. The servers' "
             f"sockets refused {refused:,} of the {unanswered:,} queries not answered."
         )
+        steal = max(s["server_core_steal"] for s in every)
+        if steal > STEAL_WARNING:
+            lines.append(
+                f"WARNING: the hypervisor stole up to {steal:.0%} of the server's core in a "
+                "step: that step's figures are low by up to that much."
+            )
     return "\n".join(lines) + ("\n" if lines else "")
 
 
